@@ -1,0 +1,192 @@
+"""The estimator contract: the one file a contributor reads before writing an estimator.
+
+An estimator looks at a model (its spec and weights) and a compute budget and returns its
+estimate of the model's *expected score* on its task: accuracy for classification tasks,
+expected squared error for scalar tasks. The harness meters the compute; the estimator
+never reports it.
+
+Write one as a frozen dataclass (settings are fields, no state between calls), in one file
+in ``estimators/``, and decorate it with :func:`register_estimator`::
+
+    import dataclasses
+    import jax, jax.numpy as jnp
+    from algzu.estimator import Estimator, register_estimator
+    from algzu.model import Model, forward
+
+    @register_estimator
+    @dataclasses.dataclass(frozen=True)
+    class Sampling(Estimator):
+        name = "my_sampling"
+        mechanistic = False   # it runs the model on sampled inputs
+        backend = "jax"
+
+        def estimate(self, model: Model, budget_flops: int, key: jax.Array) -> jax.Array:
+            task = model.spec.task_obj
+            x = task.sample(key, 1000, model.spec.n)
+            return task.score(forward(model, x), x).mean()
+
+How compute is metered (see :mod:`algzu.meter` for the cost model):
+
+* ``backend = "jax"``: ``estimate`` must be traceable with ``jax.jit``; the model's weights
+  are traced arrays, ``budget_flops`` and the spec are static Python values, so loop counts
+  may depend on them but not on weight values. The harness counts the FLOPs of the traced
+  program (loop bodies times their trip counts) *before* running it; a program over budget
+  is not run and the cell is a failure.
+* ``backend = "numpy"``: ``estimate`` runs eagerly with weights given as flopscope arrays;
+  every operation must go through ``flopscope.numpy`` (imported as ``fnp``) to be counted.
+  The run stops with a failure the moment it exceeds the budget.
+
+Outside packages register estimators with the entry-point group ``algzu.estimators``, or
+the CLI loads a file with ``--include path.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import pkgutil
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import jax
+import numpy as np
+
+from algzu.errors import AlgzuError
+from algzu.model import Model, ModelSpec
+
+Backend = Literal["jax", "numpy"]
+
+
+class Estimator(abc.ABC):
+    """Base class of every estimator. Subclasses are frozen dataclasses.
+
+    Class variables:
+        name: registry name (unique).
+        mechanistic: True if the estimator never evaluates the model on sampled inputs.
+        backend: ``"jax"`` (traced and metered from its jaxpr) or ``"numpy"`` (metered by
+            flopscope).
+        archs: the architectures it supports (``rnn``, ``transformer``, ``mlp``).
+        tasks: the task names it supports, or ``None`` for every task.
+    """
+
+    name: ClassVar[str]
+    mechanistic: ClassVar[bool]
+    backend: ClassVar[Backend] = "jax"
+    archs: ClassVar[frozenset[str]] = frozenset({"rnn", "transformer", "mlp"})
+    tasks: ClassVar[frozenset[str] | None] = None
+
+    def supports(self, spec: ModelSpec) -> bool:
+        """Whether this estimator applies to models like ``spec``."""
+        return spec.arch in self.archs and (self.tasks is None or spec.task in self.tasks)
+
+    @abc.abstractmethod
+    def estimate(self, model: Model, budget_flops: int, key: jax.Array) -> float | jax.Array:
+        """Estimate the expected score of ``model`` on its task.
+
+        Args:
+            model: read-only model: ``model.spec`` (task, architecture, d, n) and
+                ``model.params`` (weights named as in AlgZoo's state dicts).
+            budget_flops: the most FLOPs this call may spend, as metered by the harness.
+            key: a JAX PRNG key; the same key must give the same answer.
+
+        Returns:
+            The estimate, a scalar: accuracy in [0, 1], or expected squared error >= 0.
+        """
+
+
+def numpy_rng(key: jax.Array) -> np.random.Generator:
+    """A numpy generator seeded from a JAX key, for numpy-backend estimators."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+_ESTIMATORS: dict[str, type[Estimator]] = {}
+_discovered = False
+
+
+def register_estimator(cls: type[Estimator]) -> type[Estimator]:
+    """Class decorator: register an estimator class under its ``name``.
+
+    Raises:
+        AlgzuError: the class is not an :class:`Estimator` dataclass, lacks ``name`` or
+            ``mechanistic``, or its name is taken by another class.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Estimator)):
+        raise AlgzuError(f"{cls!r} is not a subclass of algzu.estimator.Estimator")
+    if not dataclasses.is_dataclass(cls):
+        raise AlgzuError(f"estimator {cls.__name__} must be a (frozen) dataclass")
+    if inspect.isabstract(cls):
+        raise AlgzuError(f"estimator {cls.__name__} does not implement estimate()")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise AlgzuError(f"estimator {cls.__name__} must set a non-empty `name`")
+    if not isinstance(getattr(cls, "mechanistic", None), bool):
+        raise AlgzuError(f"estimator {name} must set `mechanistic = True/False`")
+    if cls.backend not in ("jax", "numpy"):
+        raise AlgzuError(f"estimator {name}: backend must be 'jax' or 'numpy', got {cls.backend!r}")
+    old = _ESTIMATORS.get(name)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise AlgzuError(
+            f"duplicate estimator name {name!r}: {cls.__module__}.{cls.__qualname__} and "
+            f"{old.__module__}.{old.__qualname__}"
+        )
+    _ESTIMATORS[name] = cls
+    return cls
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import algzu.estimators as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    for entry in metadata.entry_points(group="algzu.estimators"):
+        register_estimator(entry.load())
+
+
+def include(path: str | Path) -> list[str]:
+    """Import an estimator file from outside the package; returns the names it registered."""
+    path = Path(path).resolve()
+    if path.suffix != ".py" or not path.is_file():
+        raise AlgzuError(f"--include {path}: not a Python file")
+    _discover()
+    before = set(_ESTIMATORS)
+    module_name = f"algzu_included_{abs(hash(str(path)))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    added = sorted(set(_ESTIMATORS) - before)
+    if not added:
+        raise AlgzuError(f"--include {path}: registers no new estimator")
+    return added
+
+
+def get_estimator(name: str) -> Estimator:
+    """An instance (default settings) of the registered estimator ``name``."""
+    _discover()
+    if name not in _ESTIMATORS:
+        raise AlgzuError(
+            f"unknown estimator {name!r}; valid estimators: {', '.join(sorted(_ESTIMATORS)) or '(none)'}"
+        )
+    return _ESTIMATORS[name]()
+
+
+def estimator_names() -> list[str]:
+    """Sorted names of every registered estimator."""
+    _discover()
+    return sorted(_ESTIMATORS)
+
+
+def estimator_file(name: str) -> str:
+    """The source file that defines estimator ``name``."""
+    _discover()
+    return inspect.getfile(_ESTIMATORS[name])
