@@ -143,7 +143,7 @@ def rnn_forward(params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
 
     The time loop is unrolled (n is at most tens), which XLA fuses better than a scan.
     """
-    w_ih = params["rnn.weight_ih_l0"][:, 0]
+    w_ih = params["rnn.weight_ih_l0"][:, 0][None, :]
     w_hh = params["rnn.weight_hh_l0"]
     w_out = params["linear.weight"]
     h = jax.nn.relu(x[:, 0:1] * w_ih)  # h_0 = 0, so W_hh h_0 vanishes
