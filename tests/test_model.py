@@ -47,7 +47,11 @@ def test_transformer_forward_matches_reference(official):
     model = official["algzoo/longest_cycle-d2-n3"]
     x = model.spec.task_obj.all_inputs(3)
     got = np.asarray(jax.jit(forward)(model, jnp.asarray(x)))
-    np.testing.assert_allclose(got, transformer_reference(model.params, x, 2), rtol=1e-5, atol=1e-5)
+    ref = transformer_reference(model.params, x, 2)
+    # Nearly saturated softmaxes amplify float32 round-off (in float64 the two agree to
+    # 1e-12); 1e-4 of the largest logit is still far below any logit gap that matters.
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
 
 
 def test_mlp_forward_matches_reference(key):
