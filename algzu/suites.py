@@ -1,0 +1,117 @@
+"""Named, frozen suite presets: one per reproducible leaderboard or challenge.
+
+A suite fixes everything a result depends on: the models and the noise level of each, the
+number of noisy copies, the FLOP budgets, the ground-truth sample count and the seed. The
+CLI may override the seed (``--seed`` or ``--secret``) but nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from algzu.errors import AlgzuError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCase:
+    """One model of a suite and the noise level of its copies."""
+
+    model: str
+    noise_std: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """A reproducible benchmark configuration.
+
+    Attributes:
+        name: preset name.
+        cases: models with their noise std.
+        n_copies: K noisy copies per model.
+        budgets: FLOP budgets (a geometric grid).
+        gt_samples: ground-truth inputs per copy (sampled tasks).
+        seed: seed of noise, ground truth and estimator keys.
+        description: one line for reports.
+    """
+
+    name: str
+    cases: tuple[ModelCase, ...]
+    n_copies: int
+    budgets: tuple[int, ...]
+    gt_samples: int
+    seed: int = 0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.n_copies < 1:
+            raise AlgzuError(f"suite {self.name}: copies must be >= 1, got {self.n_copies}")
+        if not self.budgets or min(self.budgets) <= 0:
+            raise AlgzuError(f"suite {self.name}: budgets must be positive, got {self.budgets}")
+        for c in self.cases:
+            if not c.noise_std >= 0:
+                raise AlgzuError(f"suite {self.name}: noise std must be >= 0, got {c.noise_std}")
+
+    def with_overrides(self, **changes) -> Suite:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def geometric_budgets(lo: float = 1e3, hi: float = 1e9, per_decade: int = 1) -> tuple[int, ...]:
+    """Budgets on a geometric grid from ``lo`` to ``hi`` inclusive."""
+    if lo <= 0 or hi < lo:
+        raise AlgzuError(f"budgets need 0 < lo <= hi, got {lo}, {hi}")
+    steps = int(round(np.log10(hi / lo) * per_decade))
+    return tuple(int(round(b)) for b in np.geomspace(lo, hi, steps + 1))
+
+
+SUITES: dict[str, Suite] = {
+    "default": Suite(
+        name="default",
+        cases=(
+            ModelCase("algzoo/example_2nd_argmax", 0.04),
+            ModelCase("algzoo/2nd_argmax-d2-n2", 0.3),
+            ModelCase("2nd_argmax-d4-n3", 0.05),
+            ModelCase("2nd_argmax-d8-n5", 0.03),
+            ModelCase("argmedian-d4-n3", 0.05),
+        ),
+        n_copies=32,
+        budgets=geometric_budgets(1e3, 1e9),
+        gt_samples=1 << 20,
+        seed=0,
+        description="ARC's official M16,10 and M2,2 plus shipped zoo models, 32 noisy copies each",
+    ),
+    "challenge-432": Suite(
+        name="challenge-432",
+        cases=(ModelCase("algzoo/example_2nd_argmax", 0.04),),
+        n_copies=64,
+        budgets=geometric_budgets(1e4, 1e9),
+        gt_samples=1 << 24,
+        seed=432,
+        description="ARC's 432-parameter challenge: official M16,10 (95.31%), 64 noisy copies",
+    ),
+    "m43": Suite(
+        name="m43",
+        cases=(ModelCase("2nd_argmax-d4-n3", 0.05),),
+        n_copies=256,
+        budgets=geometric_budgets(1e3, 1e7, per_decade=2),
+        gt_samples=1 << 20,
+        seed=43,
+        description="ARC's M4,3 protocol: weight noise std 0.05, 256 noisy copies",
+    ),
+    "smoke": Suite(
+        name="smoke",
+        cases=(ModelCase("algzoo/2nd_argmax-d2-n2", 0.3), ModelCase("2nd_argmax-d4-n3", 0.05)),
+        n_copies=8,
+        budgets=(10**3, 10**5),
+        gt_samples=1 << 16,
+        seed=0,
+        description="tiny suite for tests",
+    ),
+}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise AlgzuError(f"unknown suite {name!r}; valid suites: {', '.join(sorted(SUITES))}")
+    return SUITES[name]
