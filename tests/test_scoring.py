@@ -1,0 +1,79 @@
+"""Noise, ground truth and scoring: determinism, caching, unbiasedness, intervals."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from algzu.errors import AlgzuError
+from algzu.ground_truth import ground_truth
+from algzu.noise import NoiseSpec, noisy_params
+from algzu.scoring import summarize
+
+
+def test_noisy_copies_are_deterministic_and_scale_with_sigma(official):
+    model = official["algzoo/2nd_argmax-d2-n2"]
+    a = noisy_params(model, "m", NoiseSpec(0.1, 4, seed=3))
+    b = noisy_params(model, "m", NoiseSpec(0.1, 4, seed=3))
+    c = noisy_params(model, "m", NoiseSpec(0.2, 4, seed=3))
+    for name, base in model.params.items():
+        np.testing.assert_array_equal(a[name], b[name])
+        # eps_k does not depend on sigma: doubling sigma doubles the offset.
+        np.testing.assert_allclose(c[name] - base, 2 * (a[name] - base), rtol=1e-4, atol=1e-5)  # float32 round-off
+    other = noisy_params(model, "other-id", NoiseSpec(0.1, 4, seed=3))
+    assert not np.allclose(other["linear.weight"], a["linear.weight"])
+
+
+def test_noise_spec_refuses_bad_values():
+    with pytest.raises(AlgzuError, match=">= 0"):
+        NoiseSpec(-0.1, 4)
+    with pytest.raises(AlgzuError, match=">= 1"):
+        NoiseSpec(0.1, 0)
+
+
+def test_ground_truth_is_cached_by_content(tmp_path, official):
+    model = official["algzoo/2nd_argmax-d2-n2"]
+    stacked = noisy_params(model, "m", NoiseSpec(0.3, 3, seed=0))
+    first = ground_truth(model.spec, stacked, samples=1 << 14, seed=1, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("gt-*.json"))) == 3
+    again = ground_truth(model.spec, stacked, samples=1 << 14, seed=1, cache_dir=tmp_path)
+    assert first == again
+    # A copy's value does not depend on which other copies are evaluated beside it.
+    single = ground_truth(model.spec, {k: v[1:2] for k, v in stacked.items()}, samples=1 << 14, seed=1)
+    assert single[0] == first[1]
+
+
+def _cells(estimate, truth, stderr, errors=None):
+    k = len(truth)
+    return pd.DataFrame({
+        "model": "m", "copy": range(k), "estimator": "e", "budget_flops": 1e4,
+        "estimate": estimate, "flops": 1e4, "seconds": 0.1, "error": errors or [""] * k,
+        "ground_truth": truth, "gt_stderr": stderr, "gt_samples": 1 << 20, "metric": "accuracy",
+    })
+
+
+def test_mse_subtracts_ground_truth_variance_and_is_unbiased():
+    rng = np.random.default_rng(0)
+    k, se = 4000, 0.01
+    true = rng.uniform(0.6, 0.9, k)
+    truth = true + se * rng.standard_normal(k)  # noisy ground truth
+    estimate = true + 0.02 * rng.standard_normal(k)  # estimator with MSE 4e-4
+    s = summarize(_cells(estimate, truth, np.full(k, se)), {"m": 100.0}).iloc[0]
+    # Raw MSE would be 4e-4 + 1e-4; the unbiased one is 4e-4 (se of the mean ~ 1.3e-5).
+    assert abs(s.mse - 4e-4) < 4 * 1.3e-5, s.mse
+    assert s.mse_lo < 4e-4 < s.mse_hi
+    assert 0.15 < s.gt_share < 0.25
+
+
+def test_efficiency_is_sampling_mse_over_estimator_mse():
+    truth = np.array([0.8, 0.9, 0.7, 0.85])
+    s = summarize(_cells(truth + 0.01, truth, np.zeros(4)), {"m": 100.0}).iloc[0]
+    sampling = np.mean(truth * (1 - truth)) / 100  # budget 1e4 / 100 FLOPs per sample
+    assert s.sampling_mse == pytest.approx(sampling)
+    assert s.efficiency == pytest.approx(sampling / 1e-4)
+
+
+def test_failed_cells_score_as_the_worst_trivial_estimate():
+    truth = np.array([0.8, 0.3])
+    s = summarize(_cells([0.8, 0.3], truth, np.zeros(2), errors=["timeout", "exception"]), {"m": 100.0}).iloc[0]
+    assert s.failures == 2
+    assert s.mse == pytest.approx((0.8**2 + 0.7**2) / 2)
