@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from algzu.errors import AlgzuError
@@ -77,6 +78,10 @@ def eval_cmd(
 
     if samples < 2:
         raise AlgzuError(f"--samples must be at least 2, got {samples}")
+    if task is not None:
+        from algzu.task import get_task
+
+        get_task(task)  # an unknown task is an error even for zoo ids (whose task is fixed)
     m = load_model(model, task)
     e = evaluate(m, samples=samples, seed=seed)
     metric = m.spec.task_obj.metric
@@ -136,6 +141,157 @@ def estimators_cmd(
     else:
         _table("estimators", ["name", "mechanistic", "backend", "archs", "file"],
                [[r["name"], r["mechanistic"], r["backend"], ",".join(r["archs"]), r["file"]] for r in rows])
+
+
+def _progress_runner(suite, **kwargs):
+    """Run a suite under a rich progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from algzu.leaderboard import run_suite
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=False) as bar:
+        job = bar.add_task(suite.name, total=None)
+
+        def progress(description: str, done: int, total: int) -> None:
+            bar.update(job, description=description[:60], completed=done, total=total)
+
+        return run_suite(suite, progress=progress, **kwargs)
+
+
+def _secret_seed(secret: str | None, seed: int | None) -> tuple[int | None, bool]:
+    """A seed from ``--secret`` (hashed, never stored) or ``--seed``; and whether it is held out."""
+    if secret is None:
+        return seed, False
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(secret.encode()).digest()[:4], "little") & 0x7FFFFFFF, True
+
+
+def _budgets(values: list[float] | None) -> tuple[int, ...] | None:
+    if not values:
+        return None
+    if not min(values) >= 1:
+        raise AlgzuError(f"budgets must be at least 1 FLOP, got {min(values):g}")
+    return tuple(sorted({int(v) for v in values}))
+
+
+@app.command("score")
+def score_cmd(
+    estimator: str = typer.Argument(..., help="Registered estimator name."),
+    model: str = typer.Option(..., "--model", help="Zoo id."),
+    noise_std: float = typer.Option(..., "--noise-std", help="Std of the weight noise (sigma)."),
+    copies: int = typer.Option(..., "--copies", help="Number of noisy copies K."),
+    budgets: Optional[list[float]] = typer.Option(None, "--budgets", help="FLOP budgets (repeat the option)."),
+    gt_samples: int = typer.Option(1 << 20, "--gt-samples", help="Ground-truth inputs per copy."),
+    seed: int = typer.Option(0, help="Seed of noise, ground truth and estimator keys."),
+    secret: Optional[str] = typer.Option(None, help="Draw the seed from a secret (held-out copies)."),
+    cache: Path = typer.Option(Path("results/cache"), help="Cache folder."),
+    include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Score one estimator on one model: MSE and efficiency per budget."""
+    from algzu.estimator import get_estimator
+    from algzu.suites import ModelCase, Suite, geometric_budgets
+
+    _include(include)
+    get_estimator(estimator)
+    seed, held_out = _secret_seed(secret, seed)
+    if noise_std < 0:
+        raise AlgzuError(f"--noise-std must be >= 0, got {noise_std}")
+    if copies < 1:
+        raise AlgzuError(f"--copies must be >= 1, got {copies}")
+    if gt_samples < 2:
+        raise AlgzuError(f"--gt-samples must be >= 2, got {gt_samples}")
+    suite = Suite(name="score", cases=(ModelCase(model, noise_std),), n_copies=copies,
+                  budgets=_budgets(budgets) or geometric_budgets(1e3, 1e9), gt_samples=gt_samples, seed=seed)
+    result = _progress_runner(suite, cache_dir=cache, estimators=[estimator], held_out=held_out)
+    cols = ["budget_flops", "flops", "seconds", "mse", "mse_lo", "mse_hi", "sampling_mse", "efficiency",
+            "efficiency_lo", "efficiency_hi", "failures"]
+    rows = result.summary[cols]
+    if as_json:
+        _print_json([{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+                     for r in rows.to_dict("records")])
+    else:
+        _table(f"{estimator} on {model} (noise std {noise_std}, {copies} copies)",
+               ["budget", "flops", "seconds", "mse", "mse 95% CI", "sampling mse", "efficiency",
+                "efficiency 95% CI", "failures"],
+               [[f"{r.budget_flops:.0e}", f"{r.flops:.3g}", f"{r.seconds:.3g}", f"{r.mse:.3g}",
+                 f"[{r.mse_lo:.3g}, {r.mse_hi:.3g}]", f"{r.sampling_mse:.3g}", f"{r.efficiency:.3g}",
+                 f"[{r.efficiency_lo:.3g}, {r.efficiency_hi:.3g}]", r.failures] for r in rows.itertuples()])
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    suite_name: str = typer.Option("default", "--suite", help="Suite preset."),
+    out: Path = typer.Option(Path("results"), "--out", help="Results folder (a subfolder per suite)."),
+    seed: Optional[int] = typer.Option(None, help="Override the suite's seed."),
+    secret: Optional[str] = typer.Option(None, help="Draw the seed from a secret (held-out copies)."),
+    estimators: Optional[list[str]] = typer.Option(None, "--estimator", help="Only these estimators."),
+    include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
+    isolate: bool = typer.Option(True, "--isolate/--no-isolate",
+                                 help="Run estimators in a worker process with a timeout and memory cap."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds one cell may take (isolated runs)."),
+    memory_mb: int = typer.Option(4096, "--memory-mb", help="MiB a cell may allocate (isolated runs; 0: no cap)."),
+) -> None:
+    """Run every registered estimator on a suite; write tables, plots and provenance."""
+    from algzu.estimator import get_estimator
+    from algzu.report import write_results
+    from algzu.suites import get_suite
+
+    _include(include)
+    for name in estimators or []:
+        get_estimator(name)  # an unknown name fails before anything is written
+    if not timeout > 0 or memory_mb < 0:
+        raise AlgzuError(f"--timeout must be > 0 and --memory-mb >= 0, got {timeout:g} and {memory_mb}")
+    seed, held_out = _secret_seed(secret, seed)
+    suite = get_suite(suite_name).with_overrides(seed=seed)
+    folder = out / suite.name
+    _check_writable(folder)
+    run = dict(cache_dir=out / "cache", estimators=estimators, held_out=held_out)
+    if isolate:
+        from algzu.isolation import IsolatedRunner
+
+        with IsolatedRunner(timeout_s=timeout, memory_mb=memory_mb or None) as runner:
+            result = _progress_runner(suite, block_runner=runner, **run)
+    else:
+        result = _progress_runner(suite, **run)
+    for path in write_results(folder, suite, result, held_out=held_out):
+        typer.echo(str(path))
+
+
+def _check_writable(folder: Path) -> None:
+    import os
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AlgzuError(f"cannot create output folder {folder}: {e.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise AlgzuError(f"output folder {folder} is not writable")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    model: str = typer.Argument(..., help="Zoo id or checkpoint path."),
+    target_sd: float = typer.Option(0.03, "--target-sd", help="Wanted sd of the expected score across copies."),
+    copies: int = typer.Option(32, "--copies", help="Copies used to measure the spread."),
+    samples: int = typer.Option(1 << 16, help="Inputs per copy."),
+    seed: int = typer.Option(0, help="Seed."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Find the noise std giving a target spread of accuracy across noisy copies."""
+    from algzu.noise import calibrate
+    from algzu.zoo import load_model
+
+    if target_sd <= 0 or copies < 2 or samples < 2:
+        raise AlgzuError("--target-sd must be > 0, --copies >= 2, --samples >= 2")
+    result = calibrate(load_model(model), model, target_sd=target_sd, n_copies=copies, samples=samples, seed=seed)
+    if as_json:
+        _print_json(result)
+    else:
+        typer.echo(f"{model}: noise std {result['noise_std']:.4g} gives mean {result['mean']:.4f}, "
+                   f"sd {result['sd']:.4f}, range [{result['min']:.4f}, {result['max']:.4f}] over {copies} copies")
 
 
 def main() -> None:

@@ -470,7 +470,7 @@ def _sampler_flops(eqn: jcore.JaxprEqn) -> int | None:
     in_avals = tuple((a.aval.shape, a.aval.dtype, getattr(a.aval, "weak_type", False)) for a in eqn.invars)
     out = eqn.outvars[0].aval
     reference = _reference_sampler(name, in_avals, out.shape, out.dtype)
-    if reference is None or reference != str(eqn.params["jaxpr"]):
+    if reference is None or reference != _fingerprint(eqn.params["jaxpr"]):
         return None
     return max(out.size, 1) * SAMPLER_FLOPS[name] * DTYPE_RATE.get(np.dtype(out.dtype).name, 1)
 
@@ -490,8 +490,66 @@ def _reference_sampler(name: str, in_avals: tuple, shape: tuple[int, ...], dtype
         return None
     for eqn in closed.jaxpr.eqns:
         if eqn.primitive.name in ("jit", "pjit") and eqn.params.get("name") == name:
-            return str(eqn.params["jaxpr"])
+            return _fingerprint(eqn.params["jaxpr"])
     return None
+
+
+def _fingerprint(jaxpr: jcore.ClosedJaxpr | jcore.Jaxpr) -> tuple:
+    """The structure of a jaxpr: primitives, shapes and non-jaxpr params, without variable
+    names (which depend on what else was traced before, so ``str`` is not stable)."""
+    inner, _ = _unclose(jaxpr)
+    out = []
+    for eqn in inner.eqns:
+        params = []
+        for k, v in sorted(eqn.params.items()):
+            if isinstance(v, (jcore.ClosedJaxpr, jcore.Jaxpr)):
+                params.append((k, _fingerprint(v)))
+            elif k not in ("name",):
+                params.append((k, repr(v)))
+        out.append((eqn.primitive.name, tuple(str(v.aval) for v in eqn.invars),
+                    tuple(str(v.aval) for v in eqn.outvars), tuple(params)))
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedJax:
+    """A metered, compiled JAX program: count once, compile once, run on many arguments.
+
+    ``error`` is ``"over_budget"`` (and ``compiled`` is None) when the count exceeds the
+    budget; nothing was compiled then.
+    """
+
+    flops: int
+    compiled: Any
+    compile_seconds: float
+    error: str | None = None
+    message: str = ""
+
+    def run(self, *args: Any) -> Metered:
+        """Run on ``args`` (same shapes as the example) and time the call."""
+        if self.error:
+            return Metered(None, self.flops, 0.0, self.error, self.message)
+        start = time.perf_counter()
+        out = jax.block_until_ready(self.compiled(*args))
+        seconds = time.perf_counter() - start
+        return Metered(_host_value(out), self.flops, seconds, compile_seconds=self.compile_seconds)
+
+
+def prepare_jax(fn: Callable[..., Any], args: Sequence[Any], budget_flops: int) -> PreparedJax:
+    """Trace ``fn`` on example ``args``, meter its jaxpr, and compile it if within budget.
+
+    Raises:
+        AlgzuError: the program cannot be metered (see :func:`jaxpr_flops`) or the budget is
+            not positive. Exceptions from tracing ``fn`` propagate.
+    """
+    _check_budget(budget_flops)
+    traced = jax.jit(fn).trace(*args)
+    flops = jaxpr_flops(traced.jaxpr)
+    if flops > budget_flops:
+        return PreparedJax(flops, None, 0.0, OVER_BUDGET, f"metered {flops:,} FLOPs > budget {budget_flops:,}")
+    start = time.perf_counter()
+    compiled = traced.lower().compile()
+    return PreparedJax(flops, compiled, time.perf_counter() - start)
 
 
 def run_jax(fn: Callable[..., Any], args: Sequence[Any], budget_flops: int) -> Metered:
@@ -510,18 +568,7 @@ def run_jax(fn: Callable[..., Any], args: Sequence[Any], budget_flops: int) -> M
         AlgzuError: the program cannot be metered (see :func:`jaxpr_flops`) or the budget is
             not positive. Exceptions from tracing ``fn`` propagate.
     """
-    _check_budget(budget_flops)
-    traced = jax.jit(fn).trace(*args)
-    flops = jaxpr_flops(traced.jaxpr)
-    if flops > budget_flops:
-        return Metered(None, flops, 0.0, OVER_BUDGET, f"metered {flops:,} FLOPs > budget {budget_flops:,}")
-    start = time.perf_counter()
-    compiled = traced.lower().compile()
-    compile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    seconds = time.perf_counter() - start
-    return Metered(_host_value(out), flops, seconds, compile_seconds=compile_seconds)
+    return prepare_jax(fn, args, budget_flops).run(*args)
 
 
 # --- NumPy path: flopscope ------------------------------------------------------------------

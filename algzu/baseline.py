@@ -1,0 +1,71 @@
+"""Plain Monte Carlo, the baseline every estimator is compared with.
+
+:func:`mc_estimate` is the traced program of the ``sampling`` estimator: draw inputs from
+the task's distribution, run the model, average the scores, in chunks under ``lax.scan``
+so memory stays flat at any budget. :func:`samples_within` finds the most samples whose
+*metered* program fits a budget, and :func:`flops_per_sample` is the metered marginal cost
+of one sample, the ``c`` of the analytic baseline ``mean_k v_k / floor(B / c)``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from algzu import meter
+from algzu.model import Model, ModelSpec, forward, init_params
+
+CHUNK = 4096
+
+
+def mc_estimate(model: Model, n_samples: int, key: jax.Array, chunk: int = CHUNK) -> jax.Array:
+    """Mean score of ``model`` over ``n_samples`` fresh inputs (n_samples static, >= 1)."""
+    task = model.spec.task_obj
+    n = model.spec.n
+    chunk = min(chunk, n_samples)
+    n_chunks, rest = divmod(n_samples, chunk)
+
+    def chunk_sum(k, size):
+        x = task.sample(k, size, n)
+        return jnp.sum(task.score(forward(model, x), x))
+
+    def body(total, i):
+        return total + chunk_sum(jax.random.fold_in(key, i), chunk), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), jnp.arange(n_chunks))
+    if rest:
+        total = total + chunk_sum(jax.random.fold_in(key, n_chunks), rest)
+    return total / n_samples
+
+
+def _example(spec: ModelSpec) -> tuple[Model, jax.Array]:
+    """Example arguments for metering. Built eagerly even when called inside an estimator's
+    trace: otherwise their random initialisation would be staged into (and charged to) it."""
+    with jax.ensure_compile_time_eval():
+        return Model(spec, init_params(spec, jax.random.key(0))), jax.random.key(0)
+
+
+@functools.lru_cache(maxsize=None)
+def program_flops(spec: ModelSpec, n_samples: int) -> int:
+    """Metered FLOPs of :func:`mc_estimate` with ``n_samples`` samples."""
+    model, key = _example(spec)
+    return meter.count_flops(lambda m, k: mc_estimate(m, n_samples, k), model, key)
+
+
+@functools.lru_cache(maxsize=None)
+def flops_per_sample(spec: ModelSpec) -> float:
+    """Metered marginal FLOPs of one more sample (the slope over one scan chunk)."""
+    return (program_flops(spec, 2 * CHUNK) - program_flops(spec, CHUNK)) / CHUNK
+
+
+def samples_within(spec: ModelSpec, budget_flops: int) -> int:
+    """The most samples whose metered :func:`mc_estimate` program fits ``budget_flops`` (0 if none)."""
+    n = int(budget_flops // flops_per_sample(spec))
+    while n >= 1:
+        cost = program_flops(spec, n)
+        if cost <= budget_flops:
+            return n
+        n = min(n - 1, int(n * budget_flops / cost))
+    return 0

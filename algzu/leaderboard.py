@@ -1,0 +1,151 @@
+"""Run a suite: every estimator x model x budget x noisy copy, resumable, with reports.
+
+Data flows one way: zoo model -> noisy copies (:mod:`algzu.noise`) -> ground truth
+(:mod:`algzu.ground_truth`) -> metered estimates (:mod:`algzu.runner`) -> scores
+(:mod:`algzu.scoring`) -> reports (:mod:`algzu.report`). Every block of cells (one
+estimator, model and budget, all copies) is cached on disk under a hash of everything it
+depends on, so an interrupted run resumes where it stopped and a finished one reruns from
+cache in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from algzu import baseline
+from algzu.errors import AlgzuError
+from algzu.estimator import Estimator, estimator_names, get_estimator
+from algzu.ground_truth import ground_truth
+from algzu.io import atomic_write_text
+from algzu.noise import NoiseSpec, noisy_params
+from algzu.runner import CellResult, cell_key, run_block
+from algzu.scoring import summarize
+from algzu.suites import Suite
+from algzu.zoo import load_model
+
+CELL_COLUMNS = (
+    "suite", "model", "task", "metric", "noise_std", "copy", "estimator", "mechanistic", "budget_flops",
+    "estimate", "flops", "seconds", "error", "message", "ground_truth", "gt_stderr", "gt_samples",
+    "gt_method", "seed", "held_out",
+)
+CACHE_VERSION = 1
+
+
+def _estimator_fingerprint(est: Estimator) -> str:
+    """Settings and source of an estimator: a change to either invalidates its cached cells."""
+    try:
+        source = Path(inspect.getfile(type(est))).read_bytes()
+    except (OSError, TypeError):
+        source = b""
+    return hashlib.sha256(repr(est).encode() + source).hexdigest()[:16]
+
+
+def _block_key(est: Estimator, model_id: str, stacked: dict[str, np.ndarray], noise: NoiseSpec,
+               budget: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_VERSION, "est": est.name, "fp": _estimator_fingerprint(est),
+                         "model": model_id, "noise": dataclasses.asdict(noise), "budget": budget},
+                        sort_keys=True).encode())
+    for name in sorted(stacked):
+        h.update(np.ascontiguousarray(stacked[name]).tobytes())
+    return h.hexdigest()[:32]
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteResult:
+    cells: pd.DataFrame
+    summary: pd.DataFrame
+    flops_per_sample: dict[str, float]
+
+
+BlockRunner = Callable[[Estimator, object, dict, int, list, list], list[CellResult]]
+
+
+def run_suite(
+    suite: Suite,
+    *,
+    cache_dir: str | Path,
+    estimators: Sequence[str] | None = None,
+    held_out: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+    block_runner: BlockRunner = run_block,
+) -> SuiteResult:
+    """Run every estimator on every model of ``suite`` at every budget.
+
+    Args:
+        suite: the preset (models, noise, copies, budgets, ground-truth samples, seed).
+        cache_dir: folder for ground truth and finished cell blocks (resumable).
+        estimators: names to run (default: every registered estimator).
+        held_out: whether the seed came from a secret (recorded in every row).
+        progress: called as ``progress(description, done, total)`` after each block.
+        block_runner: how a block of cells is executed (in-process by default).
+    """
+    cache = Path(cache_dir)
+    names = list(estimators) if estimators is not None else estimator_names()
+    ests = [get_estimator(n) for n in names]
+    frames = []
+    fps: dict[str, float] = {}
+    models = [(c, load_model(c.model)) for c in suite.cases]
+    total = sum(len(suite.budgets) * sum(e.supports(m.spec) for e in ests) for _, m in models)
+    done = 0
+    for case, model in models:
+        spec = model.spec
+        noise = NoiseSpec(case.noise_std, suite.n_copies, suite.seed)
+        stacked = noisy_params(model, case.model, noise)
+        if progress:
+            progress(f"ground truth {case.model}", done, total)
+        truth = ground_truth(spec, stacked, samples=suite.gt_samples, seed=suite.seed + 1,
+                             cache_dir=cache / "ground_truth")
+        fps[case.model] = baseline.flops_per_sample(spec)
+        base = {
+            "suite": suite.name, "model": case.model, "task": spec.task, "metric": spec.task_obj.metric,
+            "noise_std": case.noise_std, "seed": suite.seed, "held_out": held_out,
+        }
+        for est in ests:
+            if not est.supports(spec):
+                continue
+            for budget in suite.budgets:
+                path = cache / "cells" / f"{_block_key(est, case.model, stacked, noise, budget)}.json"
+                results = _load_block(path)
+                if results is None:
+                    copies = list(range(suite.n_copies))
+                    keys = [cell_key(suite.seed, est.name, case.model, budget, k) for k in copies]
+                    results = block_runner(est, spec, stacked, budget, keys, copies)
+                    atomic_write_text(path, json.dumps([dataclasses.asdict(r) for r in results]) + "\n")
+                rows = []
+                for r in results:
+                    gt = truth[r.copy]
+                    rows.append({**base, "copy": r.copy, "estimator": est.name, "mechanistic": est.mechanistic,
+                                 "budget_flops": budget, "estimate": r.estimate, "flops": r.flops,
+                                 "seconds": r.seconds, "error": r.error, "message": r.message,
+                                 "ground_truth": gt.value, "gt_stderr": gt.stderr, "gt_samples": gt.samples,
+                                 "gt_method": gt.method})
+                frames.append(pd.DataFrame(rows))
+                done += 1
+                if progress:
+                    progress(f"{est.name} on {case.model} at {budget:.0e} FLOPs", done, total)
+    if not frames:
+        raise AlgzuError(f"no estimator among {', '.join(names)} supports any model of suite {suite.name}")
+    cells = pd.concat(frames, ignore_index=True)[list(CELL_COLUMNS)]
+    cells = cells.sort_values(["model", "estimator", "budget_flops", "copy"], kind="stable", ignore_index=True)
+    summary = summarize(cells, fps)
+    mech = {e.name: e.mechanistic for e in ests}
+    summary.insert(2, "mechanistic", summary["estimator"].map(mech))
+    return SuiteResult(cells, summary, fps)
+
+
+def _load_block(path: Path) -> list[CellResult] | None:
+    if not path.exists():
+        return None
+    try:
+        return [CellResult(**r) for r in json.loads(path.read_text())]
+    except (json.JSONDecodeError, TypeError):
+        return None  # a damaged block is recomputed

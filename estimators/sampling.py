@@ -1,0 +1,32 @@
+"""``sampling``: plain Monte Carlo, the baseline every estimator is compared with.
+
+It spends its whole budget on fresh inputs from the task's distribution, charged per sample
+by the meter (input generation, forward pass and scoring all count). With fewer FLOPs than
+one sample costs it returns the chance rate (accuracy ``1/n_outputs``; for an MSE task the
+variance of the target is not known, so 1.0, the variance of one N(0, 1) input).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from algzu.baseline import mc_estimate, samples_within
+from algzu.estimator import Estimator, register_estimator
+from algzu.model import Model
+
+
+@register_estimator
+@dataclasses.dataclass(frozen=True)
+class Sampling(Estimator):
+    name = "sampling"
+    mechanistic = False
+    backend = "jax"
+
+    def estimate(self, model: Model, budget_flops: int, key: jax.Array) -> jax.Array:
+        n_samples = samples_within(model.spec, budget_flops)
+        if n_samples == 0:
+            task = model.spec.task_obj
+            prior = 1.0 / task.n_outputs(model.spec.n) if task.metric == "accuracy" else 1.0
+            return jnp.asarray(prior, jnp.float32)
+        return mc_estimate(model, n_samples, key)
