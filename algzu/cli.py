@@ -294,6 +294,38 @@ def calibrate_cmd(
                    f"sd {result['sd']:.4f}, range [{result['min']:.4f}, {result['max']:.4f}] over {copies} copies")
 
 
+@app.command("challenge")
+def challenge_cmd(
+    which: str = typer.Argument(..., help="432 (ARC's M16,10 challenge) or m43 (ARC's M4,3 protocol)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default results/challenge-WHICH)."),
+    seed: Optional[int] = typer.Option(None, help="Override the preset seed."),
+    secret: Optional[str] = typer.Option(None, help="Draw the seed from a secret (held-out copies)."),
+    include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON summary."),
+) -> None:
+    """Reproduce ARC's challenge: MSE vs FLOPs of every estimator against sampling, and a verdict."""
+    from algzu.challenge import CHALLENGES, run_challenge
+
+    if which not in CHALLENGES:
+        raise AlgzuError(f"unknown challenge {which!r}; valid: {', '.join(CHALLENGES)}")
+    _include(include)
+    seed, held_out = _secret_seed(secret, seed)
+    folder = out or Path("results") / f"challenge-{which}"
+    _check_writable(folder)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=as_json) as bar:
+        job = bar.add_task(which, total=None)
+        summary = run_challenge(
+            which, folder, seed=seed, held_out=held_out,
+            progress=lambda d, done, total: bar.update(job, description=d[:60], completed=done, total=total))
+    if as_json:
+        _print_json(summary)
+    else:
+        typer.echo((folder / "challenge.md").read_text())
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     try:

@@ -42,6 +42,16 @@ def efficiency_cell(row: pd.Series) -> str:
     return text
 
 
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A pipe table of a DataFrame (no tabulate dependency)."""
+    def cell(v):
+        return format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def leaderboard_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Wide table: one row per model x estimator, one efficiency column per budget."""
     rows = []
@@ -67,12 +77,7 @@ def leaderboard_markdown(suite: Suite, result: SuiteResult, held_out: bool = Fal
         case = next(c for c in suite.cases if c.model == model)
         out += [f"## {model} (noise std {case.noise_std}, {suite.n_copies} copies, "
                 f"{result.flops_per_sample[model]:.0f} FLOPs per sample)", ""]
-        cols = [c for c in g.columns if c not in ("model",)]
-        out.append("| " + " | ".join(cols) + " |")
-        out.append("|" + "---|" * len(cols))
-        for _, r in g.iterrows():
-            out.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
-        out.append("")
+        out += [markdown_table(g.drop(columns="model")), ""]
     return "\n".join(out)
 
 

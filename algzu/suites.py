@@ -70,7 +70,7 @@ SUITES: dict[str, Suite] = {
         name="default",
         cases=(
             ModelCase("algzoo/example_2nd_argmax", 0.04),
-            ModelCase("algzoo/2nd_argmax-d2-n2", 0.3),
+            ModelCase("algzoo/2nd_argmax-d2-n2", 0.5),
             ModelCase("2nd_argmax-d4-n3", 0.05),
             ModelCase("2nd_argmax-d8-n5", 0.03),
             ModelCase("argmedian-d4-n3", 0.05),
@@ -101,7 +101,7 @@ SUITES: dict[str, Suite] = {
     ),
     "smoke": Suite(
         name="smoke",
-        cases=(ModelCase("algzoo/2nd_argmax-d2-n2", 0.3), ModelCase("2nd_argmax-d4-n3", 0.05)),
+        cases=(ModelCase("algzoo/2nd_argmax-d2-n2", 0.5), ModelCase("2nd_argmax-d4-n3", 0.05)),
         n_copies=8,
         budgets=(10**3, 10**5),
         gt_samples=1 << 16,
