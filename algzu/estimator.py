@@ -33,8 +33,12 @@ How compute is metered (see :mod:`algzu.meter` for the cost model):
   program (loop bodies times their trip counts) *before* running it; a program over budget
   is not run and the cell is a failure.
 * ``backend = "numpy"``: ``estimate`` runs eagerly with weights given as flopscope arrays;
-  every operation must go through ``flopscope.numpy`` (imported as ``fnp``) to be counted.
-  The run stops with a failure the moment it exceeds the budget.
+  every operation must go through ``flopscope.numpy`` (imported as ``fnp``) to be counted,
+  random numbers included (use :func:`numpy_rng`). The run stops with a failure the moment
+  it exceeds the budget. Converting weights to plain numpy to escape the meter is cheating.
+* Planning work done while tracing (e.g. metering a candidate program to pick a sample
+  count, as :mod:`algzu.baseline` does) must not stage array operations into the traced
+  program: wrap it in ``jax.ensure_compile_time_eval()`` or use shapes only.
 
 Outside packages register estimators with the entry-point group ``algzu.estimators``, or
 the CLI loads a file with ``--include path.py``.
@@ -99,9 +103,12 @@ class Estimator(abc.ABC):
         """
 
 
-def numpy_rng(key: jax.Array) -> np.random.Generator:
-    """A numpy generator seeded from a JAX key, for numpy-backend estimators."""
-    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+def numpy_rng(key: jax.Array):
+    """A flopscope-counted numpy generator seeded from a JAX key, for numpy-backend
+    estimators: its random numbers are charged by the meter like any other operation."""
+    import flopscope.numpy as fnp
+
+    return fnp.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
 _ESTIMATORS: dict[str, type[Estimator]] = {}
