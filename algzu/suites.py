@@ -69,7 +69,7 @@ SUITES: dict[str, Suite] = {
     "default": Suite(
         name="default",
         cases=(
-            ModelCase("algzoo/example_2nd_argmax", 0.04),
+            ModelCase("algzoo/example_2nd_argmax", 0.002),
             ModelCase("algzoo/2nd_argmax-d2-n2", 0.5),
             ModelCase("2nd_argmax-d4-n3", 0.05),
             ModelCase("2nd_argmax-d8-n5", 0.03),
@@ -83,7 +83,7 @@ SUITES: dict[str, Suite] = {
     ),
     "challenge-432": Suite(
         name="challenge-432",
-        cases=(ModelCase("algzoo/example_2nd_argmax", 0.04),),
+        cases=(ModelCase("algzoo/example_2nd_argmax", 0.002),),
         n_copies=64,
         budgets=geometric_budgets(1e4, 1e9),
         gt_samples=1 << 24,
