@@ -32,7 +32,7 @@ def _table(title: str, columns: list[str], rows: list[list]) -> None:
 
     table = Table(title=title)
     for c in columns:
-        table.add_column(c)
+        table.add_column(c, no_wrap=True)
     for r in rows:
         table.add_row(*[str(v) for v in r])
     Console().print(table)

@@ -85,6 +85,14 @@ def summarize(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> pd.Dat
             eff = samp / mse if mse > 0 else float("inf")
             boot_eff = np.where(boot_mse > 0, boot_samp / boot_mse, np.inf)
         raw = float(((est - truth) ** 2).mean())
+
+        def ci(samples: np.ndarray) -> tuple[float, float]:
+            # Percentiles of actual resamples (no interpolation), so infinite ratios stay inf.
+            lo, hi = np.percentile(samples, [2.5, 97.5], method="inverted_cdf")
+            return float(lo), float(hi)
+
+        mse_lo, mse_hi = ci(boot_mse)
+        eff_lo, eff_hi = ci(boot_eff)
         rows.append({
             "model": model,
             "estimator": estimator,
@@ -92,13 +100,13 @@ def summarize(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> pd.Dat
             "flops": float(g.loc[~failed, "flops"].mean()) if (~failed).any() else float("nan"),
             "seconds": float(g["seconds"].mean()),
             "mse": mse,
-            "mse_lo": float(np.percentile(boot_mse, 2.5)),
-            "mse_hi": float(np.percentile(boot_mse, 97.5)),
+            "mse_lo": mse_lo,
+            "mse_hi": mse_hi,
             "gt_share": float(se2.mean() / raw) if raw > 0 else float("nan"),
             "sampling_mse": samp,
             "efficiency": float(eff),
-            "efficiency_lo": float(np.percentile(boot_eff, 2.5)),
-            "efficiency_hi": float(np.percentile(boot_eff, 97.5)),
+            "efficiency_lo": eff_lo,
+            "efficiency_hi": eff_hi,
             "failures": int(failed.sum()),
             "copies": int(len(g)),
         })
