@@ -42,6 +42,15 @@ class _StorageType:
 def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
     if not isinstance(storage, np.ndarray):
         raise pickle.UnpicklingError("tensor does not point at a storage")
+    # A hostile size/stride/offset must not read outside the storage (as_strided does not check).
+    if not (isinstance(offset, int) and all(isinstance(v, int) for v in (*size, *stride))
+            and len(size) == len(stride) and offset >= 0 and min((*size, *stride), default=0) >= 0):
+        raise pickle.UnpicklingError(f"bad tensor layout: offset {offset!r}, size {size!r}, stride {stride!r}")
+    numel = int(np.prod(size, dtype=object))
+    if numel and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= storage.size:
+        raise pickle.UnpicklingError(f"tensor of size {tuple(size)} runs past its storage of {storage.size}")
+    if numel > max(storage.size, 1):
+        raise pickle.UnpicklingError(f"tensor of size {tuple(size)} has more elements than its storage")
     itemsize = storage.dtype.itemsize
     return np.lib.stride_tricks.as_strided(
         storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import zlib
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -82,9 +83,23 @@ def run_block(
     A JAX estimator is traced, metered and compiled once per block (its program depends
     on the spec and the budget, not on the weight values), then called per copy.
     """
+    return list(iter_block(estimator, spec, stacked, budget, keys, copies))
+
+
+def iter_block(
+    estimator: Estimator,
+    spec: ModelSpec,
+    stacked: dict[str, np.ndarray],
+    budget: int,
+    keys: list[jax.Array],
+    copies: list[int],
+) -> Iterator[CellResult]:
+    """:func:`run_block` one cell at a time: each result is yielded as soon as it is known.
+
+    :mod:`algzu.isolation` streams these from a worker to time each cell separately.
+    """
     metric = spec.task_obj.metric
     prepared: meter.PreparedJax | None = None
-    results = []
 
     def fn(m, kk):
         return estimator.estimate(m, budget, kk)
@@ -99,11 +114,10 @@ def run_block(
             else:
                 metered = meter.run_numpy(fn, (meter.to_flopscope(model), key), budget)
         except Exception as e:  # noqa: BLE001 - estimator code is untrusted
-            results.append(CellResult(k, None, None, 0.0, "exception", f"{type(e).__name__}: {e}"[:300]))
+            yield CellResult(k, None, None, 0.0, "exception", f"{type(e).__name__}: {e}"[:300])
             continue
         if metered.error:
-            results.append(CellResult(k, None, metered.flops, metered.seconds, metered.error, metered.message))
+            yield CellResult(k, None, metered.flops, metered.seconds, metered.error, metered.message)
             continue
         value, code, message = check_value(metered.value, metric)
-        results.append(CellResult(k, value, metered.flops, metered.seconds, code, message))
-    return results
+        yield CellResult(k, value, metered.flops, metered.seconds, code, message)
