@@ -11,44 +11,51 @@ Gaussian is rotation invariant the accuracy is the *angular* measure of the corr
 arc length / 2 pi on the circle for n = 2, spherical area / 4 pi for n = 3.
 
 The method, in the spirit of ARC's mechanistic-estimation challenge (an estimate derived
-from the weights alone, with no sampled inputs):
+from the weights alone, with no sampled inputs), builds the arrangement of the network's
+linear regions on the sphere and evaluates the network exactly at its vertices:
 
-1. Start from the cones where the target is constant: the order cones
-   ``x_s0 > x_s1 (> x_s2)`` halved by the plane ``sum(x) = 0`` so that every start cone is
-   pointed (4 arcs for n = 2; 12 spherical triangles for n = 3). Cones are stored by their
-   unit vertex rays.
-2. Walk the network layer by layer (an RNN time step is a layer seeing one more input).
-   Inside a cone the hidden state is ``h = H x`` for a fixed ``d x n`` matrix ``H``, so
-   neuron ``i``'s pre-activation is ``P_i . x`` with ``P = W_hh H + w_ih e_t^T`` (RNN) or
-   ``P = W_1 H`` (MLP second layer). Cut every cone by the plane ``P_i . x = 0`` for each
-   neuron in turn (Sutherland-Hodgman clipping of a convex spherical polygon by a great
-   circle); each piece gets a fixed activation pattern and ``H' = diag(active) P``.
-3. In each final cone the logits are ``L x`` with ``L = W_out H`` and the target ``c`` is
-   fixed: clip the cone by the halfspaces ``(L_c - L_j) . x > 0`` (``>=`` for ``j > c``,
-   matching argmax's first-index tie rule; rows that vanish identically, e.g. where every
-   neuron is dead, decide the whole cone).
-4. Sum the measure: for n = 3 fan-triangulate each spherical polygon and use the
-   Van Oosterom-Strackee solid angle ``tan(Omega / 2) = |a.(b x c)| / (1 + a.b + a.c + b.c)``
-   (unit vertices; equivalent to Girard's angle excess); for n = 2 the angle between the
-   two rays.
+1. Start from the cones on which the target is constant: the order cones
+   ``x_o0 >= x_o1 (>= x_o2)`` halved by the plane ``x_0 = 0`` (which every RNN neuron cuts
+   along at the first step anyway), so every start cone is simplicial: 4 arcs for n = 2,
+   12 spherical triangles for n = 3. The cones tile the sphere and share their vertices
+   (unit rays, kept in one pool).
+2. Walk the network layer by layer (an RNN time step is a layer that reads one more
+   input). Every vertex carries the current layer's pre-activations there, computed from
+   the previous layer's at the same vertex: ``S = W_hh relu(S_prev) + w_ih x_t`` (RNN) or
+   ``S = W_1 relu(W_0 x)`` (MLP). Earlier cuts fixed the ReLU pattern on every cone, so
+   ``S`` is linear on each cone and its vertex values determine it. Cut every cone by each
+   neuron's zero set in turn (Sutherland-Hodgman clipping of a convex spherical polygon by
+   a great circle); a crossing point on an edge gets its values by linear interpolation
+   and is shared by the cones on both sides, so the cones keep tiling the sphere.
+3. At the vertices, evaluate the logit margins ``L_p - L_q`` (``L = W_out relu(S)``). In
+   each cone with target ``t`` keep where ``L_t - L_j > 0`` for every other class ``j``
+   (``>= 0`` for ``j > t``, matching argmax's first-index tie rule, which decides cones on
+   which a margin vanishes identically, e.g. where every neuron is dead).
+4. Sum the measure of the correct cones, or 1 minus that of the others if their boundary
+   is shorter: the area of a spherical polygon is the sum over its counter-clockwise edges
+   ``(a, b)`` of the signed solid angle of the triangle ``(r, a, b)`` for a reference ray
+   ``r`` of its start cone (Van Oosterom-Strackee:
+   ``tan(Omega / 2) = r.(a x b) / (1 + r.a + r.b + a.b)``), so edges shared by two cones of
+   the union cancel and only its boundary is computed. On the circle an arc measures the
+   angle of its end minus that of its start.
 
 The answer is exact up to float64 rounding and a relative tolerance of 1e-12 used to
-decide that a vertex lies on a plane (coincident planes are common: at the first RNN step
-every neuron's plane is ``x_0 = 0``).
+decide that a vertex lies on a zero set (coincident zero sets are common: at the first
+RNN step every neuron's is ``x_0 = 0``).
 
-Cost (metered by flopscope, float64 at two FLOPs per element-op): the work is linear in the
-number of linear regions met. Per layer and cone it is about ``2 d n (2 d - 1)`` for the
-pre-activations plus, for each of the ``d`` neuron cuts, ~20 FLOPs per vertex slot and a
-few hundred per cone actually cut; per final cone a few hundred more for the logit clip
-and area. Measured: about 2e3 FLOPs for the official d=2, n=2 model, ~1e5 for d=4, n=3 and
-a few 1e6 for d=16, n=3 random models. Before each block of work the estimator checks a
-stated upper bound of that block's cost against the budget left; if the block might not
-fit it stops and returns the chance rate ``1/n`` instead, so it never exceeds its budget.
+Cost (metered by flopscope, float64 at 2 FLOPs per element-op, 8 per gathered element):
+linear in the size of the arrangement: per vertex and layer about ``4 d^2`` to evaluate the
+layer, per neuron cut a few FLOPs per vertex for the sign tests and ~``12 (n + d)`` per new
+vertex, and ~100 per boundary edge for the area. Measured: ~1.3e3 FLOPs for ARC's official
+d=2, n=2 model, ~6e4 for a trained d=4, n=3 2nd-argmax model (3e4-4e4 at random init),
+~2e5 for d=8 and ~1e6 for d=16 at random init. Before each block of work the estimator
+checks a stated upper bound of that block's cost against the budget left; if the block
+might not fit it stops and returns the chance rate ``1/n``, so it never exceeds its budget.
 
 Metering: every operation on weight-derived numbers goes through ``flopscope.numpy``.
-Sign tests (``s > tol``) are metered too; the integer bookkeeping that turns their boolean
-results into vertex indices is control flow (an ``if`` per vertex in a scalar version)
-and runs in plain numpy.
+Sign tests (``value > tol``) are metered too; the integer bookkeeping that turns their
+boolean results into vertex ids (which edges cross, the pieces' vertex cycles, which edges
+cancel) is control flow, an ``if`` per vertex in a scalar version, and runs in plain numpy.
 """
 
 from __future__ import annotations
@@ -66,9 +73,9 @@ import numpy as np
 from algzu.estimator import Estimator, register_estimator
 from algzu.model import Model, ModelSpec
 
-# A vertex lies on a plane when |P_i . v| <= _REL_TOL * max|P| (unit vertices). Rounding
-# on coincident planes is ~1e-16 relative; genuine near-misses below 1e-12 move the
-# measure by a comparable, negligible angle.
+# A vertex lies on a function's zero set when |value| <= _REL_TOL * (largest |value| of
+# that stage) at unit vertices. Rounding on coincident zero sets is ~1e-16 relative;
+# genuine near-misses below 1e-12 move the measure by a comparable, negligible angle.
 _REL_TOL = 1e-12
 
 # flopscope's float64 prices (FLOPs per output element), used for the cost bounds below:
@@ -116,37 +123,47 @@ class _Meter:
         return used
 
 
-class _Cones(NamedTuple):
-    """A batch of pointed cones: convex spherical polygons (n = 3) or arcs (n = 2).
+class _Complex(NamedTuple):
+    """Convex cones that tile the sphere (circle for n = 2), sharing one pool of vertices.
 
-    Cones stay in the order of the cone they were cut from, so ``parent`` is sorted and
-    ``target`` is grouped; per-parent arrays are expanded with ``repeat`` (a copy) rather
-    than gathered.
+    Every vertex carries the exact values there of the current stage's functions (the
+    network's pre-activations, or its logit margins). Inside each cone those functions
+    are linear, so their values at the cone's vertices determine them.
 
     Attributes:
-        V: ``(C, K, n)`` unit vertex rays in cyclic order; slots ``count..K-1`` repeat
-            slot 0, so padded polygons have the same cuts and area.
-        count: ``(C,)`` number of real vertices.
-        parent: ``(C,)`` sorted: the row of the current layer's plane array each cone is in.
-        active: ``(C, d)`` activation pattern found so far in the current layer.
+        Y: ``(N, n + w)`` flopscope array: unit vertex coordinates, then ``w`` values.
+        cyc: ``(C, K)`` vertex ids of each cone, counter-clockwise, padded with the first.
+        count: ``(C,)`` number of vertices (2 for the arcs of n = 2).
         target: ``(C,)`` the target class, constant on each cone.
+        start: ``(C,)`` the start cone it lies in.
+        on_order: ``(N,)`` bit mask per vertex of the planes ``x_i = x_j`` it lies on.
     """
 
-    V: fnp.ndarray
+    Y: fnp.ndarray
+    cyc: np.ndarray
     count: np.ndarray
-    parent: np.ndarray
-    active: np.ndarray
     target: np.ndarray
+    start: np.ndarray
+    on_order: np.ndarray
 
 
-def _start_cones(n: int, rank: int, d: int, meter: _Meter) -> _Cones:
-    """The 2 * n! pointed cones on which the order of the inputs and the sign of x_0 are fixed.
+def _start_complex(n: int, rank: int) -> tuple[np.ndarray, _Complex, np.ndarray]:
+    """The 2 * n! simplicial cones on which the input order and the sign of x_0 are fixed.
 
     The order cone ``x_o0 >= x_o1 >= ...`` contains the line ``R (1, ..., 1)``; the plane
-    ``x_0 = 0`` (which every RNN neuron cuts along at the first step anyway) halves it
-    into two simplicial cones ``{A x >= 0}``, whose rays are the columns of ``A^-1``.
+    ``x_0 = 0`` (which every RNN neuron cuts along at the first step anyway) halves it into
+    two simplicial cones ``{A x >= 0}``, whose rays are the columns of ``A^-1``. These are
+    constants of the task, not of the weights.
+
+    Returns:
+        Vertex coordinates ``(N, n)``; the complex (``Y`` unset); each start cone's
+        reference ray ``(S, n)``: its vertex ``+-(1, ..., 1) / sqrt(n)``, where all its
+        sides on planes ``x_i = x_j`` meet.
     """
-    cones = []
+    pairs = list(itertools.combinations(range(n), 2))
+    rays: list[np.ndarray] = []
+    ids: dict[tuple, int] = {}
+    cones, targets, refs = [], [], []
     for order in itertools.permutations(range(n)):
         A = np.zeros((n, n))
         for k in range(n - 1):
@@ -154,281 +171,241 @@ def _start_cones(n: int, rank: int, d: int, meter: _Meter) -> _Cones:
         for sign in (1.0, -1.0):
             A[n - 1] = 0.0
             A[n - 1, 0] = sign
-            rays = np.linalg.inv(A).T
-            cones.append((order[rank], rays / np.linalg.norm(rays, axis=1, keepdims=True)))
-    cones.sort(key=lambda cone: cone[0])  # group by target
-    rays = np.array([vertices for _, vertices in cones])
-    meter.need(_EW * rays.size)
+            R = np.linalg.inv(A).T
+            R /= np.linalg.norm(R, axis=1, keepdims=True)
+            if np.linalg.det(R) < 0:  # make it counter-clockwise
+                R = R[::-1]
+            cone = []
+            for ray in R:
+                key = tuple(np.round(ray, 9) + 0.0)
+                if key not in ids:
+                    ids[key] = len(rays)
+                    rays.append(ray)
+                cone.append(ids[key])
+            cones.append(cone)
+            targets.append(order[rank])
+            refs.append(sign * np.ones(n) / math.sqrt(n))
+    rays = np.array(rays)
+    on_order = sum((np.abs(rays[:, i] - rays[:, j]) < 1e-12) << k for k, (i, j) in enumerate(pairs))
     C = len(cones)
-    return _Cones(
-        fnp.array(rays),
-        np.full(C, n),
-        np.arange(C),
-        np.zeros((C, d), bool),
-        np.array([target for target, _ in cones]),
-    )
+    start = _Complex(None, np.array(cones), np.full(C, n), np.array(targets), np.arange(C), on_order)
+    return rays, start, np.array(refs)
 
 
-def _per_cone(rows: fnp.ndarray, parent: np.ndarray) -> fnp.ndarray:
-    """``rows[parent]`` for sorted ``parent``, as a metered ``repeat`` (cost 2 / element)."""
-    return fnp.repeat(rows, np.bincount(parent, minlength=rows.shape[0]), axis=0)
+def _rows_sorted(Y: fnp.ndarray, ids: np.ndarray) -> fnp.ndarray:
+    """``Y[ids]`` for sorted ``ids`` as a metered ``repeat`` (2 FLOPs per float64, where a
+    gather costs 8)."""
+    return fnp.repeat(Y, np.bincount(ids, minlength=Y.shape[0]), axis=0)
 
 
-def _pad_slots(V: fnp.ndarray, K: int) -> fnp.ndarray:
-    """``V`` with its slot axis cut or padded to ``K`` by repeating slot 0."""
-    if V.shape[1] >= K:
-        return V[:, :K]
-    return fnp.concatenate([V, fnp.repeat(V[:, :1], K - V.shape[1], axis=1)], axis=1)
+def _pad(cyc: np.ndarray, K: int) -> np.ndarray:
+    """Cut or pad the slot axis of ``cyc`` to ``K``, padding with each row's first id."""
+    if cyc.shape[1] >= K:
+        return cyc[:, :K]
+    return np.concatenate([cyc, np.repeat(cyc[:, :1], K - cyc.shape[1], axis=1)], axis=1)
 
 
 def _cut(
-    cones: _Cones,
-    s: fnp.ndarray,
+    cx: _Complex,
+    n: int,
+    column: np.ndarray,
+    flip: np.ndarray,
     tol: fnp.ndarray,
     meter: _Meter,
-    keep_negative: bool,
-    force: np.ndarray | None = None,
-) -> tuple[_Cones, np.ndarray]:
-    """Cut every cone by the plane where a linear form vanishes, given its vertex values.
+    active: np.ndarray | None = None,
+    tie_positive: np.ndarray | None = None,
+) -> tuple[_Complex, np.ndarray, np.ndarray]:
+    """Cut each cone by the zero set of one of the functions its vertices carry.
+
+    A cone with vertices strictly on both sides is split (Sutherland-Hodgman: each piece
+    keeps its side's vertices and those on the zero set, plus the crossing point of every
+    edge whose ends are strictly apart). Crossing points are shared by the cones on either
+    side of an edge, so the cones keep tiling the sphere with shared vertices.
 
     Args:
-        cones: the cones.
-        s: ``(C, K)`` value of each cone's linear form at its vertex slots.
-        tol: scalar; ``|s| <= tol`` counts as on the plane.
+        cx: the complex.
+        n: input dimension.
+        column: ``(C,)`` the function (column of ``Y[:, n:]``) each cone is cut by.
+        flip: ``(C,)`` bool: the function is minus that column.
+        tol: scalar: ``|value| <= tol`` counts as zero.
         meter: budget checks.
-        keep_negative: keep the pieces where the form is <= 0 (else drop them).
-        force: optional ``(C,)``: +1 / -1 puts the whole cone on that side, 0 cuts it.
+        active: ``(C,)`` bool: the cones to cut (default: all).
+        tie_positive: ``(C,)`` bool: the side of a cone on which the function vanishes
+            (default: negative).
 
     Returns:
-        The pieces, in input order (a cut cone is replaced by its positive then negative
-        piece), and ``side``: +1 where the form is >= 0 on the piece, -1 where <= 0.
+        The new complex (uncut cones first, then the pieces), and for each new cone the
+        cone it came from and its side: +1 where the function is >= 0, -1 where <= 0.
     """
-    V, count = cones.V, cones.count
-    C, K, n = V.shape
-    meter.need(2 * _EW * C * K + _EW)
-    pos = np.asarray(s > tol)
-    neg = np.asarray(s < -tol)
+    Y, cyc, count = cx.Y, cx.cyc, cx.count
+    N = Y.shape[0]
+    C, K = cyc.shape
+    lo, hi = int(column.min()), int(column.max()) + 1
+    meter.need(2 * _EW * N * (hi - lo) + _EW)
+    values = Y[:, n + lo : n + hi]
+    pos_v, neg_v = np.asarray(values > tol), np.asarray(values < -tol)
+    col = (column - lo)[:, None]
+    pos, neg = pos_v[cyc, col], neg_v[cyc, col]  # (C, K) vertex signs, by bookkeeping
+    pos, neg = np.where(flip[:, None], neg, pos), np.where(flip[:, None], pos, neg)
     valid = np.arange(K)[None, :] < count[:, None]
     pos &= valid
     neg &= valid
     has_pos, has_neg = pos.any(1), neg.any(1)
+    tie = -np.ones(C, int) if tie_positive is None else np.where(tie_positive, 1, -1)
+    side = np.where(has_pos, 1, np.where(has_neg, -1, tie))
     split = has_pos & has_neg
-    whole_side = np.where(has_pos & ~has_neg, 1, -1)
-    if force is not None:
-        split &= force == 0
-        whole_side = np.where(force != 0, force, whole_side)
-    n_sides = 2 if keep_negative else 1
-    # Output cones per input cone: 0 (dropped), 1 (whole) or n_sides (cut).
-    reps = np.where(split, n_sides, (keep_negative | (whole_side > 0)).astype(int))
-    if not split.any() and (reps == 1).all():
-        return cones, whole_side
-    src = np.repeat(np.arange(C), reps)
-    out_split = split[src]
-    side = whole_side[src]
-    out_count = count[src]
+    if active is not None:
+        split &= active
+    if not split.any():
+        return cx, np.arange(C), side
     sp = np.flatnonzero(split)
-    if sp.size == 0:
-        pieces, K_out = None, int(out_count.max(initial=1))
-    else:
-        cut = _cut_arcs if n == 2 else _cut_polygons
-        pieces, piece_count = cut(V, count, s, pos, neg, sp, meter, keep_negative)
-        side[out_split] = np.tile([1, -1][:n_sides], len(sp))
-        out_count[out_split] = piece_count
-        K_out = int(out_count.max())
-    # Padding copies V (and the pieces) at most twice; the concatenation copies the output.
-    n_pieces = 0 if pieces is None else len(pieces)
-    meter.need(_EW * K_out * n * (2 * C + 2 * n_pieces + len(src)))
-    V = _pad_slots(V, K_out)
-    if pieces is not None:
-        pieces = _pad_slots(pieces, K_out)
-    # Runs of input cones with the same fate become one slice each.
-    fate = np.where(split, 2, reps)
-    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], fate, [-1]])))
-    parts, offset = [], 0
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if fate[a] == 1:
-            parts.append(V[a:b])
-        elif fate[a] == 2:
-            parts.append(pieces[offset : offset + n_sides * (b - a)])
-            offset += n_sides * (b - a)
-    out_V = parts[0] if len(parts) == 1 else fnp.concatenate(parts, axis=0) if parts else V[:0]
-    out = _Cones(out_V, out_count, cones.parent[src], cones.active[src], cones.target[src])
-    return out, side
-
-
-def _cut_arcs(V, count, s, pos, neg, sp, meter, keep_negative):
-    """Pieces of the arcs ``sp``, which have one end strictly on either side (n = 2)."""
-    n = V.shape[2]
-    Cs = len(sp)
-    meter.need(
-        _GATHER * Cs * 2 * (1 + n)
-        + _EW * Cs * (4 + 6 * n)
-        + _GATHER * Cs * 2 * n
-        + _EW * Cs * 2 * 2 * n * 2
-    )
-    s_sp = s[sp]  # (Cs, 2)
-    V_sp = V[sp]  # (Cs, 2, n)
-    # The crossing point is the positive combination of the ends that lies on the plane.
-    X = fnp.abs(s_sp[:, 0:1]) * V_sp[:, 1] + fnp.abs(s_sp[:, 1:2]) * V_sp[:, 0]
-    X = X / fnp.sqrt(fnp.sum(X * X, axis=1))[:, None]
-    rows = np.arange(Cs)
-    j_pos = np.where(pos[sp, 0], 0, 1)
-    V_pos = V_sp[rows, j_pos]
-    if not keep_negative:
-        return fnp.stack([V_pos, X], axis=1), np.full(Cs, 2)
-    # Cut arc r gives pieces 2r (positive side) and 2r + 1 (negative side).
-    pieces = fnp.stack([V_pos, X, X, V_sp[rows, 1 - j_pos]], axis=1).reshape(2 * Cs, 2, n)
-    return pieces, np.full(2 * Cs, 2)
-
-
-def _cut_polygons(V, count, s, pos, neg, sp, meter, keep_negative):
-    """Pieces of the spherical polygons ``sp``, which have vertices strictly on both sides.
-
-    Sutherland-Hodgman: walking the cycle, a piece keeps its side's vertices (and those on
-    the plane) and gains the crossing point of every edge whose ends are strictly apart.
-    """
-    C, K, n = V.shape
     Cs = len(sp)
     rows = np.arange(Cs)[:, None]
-    cnt_sp = count[sp]
-    nxt = (np.arange(K)[None, :] + 1) % cnt_sp[:, None]
-    pos_s, neg_s = pos[sp], neg[sp]
-    cross = (pos_s & neg_s[rows, nxt]) | (neg_s & pos_s[rows, nxt])
-    ci, cj = np.nonzero(cross)  # crossing edges (polygon, slot), in order
-    M = len(ci)
-    valid = np.arange(K)[None, :] < cnt_sp[:, None]
-    Nv = int(cnt_sp.sum())
-    # Pool of candidate vertices: the cut polygons' vertices (gathered, or all of V
-    # reshaped when that copies less), then the crossing points.
-    gather_pool = _GATHER * Nv < _EW * C * K
-    meter.need(
-        _GATHER * 2 * M * (1 + n)
-        + _EW * M * (3 + 6 * n)
-        + (_GATHER * Nv * n if gather_pool else _EW * C * K * n)
-        + _EW * (max(Nv, C * K) + M) * n
-    )
-    a, b = sp[ci], nxt[ci, cj]
-    s_a, s_b = s[a, cj], s[a, b]
-    X = fnp.abs(s_a)[:, None] * V[a, b] + fnp.abs(s_b)[:, None] * V[a, cj]
-    X = X / fnp.sqrt(fnp.sum(X * X, axis=1))[:, None]
-    if gather_pool:
-        vi, vj = np.nonzero(valid)
-        base = np.concatenate([[0], np.cumsum(cnt_sp)[:-1]])[:, None]
-        pool = fnp.concatenate([V[sp[vi], vj], X], axis=0)
-        n_base = Nv
+    if n == 2:  # an arc (a, b): one edge
+        nxt = np.ones((Cs, K), int)
+        cross = np.zeros((Cs, K), bool)
+        cross[:, 0] = True
     else:
-        base = (sp * K)[:, None]
-        pool = fnp.concatenate([V.reshape(C * K, n), X], axis=0)
-        n_base = C * K
-    vertex_idx = base + np.arange(K)[None, :]
-    cross_idx = np.zeros((Cs, K), int)
-    cross_idx[ci, cj] = n_base + np.arange(M)
-    cand_idx = np.stack([vertex_idx, cross_idx], axis=2).reshape(Cs, 2 * K)
-
-    keeps = [~neg_s] + ([~pos_s] if keep_negative else [])
-    idx, cnt = [], []
-    for keep_vertex in keeps:
-        keep = np.stack([keep_vertex & valid, cross], axis=2).reshape(Cs, 2 * K)
-        order = np.argsort(~keep, axis=1, kind="stable")
-        idx.append(np.take_along_axis(cand_idx, order, axis=1))
-        cnt.append(keep.sum(1))
-    # Interleave the sides: cut polygon r gives pieces n_sides * r, n_sides * r + 1.
-    idx = np.stack(idx, axis=1).reshape(len(keeps) * Cs, 2 * K)
-    cnt = np.stack(cnt, axis=1).reshape(-1)
-    K_new = int(cnt.max())
-    idx = np.where(np.arange(K_new)[None, :] < cnt[:, None], idx[:, :K_new], idx[:, :1])
-    meter.need(_GATHER * idx.size * n)
-    return pool[idx], cnt
-
-
-def _layer(cones: _Cones, P: fnp.ndarray, meter: _Meter) -> tuple[_Cones, fnp.ndarray]:
-    """Cut the cones by every neuron's plane ``P_i . x = 0`` and apply the ReLU.
-
-    Args:
-        cones: cones whose ``parent`` indexes the rows of ``P`` (unused if ``P`` is 2-D).
-        P: pre-activation maps on the first ``m`` inputs (the rest are not yet read):
-            ``(d, m)`` shared by all cones or ``(C, d, m)``.
-
-    Returns:
-        The pieces (``parent`` reset to their own index) and ``H``, ``(C', d, m)``: each
-        piece's post-ReLU hidden state as a linear map of ``x_0..x_m-1``.
-    """
-    shared = P.ndim == 2
-    d, m = P.shape[-2:]
-    meter.need(2 * _EW * P.size + _EW)
-    tol = _REL_TOL * fnp.max(fnp.abs(P))
-    for i in range(d):
-        C, K = cones.V.shape[:2]
-        if shared:
-            meter.need(4 * C * K * m)
-            s = fnp.einsum("ckm,m->ck", cones.V[:, :, :m], P[i])
-        else:
-            meter.need(_EW * C * m + 4 * C * K * m)
-            s = fnp.einsum("ckm,cm->ck", cones.V[:, :, :m], _per_cone(P[:, i], cones.parent))
-        cones, side = _cut(cones, s, tol, meter, keep_negative=True)
-        active = cones.active.copy()
-        active[:, i] = side > 0
-        cones = cones._replace(active=active)
-    C = len(cones.count)
-    mask = cones.active[:, :, None].astype(np.float64)
-    meter.need(2 * _EW * C * d * m)
-    H = (P[None] if shared else _per_cone(P, cones.parent)) * mask
-    cones = cones._replace(parent=np.arange(C), active=np.zeros_like(cones.active))
-    return cones, H
-
-
-def _clip_correct(cones: _Cones, H: fnp.ndarray, W_out: fnp.ndarray, meter: _Meter) -> _Cones:
-    """Keep the part of each cone where the model's argmax equals the cone's target."""
-    C, d, n = H.shape
-    n_out = W_out.shape[0]
-    # margin[c, r] = (L_t - L_j) for the cone's target t and the r-th other class j.
-    others = np.array([[j for j in range(n_out) if j != t] for t in range(n_out)])
-    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], cones.target, [-1]])))
+        nxt = (np.arange(K)[None, :] + 1) % count[sp][:, None]
+        pos_s, neg_s = pos[sp], neg[sp]
+        cross = (pos_s & neg_s[rows, nxt]) | (neg_s & pos_s[rows, nxt])
+    ci, cj = np.nonzero(cross)
+    a, b = cyc[sp[ci], cj], cyc[sp[ci], nxt[ci, cj]]
+    f = column[sp[ci]]
+    # One crossing point per (edge, function), shared by the cones on both sides.
+    key = (np.minimum(a, b) * N + np.maximum(a, b)) * (hi - lo) + (f - lo)
+    ukey, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    order = np.argsort(a[first], kind="stable")  # rows of X, by first end
+    ua, ub, uf = a[first][order], b[first][order], f[first][order]
+    row = np.empty(len(order), int)
+    row[order] = np.arange(len(order))
+    M, w = len(ukey), Y.shape[1]
     meter.need(
-        (_GATHER + _EW) * len(bounds) * n_out * d
-        + 4 * C * (n_out - 1) * d * n
-        + _EW * C * (n_out - 1) * n * 3
-        + _EW
+        (_EW + _GATHER) * M * w
+        + (0 if hi - lo == 1 else 2 * _GATHER * M)
+        + _EW * M * (3 + 4 * w + 2 * n)
+        + _EW * (N + M) * w
     )
-    runs = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        t = cones.target[a]
-        delta = W_out[t][None, :] - W_out[others[t]]
-        runs.append(fnp.einsum("oj,cjn->con", delta, H[a:b]))
-    margin = runs[0] if len(runs) == 1 else fnp.concatenate(runs, axis=0)
-    zero = np.asarray(margin == 0).all(axis=2)
-    tol = _REL_TOL * fnp.max(fnp.abs(margin))
-    for r in range(n_out - 1):
-        C, K = cones.V.shape[:2]
-        if C == 0:
-            break
-        meter.need(_EW * C * n + 4 * C * K * n)
-        s = fnp.einsum("ckn,cn->ck", cones.V, _per_cone(margin[:, r], cones.parent))
-        # A margin that vanishes identically is a tie on the whole cone: argmax takes the
-        # first index, so the target wins it against later classes and loses to earlier.
-        later = others[cones.target, r] > cones.target
-        force = np.where(zero[cones.parent, r], np.where(later, 1, -1), 0)
-        cones, _ = _cut(cones, s, tol, meter, keep_negative=False, force=force)
-    return cones
+    # Rows of the first ends come in id order, so a repeat (a copy) fetches them.
+    Y_a, Y_b = _rows_sorted(Y, ua), Y[ub]
+    if hi - lo == 1:
+        s_a, s_b = Y_a[:, n + lo], Y_b[:, n + lo]
+    else:
+        s_a, s_b = Y_a[np.arange(M), n + uf], Y_b[np.arange(M), n + uf]
+    # The point of the edge where the (linear) function vanishes, with all its values.
+    X = fnp.abs(s_a)[:, None] * Y_b + fnp.abs(s_b)[:, None] * Y_a
+    X = X / fnp.sqrt(fnp.sum(X[:, :n] * X[:, :n], axis=1))[:, None]
+    Y = fnp.concatenate([Y, X], axis=0)
+    cross_id = np.zeros((Cs, K), int)
+    cross_id[ci, cj] = N + row[inverse.reshape(-1)]
 
-
-def _measure(cones: _Cones, meter: _Meter) -> fnp.ndarray:
-    """Total angular measure of the cones as a fraction of the sphere (circle for n = 2)."""
-    C, K, n = cones.V.shape
-    V = cones.V
     if n == 2:
-        meter.need(_EW * 3 * C + 4 * n * C + (_ATAN2 + 2 * _EW) * C + _EW)
-        det = V[:, 0, 0] * V[:, 1, 1] - V[:, 0, 1] * V[:, 1, 0]
-        dot = fnp.einsum("cn,cn->c", V[:, 0], V[:, 1])
-        return fnp.sum(fnp.arctan2(fnp.abs(det), dot)) / (2 * math.pi)
-    T = C * (K - 2)  # fan triangles (v0, v_j, v_j+1); padded ones have zero area
-    meter.need(T * (6 * n + 4 * 4 * n + 5 * _EW + _ATAN2) + _EW)
-    a, b, c = V[:, 0], V[:, 1 : K - 1], V[:, 2:K]
-    det = fnp.einsum("cn,ctn->ct", a, fnp.cross(b, c))
-    den = 1.0 + fnp.einsum("cn,ctn->ct", a, b) + fnp.einsum("cn,ctn->ct", a, c)
-    den = den + fnp.einsum("ctn,ctn->ct", b, c)
-    half_angles = fnp.arctan2(fnp.abs(det), den)
-    return fnp.sum(half_angles) / (2 * math.pi)  # sum(2 * half) / (4 pi)
+        a_pos = pos[sp, 0]
+        first_piece = np.stack([cyc[sp, 0], cross_id[:, 0]], axis=1)  # (a, X)
+        second_piece = np.stack([cross_id[:, 0], cyc[sp, 1]], axis=1)  # (X, b)
+        pieces = np.concatenate([first_piece, second_piece])
+        piece_side = np.concatenate([np.where(a_pos, 1, -1), np.where(a_pos, -1, 1)])
+        piece_count = np.full(2 * Cs, 2)
+    else:
+        valid_s = valid[sp]
+        cand = np.stack([cyc[sp], cross_id], axis=2).reshape(Cs, 2 * K)
+        pieces, piece_count = [], []
+        for keep_vertex in (~neg[sp], ~pos[sp]):
+            keep = np.stack([keep_vertex & valid_s, cross], axis=2).reshape(Cs, 2 * K)
+            order = np.argsort(~keep, axis=1, kind="stable")
+            pieces.append(np.take_along_axis(cand, order, axis=1))
+            piece_count.append(keep.sum(1))
+        pieces, piece_count = np.concatenate(pieces), np.concatenate(piece_count)
+        K_new = int(piece_count.max())
+        pieces = np.where(np.arange(K_new)[None, :] < piece_count[:, None], pieces[:, :K_new], pieces[:, :1])
+        piece_side = np.repeat([1, -1], Cs)
+    keep = ~split
+    K_out = max(int(count[keep].max(initial=2)), pieces.shape[1])
+    src = np.concatenate([np.flatnonzero(keep), np.tile(sp, 2)])
+    out = _Complex(
+        Y,
+        np.concatenate([_pad(cyc[keep], K_out), _pad(pieces, K_out)]),
+        np.concatenate([count[keep], piece_count]),
+        cx.target[src],
+        cx.start[src],
+        np.concatenate([cx.on_order, cx.on_order[ua] & cx.on_order[ub]]),
+    )
+    return out, src, np.concatenate([side[keep], piece_side])
+
+
+def _layer(cx: _Complex, n: int, S: fnp.ndarray, meter: _Meter) -> _Complex:
+    """Set the vertices' values to the pre-activations ``S`` (``(N, d)``) and cut the
+    complex by every neuron's zero set in turn, so the ReLU pattern is fixed on each cone."""
+    N, d = S.shape
+    meter.need(_EW * N * (n + d) + 2 * _EW * N * d + _EW)
+    cx = cx._replace(Y=fnp.concatenate([cx.Y[:, :n], S], axis=1))
+    tol = _REL_TOL * fnp.max(fnp.abs(S))
+    for i in range(d):
+        C = len(cx.count)
+        cx, _, _ = _cut(cx, n, np.full(C, i), np.zeros(C, bool), tol, meter)
+    return cx
+
+
+def _boundary(cx: _Complex, n: int, cones: np.ndarray) -> tuple[np.ndarray, ...]:
+    """What :func:`_measure` sums for the union of ``cones`` (bool per cone).
+
+    For n = 3: the counter-clockwise edges ``(a, b, start)`` of the cones that no other of
+    the cones shares (in reverse), less those on a plane ``x_i = x_j``: these lie on
+    great circles through the start cone's reference ray and add no area. For n = 2: the
+    arc ends ``(p, start, sign)`` that do not cancel (an arc ``(a, b)`` counts ``+b - a``),
+    less the reference ray itself.
+    """
+    cyc, count, start = cx.cyc[cones], cx.count[cones], cx.start[cones]
+    N = cx.Y.shape[0]
+    if n == 2:
+        key = np.concatenate([start * N + cyc[:, 1], start * N + cyc[:, 0]])
+        ukey, inverse = np.unique(key, return_inverse=True)
+        sign = np.repeat([1, -1], len(cyc))
+        net = np.bincount(inverse.reshape(-1), weights=sign, minlength=len(ukey)).astype(int)
+        p, s = ukey % N, ukey // N
+        keep = (net != 0) & (cx.on_order[p] == 0)
+        return p[keep], s[keep], net[keep]
+    j = np.arange(cyc.shape[1])[None, :]
+    valid = j < count[:, None]
+    a = cyc[valid]
+    b = np.take_along_axis(cyc, (j + 1) % count[:, None], axis=1)[valid]
+    s = np.broadcast_to(start[:, None], cyc.shape)[valid]
+    keep = ~np.isin((s * N + a) * N + b, (s * N + b) * N + a)
+    keep &= (cx.on_order[a] & cx.on_order[b]) == 0
+    return a[keep], b[keep], s[keep]
+
+
+def _measure(cx: _Complex, n: int, boundary: tuple[np.ndarray, ...], refs: np.ndarray, meter: _Meter):
+    """Angular measure, as a fraction of the sphere (circle), of a union of cones given
+    its :func:`_boundary`.
+
+    Signed areas are summed from a reference ray ``r`` of each start cone (one of its
+    vertices): a convex spherical polygon inside the start cone has as area the sum over
+    its counter-clockwise edges ``(a, b)`` of the signed solid angle of the triangle
+    ``(r, a, b)``, so edges shared by two cones of the union cancel. On the circle an arc
+    ``(a, b)`` measures angle(b) - angle(a) from ``r``.
+    """
+    if len(boundary[0]) == 0:
+        return fnp.zeros(())
+    if n == 2:
+        order = np.argsort(boundary[0], kind="stable")
+        p, s, net = (x[order] for x in boundary)
+        E = len(p)
+        meter.need(E * (_EW * n + _EW * (n + 7) + 4 * 2 * n + _ATAN2) + _EW * (E + 2))
+        P, R = _rows_sorted(cx.Y[:, :n], p), fnp.asarray(refs[s])
+        det = R[:, 0] * P[:, 1] - R[:, 1] * P[:, 0]
+        angle = fnp.arctan2(det, fnp.einsum("en,en->e", R, P))
+        return fnp.sum(fnp.asarray(net.astype(np.float64)) * angle) / (2 * math.pi)
+    order = np.argsort(boundary[0], kind="stable")
+    a, b, s = (x[order] for x in boundary)
+    E = len(a)
+    meter.need(E * ((_EW + _GATHER) * n + _EW * n + 6 * n + 4 * 4 * n + 5 * _EW + _ATAN2) + _EW)
+    A, B, R = _rows_sorted(cx.Y[:, :n], a), cx.Y[b, :n], fnp.asarray(refs[s])
+    # Van Oosterom-Strackee: tan(Omega / 2) = r.(a x b) / (1 + r.a + r.b + a.b), unit rays.
+    det = fnp.einsum("en,en->e", R, fnp.cross(A, B))
+    den = 1.0 + fnp.einsum("en,en->e", R, A) + fnp.einsum("en,en->e", R, B)
+    den = den + fnp.einsum("en,en->e", A, B)
+    return fnp.sum(fnp.arctan2(det, den)) / (2 * math.pi)  # sum(Omega) / (4 pi)
 
 
 def order_accuracy(model: Model, rank: int, budget_flops: int) -> tuple[float | None, _Meter]:
@@ -448,28 +425,59 @@ def order_accuracy(model: Model, rank: int, budget_flops: int) -> tuple[float | 
     d, n = spec.d, spec.n
     meter = _Meter(budget_flops)
     try:
-        meter.need(_EW * spec.n_params)
+        rays, cx, refs = _start_complex(n, rank)
+        meter.need(_EW * (spec.n_params + rays.size))
         p = {k: fnp.asarray(v, dtype=fnp.float64) for k, v in model.params.items()}
-        cones = _start_cones(n, rank, d, meter)
+        cx = cx._replace(Y=fnp.asarray(rays))
+        # Pre-activations at the vertices, layer by layer, each followed by its cuts.
         if spec.arch == "rnn":
-            w_ih, W_hh, W_out = p["rnn.weight_ih_l0"], p["rnn.weight_hh_l0"], p["linear.weight"]
-            cones, H = _layer(cones, w_ih, meter)  # step 0: P = w_ih e_0^T
-            for t in range(1, n):
-                # P = W_hh H + w_ih e_t^T on x_0..x_t (H does not read x_t yet).
-                C = H.shape[0]
-                meter.need(4 * H.size * d + _EW * C * d * (t + 2))
-                P = fnp.concatenate(
-                    [fnp.einsum("ij,cjm->cim", W_hh, H), fnp.repeat(w_ih[None], C, axis=0)],
-                    axis=2,
-                )
-                cones, H = _layer(cones, P, meter)
+            w_ih, W_hh, W_out = p["rnn.weight_ih_l0"][:, 0], p["rnn.weight_hh_l0"], p["linear.weight"]
+            for t in range(n):
+                N = cx.Y.shape[0]
+                x_t = cx.Y[:, t : t + 1]
+                if t == 0:
+                    meter.need(_EW * N * d)
+                    S = x_t * w_ih[None, :]
+                else:
+                    meter.need(_EW * N * d * 3 + 4 * N * d * d)
+                    h = fnp.maximum(cx.Y[:, n:], 0.0)
+                    S = fnp.einsum("vj,ij->vi", h, W_hh) + x_t * w_ih[None, :]
+                cx = _layer(cx, n, S, meter)
         else:
             W_0, W_1, W_out = p["mlp.0.weight"], p["mlp.1.weight"], p["linear.weight"]
-            cones, H = _layer(cones, W_0, meter)
-            meter.need(4 * H.size * d)
-            cones, H = _layer(cones, fnp.einsum("ij,cjn->cin", W_1, H), meter)
-        cones = _clip_correct(cones, H, W_out, meter)
-        accuracy = float(_measure(cones, meter)) if len(cones.count) else 0.0
+            N = cx.Y.shape[0]
+            meter.need(4 * N * n * d)
+            cx = _layer(cx, n, fnp.einsum("vn,in->vi", cx.Y, W_0), meter)
+            N = cx.Y.shape[0]
+            meter.need(_EW * N * d + 4 * N * d * d)
+            cx = _layer(cx, n, fnp.einsum("vj,ij->vi", fnp.maximum(cx.Y[:, n:], 0.0), W_1), meter)
+
+        # Logit margins L_p - L_q at the vertices, one column per pair p < q.
+        pairs = list(itertools.combinations(range(n), 2))
+        N = cx.Y.shape[0]
+        meter.need(_EW * len(pairs) * d * 2 + _EW * N * d + 4 * N * d * len(pairs)
+                   + _EW * N * (n + len(pairs)) + 2 * _EW * N * len(pairs) + _EW)
+        delta = fnp.stack([W_out[q0] - W_out[q1] for q0, q1 in pairs], axis=1)  # (d, pairs)
+        F = fnp.einsum("vj,jk->vk", fnp.maximum(cx.Y[:, n:], 0.0), delta)
+        cx = cx._replace(Y=fnp.concatenate([cx.Y[:, :n], F], axis=1))
+        tol = _REL_TOL * fnp.max(fnp.abs(F))
+        # Keep, in each cone with target t, where L_t - L_j > 0 for every other class j.
+        # Where L_t - L_j vanishes identically argmax takes the first index, so the target
+        # wins that tie against later classes and loses it to earlier ones.
+        pair_id = {pair: k for k, pair in enumerate(pairs)}
+        correct = np.ones(len(cx.count), bool)
+        for r in range(n - 1):
+            t = cx.target
+            j = np.where(r < t, r, r + 1)  # the r-th class other than t
+            column = np.array([pair_id[(min(u, v), max(u, v))] for u, v in zip(t, j)])
+            cx, src, side = _cut(cx, n, column, t > j, tol, meter, active=correct, tie_positive=j > t)
+            correct = correct[src] & (side > 0)
+        # Measure the correct cones, or the rest if their boundary is shorter.
+        right, wrong = _boundary(cx, n, correct), _boundary(cx, n, ~correct)
+        if len(right[0]) <= len(wrong[0]):
+            accuracy = float(_measure(cx, n, right, refs, meter))
+        else:
+            accuracy = 1.0 - float(_measure(cx, n, wrong, refs, meter))
         meter.close()
         return accuracy, meter
     except _OutOfBudget:

@@ -81,9 +81,11 @@ def _order(model: Model, rank: int, budget_flops: int = 10**9):
     return value, used, cone_meter
 
 
-def _random_model(arch: str, task: str, d: int, n: int, seed: int) -> Model:
+def _random_model(arch: str, task: str, d: int, n: int, seed: int, scale: float = 1.0) -> Model:
+    """PyTorch-style initialisation U(+-1/sqrt(fan_in)), times ``scale``."""
     spec = ModelSpec(arch, task, d, n)
-    return Model(spec, init_params(spec, jax.random.key(seed)))
+    params = init_params(spec, jax.random.key(seed))
+    return Model(spec, {k: np.asarray(v) * np.float32(scale) for k, v in params.items()})
 
 
 def _official_small() -> Model:
@@ -99,25 +101,25 @@ def test_official_d2_n2_matches_2_24_sample_monte_carlo():
     p, se = _monte_carlo(model, 2**24)
     assert abs(run.value - p) <= 4 * se, (run.value, p, se)
     assert abs(run.value - 0.99993) < 5e-5  # ARC's reported accuracy
-    assert run.flops < 5_000
+    assert run.flops < 2_000
 
 
 # Weight shapes repeat so the Monte Carlo program compiles once per shape (4 in all).
 @pytest.mark.parametrize(
-    "arch, task, d, n, seed",
+    "arch, task, d, n, seed, scale",
     [
-        ("rnn", "2nd_argmax", 4, 3, 0),
-        ("rnn", "2nd_argmax", 4, 3, 1),
-        ("rnn", "argmax", 4, 3, 3),
-        ("rnn", "2nd_argmax", 8, 3, 2),
-        ("rnn", "argmedian", 8, 3, 4),
-        ("rnn", "argmax", 2, 2, 5),
-        ("mlp", "2nd_argmax", 8, 3, 6),
-        ("mlp", "argmax", 8, 3, 7),
+        ("rnn", "2nd_argmax", 4, 3, 0, 1.0),
+        ("rnn", "2nd_argmax", 4, 3, 1, 4.0),  # larger weights: more, thinner regions
+        ("rnn", "argmax", 4, 3, 3, 1.0),
+        ("rnn", "2nd_argmax", 8, 3, 2, 1.0),
+        ("rnn", "argmedian", 8, 3, 4, 2.0),
+        ("rnn", "argmax", 2, 2, 5, 1.0),
+        ("mlp", "2nd_argmax", 8, 3, 6, 1.0),
+        ("mlp", "argmax", 8, 3, 7, 3.0),
     ],
 )
-def test_random_models_match_2_22_sample_monte_carlo(arch, task, d, n, seed):
-    model = _random_model(arch, task, d, n, seed)
+def test_random_models_match_2_22_sample_monte_carlo(arch, task, d, n, seed, scale):
+    model = _random_model(arch, task, d, n, seed, scale)
     run = _harness(model, 10**8)
     p, se = _monte_carlo(model, 2**22, seed=100 + seed)
     assert abs(run.value - p) <= 4 * se, (run.value, p, se)
@@ -204,7 +206,7 @@ def test_budget_sweep_never_exceeds_and_is_exact_with_25_percent_headroom():
     assert _harness(model, int(1.25 * cost)).value == pytest.approx(exact, abs=1e-15)
 
 
-@pytest.mark.parametrize("d, bound", [(4, 2e5), (16, 5e6)])
+@pytest.mark.parametrize("d, bound", [(4, 5e4), (16, 2e6)])
 def test_metered_cost_n3_is_below_stated_bound(d, bound):
     _, used, cone_meter = _order(_random_model("rnn", "2nd_argmax", d, 3, seed=0), rank=1)
     assert cone_meter.overruns == []
