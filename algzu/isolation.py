@@ -44,9 +44,14 @@ How it works:
   address space plus ``memory_mb``. The cap is relative because XLA reserves a large,
   host-dependent amount of virtual address space at start (about 1-1.5 GiB on a 2-core CPU
   host, more with more cores); ``MALLOC_ARENA_MAX=2`` keeps glibc from reserving 64 MiB of
-  address space per thread. An allocation past the cap raises ``MemoryError`` (or XLA's
-  ``RESOURCE_EXHAUSTED``), recorded as ``memory``. The cap is applied on CPU backends only:
-  CUDA maps device memory into the address space, which ``RLIMIT_AS`` would break.
+  address space per thread (idle worker: ~690 MiB of address space, 225 MiB resident).
+  An allocation past the cap raises ``MemoryError`` (or XLA's ``RESOURCE_EXHAUSTED``), or
+  aborts the worker (``std::bad_alloc``; LLVM failing to start a compile thread): either
+  way the cell is recorded as ``memory``. Measured with ``sampling`` at 1e8 FLOPs on the
+  d=16, n=10 model: 512 MiB is enough, 128 MiB is not (XLA's compiler cannot start its
+  threads); the default, 4096 MiB, leaves room for honest estimators. The cap is applied
+  on CPU backends only: CUDA maps device memory into the address space, which
+  ``RLIMIT_AS`` would break.
 * **Give up on a block.** After ``give_up_after`` consecutive ``timeout``/``crashed``/
   ``memory`` cells in one block the rest of that block is recorded with the same code
   without running it (a hanging estimator would otherwise cost ``timeout_s`` per cell).
@@ -94,7 +99,9 @@ from algzu.runner import ERROR_CODES, CellResult
 # Error codes after which the worker is gone or unusable: they count towards give_up_after.
 _FATAL = ("timeout", "crashed", "memory")
 # Words in an exception or a dying worker's stderr that mean an allocation failed.
-_MEMORY_MARKERS = ("MemoryError", "RESOURCE_EXHAUSTED", "bad_alloc", "Cannot allocate memory", "Out of memory")
+# Under RLIMIT_AS a thread's stack cannot be reserved either: LLVM then aborts on pthread_create.
+_MEMORY_MARKERS = ("MemoryError", "RESOURCE_EXHAUSTED", "bad_alloc", "Cannot allocate memory", "Out of memory",
+                   "pthread_create failed")
 _STARTUP_TIMEOUT_S = 300.0  # import jax on a loaded 2-core machine can take a minute
 _LOAD_TIMEOUT_S = 120.0  # importing an estimator's module (at least this, or the cell timeout)
 _INCLUDED_PREFIX = "algzu_included_"  # module names given by algzu.estimator.include

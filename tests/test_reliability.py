@@ -428,7 +428,7 @@ BAD_INPUTS = ["truncated_pth", "garbage_pth", "pickle_os_system", "pickle_builti
               "zero_budget", "negative_budget", "negative_noise_std", "zero_copies", "unknown_suite",
               "unknown_estimator_in_leaderboard", "output_folder_is_a_file", "negative_timeout"]
 # Run end to end as separate processes too (each imports JAX: a few seconds of CPU apiece).
-IN_A_PROCESS = ["pickle_os_system", "negative_noise_std", "unknown_estimator_in_leaderboard"]
+IN_A_PROCESS = ["pickle_os_system", "unknown_estimator_in_leaderboard"]
 
 
 def _check_one_line(returncode: int, stderr: str, word: str, cwd: Path) -> None:
