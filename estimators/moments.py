@@ -53,7 +53,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import log_ndtr, ndtr
+from jax.scipy.special import ndtr
 from scipy.special import gammaln
 from scipy.special import ndtr as np_ndtr
 
@@ -73,6 +73,8 @@ _VAR_FLOOR = 1e-12
 # Gauss-Legendre nodes of the bivariate normal CDF (absolute error < 3e-5 with 4).
 _BVN_NODES = 4
 _INV_SQRT_2PI = 1.0 / math.sqrt(2 * math.pi)
+# Standardised margins are clamped here before Phi, which underflows in float32 below ~-13.
+_MIN_Z = -12.0
 
 
 @functools.lru_cache(maxsize=None)
@@ -268,18 +270,20 @@ def _conditional_orthant(mean: jax.Array, cov: jax.Array, counted: jax.Array) ->
     order; each step multiplies in ``Phi(mean_k / s_k)`` if counted, then updates the other
     components with the truncated-normal mean and variance of ``D_k | D_k > 0``.
     """
-    log_p = jnp.zeros((), mean.dtype)
-    for k in range(mean.shape[0]):
+    def condition(k, carry):
+        mean, cov, log_p = carry
         var = jnp.maximum(cov[k, k], _VAR_FLOOR)
         s = jnp.sqrt(var)
-        a = mean[k] / s
-        log_cdf = log_ndtr(a)
-        mills = jnp.exp(-0.5 * a * a - 0.5 * math.log(2 * math.pi) - log_cdf)  # phi(a) / Phi(a)
+        # Phi underflows in float32 below -12; such a pattern contributes ~1e-33 anyway.
+        a = jnp.maximum(mean[k] / s, _MIN_Z)
+        cdf = ndtr(a)
+        mills = jnp.exp(-0.5 * a * a) * _INV_SQRT_2PI / cdf  # phi(a) / Phi(a)
         shrink = jnp.clip(mills * (mills + a), 0.0, 1.0)  # 1 - Var(Z | Z > -a)
         col = cov[:, k]
-        log_p = log_p + jnp.where(counted[k], log_cdf, 0.0)
-        mean = mean + col * (mills / s)
-        cov = cov - jnp.outer(col, col) * (shrink / var)
+        log_p = log_p + jnp.where(counted[k], jnp.log(cdf), 0.0)
+        return mean + col * (mills / s), cov - jnp.outer(col, col) * (shrink / var), log_p
+
+    _, _, log_p = jax.lax.fori_loop(0, mean.shape[0], condition, (mean, cov, jnp.zeros((), mean.dtype)))
     return jnp.exp(log_p)
 
 
@@ -302,17 +306,14 @@ def pattern_accuracy(
     w_ih = params["rnn.weight_ih_l0"][:, 0]
     w_hh = params["rnn.weight_hh_l0"]
     w_out = params["linear.weight"]
-    n = x_mean.shape[0]
-    # t = 0: u = w_ih x_0 (h_0 = 0).
-    u_mean = w_ih * x_mean[0]
-    u_cov = jnp.outer(w_ih, w_ih) * x_cov[0, 0]
-    ux_cov = jnp.outer(w_ih, x_cov[0])
-    for t in range(n):
-        if t > 0:
-            cross = jnp.outer(w_hh @ h_x[:, t], w_ih)
-            u_mean = w_hh @ h_mean + w_ih * x_mean[t]
-            u_cov = w_hh @ h_cov @ w_hh.T + cross + cross.T + jnp.outer(w_ih, w_ih) * x_cov[t, t]
-            ux_cov = w_hh @ h_x + jnp.outer(w_ih, x_cov[t])
+    n, d = x_mean.shape[0], w_hh.shape[0]
+
+    def step(state, t):
+        h_mean, h_cov, h_x = state  # h_0 = 0: mean, covariance, and covariance with x
+        w_hx_t = jnp.outer(w_hh @ h_x[:, t], w_ih)
+        u_mean = w_hh @ h_mean + w_ih * x_mean[t]
+        u_cov = w_hh @ h_cov @ w_hh.T + w_hx_t + w_hx_t.T + jnp.outer(w_ih, w_ih) * x_cov[t, t]
+        ux_cov = w_hh @ h_x + jnp.outer(w_ih, x_cov[t])
         h_mean, h_var, gain = _relu_moments(u_mean, jnp.diagonal(u_cov))
         if exact_pairs:
             sd = jnp.sqrt(jnp.maximum(jnp.diagonal(u_cov), _VAR_FLOOR))
@@ -325,7 +326,11 @@ def pattern_accuracy(
         else:
             h_cov = u_cov * jnp.outer(gain, gain)
         h_cov = h_cov + jnp.diag(h_var - jnp.diagonal(h_cov))
-        h_x = gain[:, None] * ux_cov
+        return (h_mean, h_cov, gain[:, None] * ux_cov), None
+
+    zeros = jnp.zeros((d,), x_mean.dtype)
+    init = (zeros, jnp.zeros((d, d), x_mean.dtype), jnp.zeros((d, n), x_mean.dtype))
+    (h_mean, h_cov, h_x), _ = jax.lax.scan(step, init, jnp.arange(n))
     logit_mean = w_out @ h_mean
     logit_cov = w_out @ h_cov @ w_out.T
     logit_x = w_out @ h_x

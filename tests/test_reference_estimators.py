@@ -121,9 +121,11 @@ def test_bivariate_normal_cdf_matches_scipy():
     np.testing.assert_allclose(np.asarray(got), ref, atol=5e-5)  # 4 Gauss-Legendre nodes
 
 
+_moments_jit = jax.jit(lambda m, budget: get_estimator("moments").estimate(m, budget, jax.random.key(0)), static_argnums=1)
+
+
 def _estimate(model: Model, budget: int) -> float:
-    est = get_estimator("moments")
-    return float(jax.jit(lambda m: est.estimate(m, budget, jax.random.key(0)))(model))
+    return float(_moments_jit(model, budget))
 
 
 def test_moments_error_on_simple_models(official):
@@ -141,16 +143,18 @@ def test_moments_error_on_simple_models(official):
         assert abs(_estimate(model, 10**5) - truth) < 0.03
 
 
-def test_moments_stays_within_budget_and_refines_with_it(small_model, key):
+def test_moments_stays_within_budget_and_refines_with_it(key):
     est = get_estimator("moments")
-    steps = moments.ladder(SPEC.task, SPEC.n)
-    costs = [moments.program_flops(SPEC, *step) for step in steps]
+    spec = ModelSpec("rnn", "2nd_argmax", 2, 4)
+    model = Model(spec, init_params(spec, jax.random.key(0)))
+    steps = moments.ladder(spec.task, spec.n)
+    assert steps == [(2, False), (3, False), (3, True)]  # 12, 24, 24 rank patterns
+    costs = [moments.program_flops(spec, *step) for step in steps]
     assert costs == sorted(costs) and costs[0] > 10**3
     for i, budget in enumerate(costs):
-        assert moments.setting_within(SPEC, budget) == steps[i]
-        metered = meter.count_flops(lambda m, k: est.estimate(m, budget, k), small_model, key)
-        assert metered == costs[i] <= budget
-    below = meter.run_jax(lambda m, k: est.estimate(m, 10**3, k), (small_model, key), 10**3)
-    assert below.value == pytest.approx(1 / SPEC.n) and below.flops == 0
-    coarsest = meter.run_jax(lambda m, k: est.estimate(m, costs[0], k), (small_model, key), costs[0])
-    assert coarsest.error is None and 0.0 <= coarsest.value <= 1.0
+        assert moments.setting_within(spec, budget) == steps[i]
+        assert meter.count_flops(lambda m, k: est.estimate(m, budget, k), model, key) == costs[i]
+    below = meter.run_jax(lambda m, k: est.estimate(m, costs[0] - 1, k), (model, key), costs[0] - 1)
+    assert below.value == pytest.approx(1 / spec.n) and below.flops == 0
+    coarsest = meter.run_jax(lambda m, k: est.estimate(m, costs[0], k), (model, key), costs[0])
+    assert coarsest.error is None and coarsest.flops == costs[0] and 0.0 <= coarsest.value <= 1.0
