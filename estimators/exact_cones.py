@@ -188,7 +188,8 @@ def _start_complex(n: int, rank: int) -> tuple[np.ndarray, _Complex, np.ndarray]
     rays = np.array(rays)
     on_order = sum((np.abs(rays[:, i] - rays[:, j]) < 1e-12) << k for k, (i, j) in enumerate(pairs))
     C = len(cones)
-    start = _Complex(None, np.array(cones), np.full(C, n), np.array(targets), np.arange(C), on_order)
+    cyc, targets = np.array(cones), np.array(targets)
+    start = _Complex(None, cyc, np.full(C, n), targets, np.arange(C), on_order)
     return rays, start, np.array(refs)
 
 
@@ -312,12 +313,13 @@ def _cut(
         pieces, piece_count = [], []
         for keep_vertex in (~neg[sp], ~pos[sp]):
             keep = np.stack([keep_vertex & valid_s, cross], axis=2).reshape(Cs, 2 * K)
-            order = np.argsort(~keep, axis=1, kind="stable")
-            pieces.append(np.take_along_axis(cand, order, axis=1))
+            kept_first = np.argsort(~keep, axis=1, kind="stable")
+            pieces.append(np.take_along_axis(cand, kept_first, axis=1))
             piece_count.append(keep.sum(1))
         pieces, piece_count = np.concatenate(pieces), np.concatenate(piece_count)
         K_new = int(piece_count.max())
-        pieces = np.where(np.arange(K_new)[None, :] < piece_count[:, None], pieces[:, :K_new], pieces[:, :1])
+        real = np.arange(K_new)[None, :] < piece_count[:, None]
+        pieces = np.where(real, pieces[:, :K_new], pieces[:, :1])
         piece_side = np.repeat([1, -1], Cs)
     keep = ~split
     K_out = max(int(count[keep].max(initial=2)), pieces.shape[1])
@@ -375,9 +377,11 @@ def _boundary(cx: _Complex, n: int, cones: np.ndarray) -> tuple[np.ndarray, ...]
     return a[keep], b[keep], s[keep]
 
 
-def _measure(cx: _Complex, n: int, boundary: tuple[np.ndarray, ...], refs: np.ndarray, meter: _Meter):
+def _measure(
+    cx: _Complex, n: int, boundary: tuple[np.ndarray, ...], refs: np.ndarray, meter: _Meter
+) -> fnp.ndarray | float:
     """Angular measure, as a fraction of the sphere (circle), of a union of cones given
-    its :func:`_boundary`.
+    its :func:`_boundary` (the bound of the next step covers one more subtraction).
 
     Signed areas are summed from a reference ray ``r`` of each start cone (one of its
     vertices): a convex spherical polygon inside the start cone has as area the sum over
@@ -386,12 +390,12 @@ def _measure(cx: _Complex, n: int, boundary: tuple[np.ndarray, ...], refs: np.nd
     ``(a, b)`` measures angle(b) - angle(a) from ``r``.
     """
     if len(boundary[0]) == 0:
-        return fnp.zeros(())
+        return 0.0
     if n == 2:
         order = np.argsort(boundary[0], kind="stable")
         p, s, net = (x[order] for x in boundary)
         E = len(p)
-        meter.need(E * (_EW * n + _EW * (n + 7) + 4 * 2 * n + _ATAN2) + _EW * (E + 2))
+        meter.need(E * (_EW * n + _EW * (n + 7) + 4 * 2 * n + _ATAN2) + _EW * (E + 3))
         P, R = _rows_sorted(cx.Y[:, :n], p), fnp.asarray(refs[s])
         det = R[:, 0] * P[:, 1] - R[:, 1] * P[:, 0]
         angle = fnp.arctan2(det, fnp.einsum("en,en->e", R, P))
@@ -399,7 +403,7 @@ def _measure(cx: _Complex, n: int, boundary: tuple[np.ndarray, ...], refs: np.nd
     order = np.argsort(boundary[0], kind="stable")
     a, b, s = (x[order] for x in boundary)
     E = len(a)
-    meter.need(E * ((_EW + _GATHER) * n + _EW * n + 6 * n + 4 * 4 * n + 5 * _EW + _ATAN2) + _EW)
+    meter.need(E * ((_EW + _GATHER) * n + _EW * n + 6 * n + 4 * 4 * n + 5 * _EW + _ATAN2) + 2 * _EW)
     A, B, R = _rows_sorted(cx.Y[:, :n], a), cx.Y[b, :n], fnp.asarray(refs[s])
     # Van Oosterom-Strackee: tan(Omega / 2) = r.(a x b) / (1 + r.a + r.b + a.b), unit rays.
     det = fnp.einsum("en,en->e", R, fnp.cross(A, B))
@@ -431,7 +435,8 @@ def order_accuracy(model: Model, rank: int, budget_flops: int) -> tuple[float | 
         cx = cx._replace(Y=fnp.asarray(rays))
         # Pre-activations at the vertices, layer by layer, each followed by its cuts.
         if spec.arch == "rnn":
-            w_ih, W_hh, W_out = p["rnn.weight_ih_l0"][:, 0], p["rnn.weight_hh_l0"], p["linear.weight"]
+            w_ih, W_hh = p["rnn.weight_ih_l0"][:, 0], p["rnn.weight_hh_l0"]
+            W_out = p["linear.weight"]
             for t in range(n):
                 N = cx.Y.shape[0]
                 x_t = cx.Y[:, t : t + 1]
@@ -470,16 +475,18 @@ def order_accuracy(model: Model, rank: int, budget_flops: int) -> tuple[float | 
             t = cx.target
             j = np.where(r < t, r, r + 1)  # the r-th class other than t
             column = np.array([pair_id[(min(u, v), max(u, v))] for u, v in zip(t, j)])
-            cx, src, side = _cut(cx, n, column, t > j, tol, meter, active=correct, tie_positive=j > t)
+            cx, src, side = _cut(
+                cx, n, column, t > j, tol, meter, active=correct, tie_positive=j > t
+            )
             correct = correct[src] & (side > 0)
         # Measure the correct cones, or the rest if their boundary is shorter.
         right, wrong = _boundary(cx, n, correct), _boundary(cx, n, ~correct)
         if len(right[0]) <= len(wrong[0]):
-            accuracy = float(_measure(cx, n, right, refs, meter))
+            accuracy = _measure(cx, n, right, refs, meter)
         else:
-            accuracy = 1.0 - float(_measure(cx, n, wrong, refs, meter))
+            accuracy = 1.0 - _measure(cx, n, wrong, refs, meter)
         meter.close()
-        return accuracy, meter
+        return float(accuracy), meter
     except _OutOfBudget:
         return None, meter
 
