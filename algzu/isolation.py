@@ -63,10 +63,14 @@ block's weights, the budget and the keys: never a cache path, a ground truth or 
 folder. It runs in a fresh empty temporary folder (so relative paths such as
 ``results/cache`` lead nowhere), with ``sys.argv`` reset (so the command line's ``--out``
 is not visible) and stdout and stdin closed. Answers travel back as JSON, never as
-pickles, so a worker cannot run code in the parent. This is fault containment, not a
-sandbox: estimator code runs with the user's permissions and in the same process as the
-meter, so it could read files by absolute path, read its parent's command line in
-``/proc``, or tamper with the meter on purpose.
+pickles, so a worker cannot run code in the parent. Where Linux offers Landlock (5.13+),
+the worker also drops, before any estimator code runs, the right to open files outside
+the Python installation, algzu's packages, the estimators' own source files, system
+folders and its temporary folder: the ground-truth cache and the results cannot be read
+even by absolute path (``sandbox=False`` turns this off; :attr:`IsolatedRunner.sandboxed`
+says whether it took effect). This is fault containment and file confinement, not a full
+sandbox: estimator code runs in the same process as the meter, so it could tamper with
+the meter on purpose, and it can read ``/proc`` (its parent's command line, for one).
 Leaderboard submissions are code and are reviewed; isolation makes sure an honest
 mistake (or a hostile crash) costs one cell.
 """
@@ -191,14 +195,17 @@ class IsolatedRunner:
         give_up_after: after this many consecutive timed-out, crashed or out-of-memory
             cells in one block, record the rest of the block as failed without running it;
             ``None`` to always run every cell.
+        sandbox: restrict the worker's file access with Landlock (Linux >= 5.13; silently
+            not applied elsewhere): see the module docstring.
 
     Attributes:
         startups: seconds each worker start took (spawn to ready), in order.
         memory_capped: whether the last worker applied the memory cap (CPU backends only).
+        sandboxed: whether the last worker restricted its file access.
     """
 
     def __init__(self, timeout_s: float = 600.0, memory_mb: int | None = 4096,
-                 give_up_after: int | None = 3) -> None:
+                 give_up_after: int | None = 3, sandbox: bool = True) -> None:
         if not timeout_s > 0:
             raise AlgzuError(f"timeout must be positive, got {timeout_s}")
         if memory_mb is not None and memory_mb < 1:
@@ -208,8 +215,11 @@ class IsolatedRunner:
         self.timeout_s = float(timeout_s)
         self.memory_mb = memory_mb
         self.give_up_after = give_up_after
+        self.sandbox = sandbox
         self.startups: list[float] = []
         self.memory_capped = False
+        self.sandboxed = False
+        self._readable: set[str] = set()  # estimator files the running worker may read
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._stderr = None
@@ -299,8 +309,10 @@ class IsolatedRunner:
         """
         import jax
 
+        if self._proc is not None and ref.file and ref.file not in self._readable:
+            self._kill()  # a sandboxed worker cannot read a file it was not started with
         if self._proc is None:
-            self._start()
+            self._start(ref.file)
         copy = cells[0][1]
         if pickle.dumps(ref) not in self._loaded:
             # Importing the estimator's module is not part of any cell's time limit.
@@ -365,8 +377,12 @@ class IsolatedRunner:
                               f"no answer within {seconds:.3g} s{where}; worker killed and restarted")
         return self._died(copy, seconds)
 
-    def _start(self) -> None:
+    def _start(self, file: str | None = None) -> None:
+        from algzu.estimator import estimator_file, estimator_names
+
         start = time.perf_counter()
+        self._readable = {estimator_file(n) for n in estimator_names()} | ({file} if file else set())
+        self._readable = {str(Path(f).resolve()) for f in self._readable}
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
         # The worker imports what the parent can import (tests, scripts), like multiprocessing's spawn.
@@ -377,8 +393,10 @@ class IsolatedRunner:
         if self._workdir is None:  # the worker's cwd: empty, so relative paths lead nowhere
             self._workdir = tempfile.TemporaryDirectory(prefix="algzu-worker-", ignore_cleanup_errors=True)
         memory = "" if self.memory_mb is None else str(self.memory_mb)
+        env["TMPDIR"] = self._workdir.name
+        readable = json.dumps(sorted(self._readable) if self.sandbox else None)
         command = [sys.executable, "-c", "from algzu.isolation import _worker_main; _worker_main()",
-                   str(child_sock.fileno()), str(os.getpid()), memory]
+                   str(child_sock.fileno()), str(os.getpid()), memory, readable]
         try:
             self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=self._stderr, pass_fds=(child_sock.fileno(),), env=env,
@@ -398,6 +416,7 @@ class IsolatedRunner:
             self._kill()
             raise AlgzuError(f"isolated worker failed to start: {tail or 'no message'}") from None
         self.memory_capped = bool(hello.get("memory_capped"))
+        self.sandboxed = bool(hello.get("sandboxed"))
         self.startups.append(time.perf_counter() - start)
 
     def _died(self, copy: int, seconds: float) -> CellResult:
@@ -463,8 +482,8 @@ def _decode_result(reply: bytes, copy: int) -> CellResult | None:
 
 
 def _worker_main() -> None:
-    """Entry point of a worker: ``python -c ... FD PARENT_PID MEMORY_MB``."""
-    fd, parent_pid, memory = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    """Entry point of a worker: ``python -c ... FD PARENT_PID MEMORY_MB READABLE_FILES_JSON``."""
+    fd, parent_pid, memory, readable = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
     _die_with_parent(parent_pid)
     sys.argv = ["algzu-worker"]
     start = time.perf_counter()
@@ -483,7 +502,8 @@ def _worker_main() -> None:
         limit = idle + int(memory) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
         capped = True
-    conn.send_bytes(json.dumps({"ready": True, "memory_capped": capped,
+    sandboxed = readable is not None and jax.default_backend() == "cpu" and _restrict_files(readable)
+    conn.send_bytes(json.dumps({"ready": True, "memory_capped": capped, "sandboxed": sandboxed,
                                 "startup_s": time.perf_counter() - start}).encode())
     estimators: dict[bytes, Estimator] = {}
     while True:
@@ -544,6 +564,70 @@ def _as_cell(result: CellResult, copies: list[int]) -> CellResult:
     if result.error == "exception" and any(m in result.message for m in _MEMORY_MARKERS):
         result = dataclasses.replace(result, error="memory")
     return result
+
+
+def _restrict_files(readable_files: list[str]) -> bool:
+    """Landlock: from now on this process may read only what Python and the estimators need.
+
+    Readable: the Python installation (prefixes, stdlib, site-packages), algzu's own
+    packages, ``readable_files`` (the estimators' source files, not their folders) and the
+    system folders libraries read (``/usr``, ``/lib*``, ``/etc``, ``/proc``, ``/sys``,
+    ``/dev``). Writable: the worker's own temporary folder (its cwd). Everything else --
+    the results folder, the ground-truth cache, the user's project -- cannot be opened.
+    Returns False (and restricts nothing) where Landlock is unavailable.
+    """
+    import ctypes
+    import struct
+    import sysconfig
+
+    import algzu
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    create_ruleset, add_rule, restrict_self = 444, 445, 446  # same numbers on x86_64 and arm64
+    abi = libc.syscall(create_ruleset, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
+    if abi < 1:
+        return False
+    execute, write_file, read_file, read_dir = 1, 2, 4, 8
+    handled = (1 << 13) - 1  # ABI 1: execute ... make_sym
+    handled |= (1 << 13) if abi >= 2 else 0  # refer
+    handled |= (1 << 14) if abi >= 3 else 0  # truncate
+    attr = ctypes.create_string_buffer(struct.pack("=Q", handled))
+    ruleset = libc.syscall(create_ruleset, attr, ctypes.sizeof(attr) - 1, 0)
+    if ruleset < 0:
+        return False
+    import importlib.util
+
+    packages = []
+    for name in ("algzu", "algzu.estimators", "algzu.tasks"):
+        try:
+            packages += importlib.util.find_spec(name).submodule_search_locations or []
+        except (ImportError, AttributeError):
+            pass
+    folders = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *packages,
+               *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+               *algzu.__path__, "/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/sys", "/dev"}
+    rules = [(f, execute | read_file | read_dir) for f in folders]
+    rules += [(f, read_file) for f in readable_files]
+    rules += [(os.getcwd(), handled)]
+    try:
+        for path, access in rules:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue  # a folder this system does not have
+            try:
+                rule = ctypes.create_string_buffer(struct.pack("=Qi", access, fd))
+                if libc.syscall(add_rule, ruleset, 1, rule, 0) < 0:  # LANDLOCK_RULE_PATH_BENEATH
+                    return False
+            finally:
+                os.close(fd)
+        pr_set_no_new_privs = 38
+        if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+            return False
+        return libc.syscall(restrict_self, ruleset, 0) == 0
+    finally:
+        os.close(ruleset)
 
 
 def _address_space_bytes() -> int:

@@ -4,8 +4,8 @@ Load with ``algzu.estimator.include(path)``. Each one misbehaves only on the cel
 is ``jax.random.key(bad_seed)`` (key data ``[0, bad_seed]``) and returns 0.5 otherwise, so one
 block shows the fault contained *and* the next cell running normally. ``faulty_over_budget``
 is a JAX program and is over budget on every cell. ``counting``, ``slow_counting``,
-``jax_small`` and ``snooping`` behave; ``counting`` and ``snooping`` write what they did or
-saw to the file named by an environment variable.
+``jax_small`` behave (``counting`` logs its calls to a file named by an environment
+variable); ``snooping`` raises what it saw of its surroundings.
 """
 
 import ctypes
@@ -171,7 +171,7 @@ class OverBudget(Estimator):
 @register_estimator
 @dataclasses.dataclass(frozen=True)
 class Counting(Estimator):
-    """A well-behaved estimator that logs each call (pid) to ``$ALGZU_TEST_CALLS`` and is slow.
+    """A well-behaved estimator that logs each call (pid) to ``$ALGZU_TEST_CALLS`` if it can.
 
     Its estimate depends on the weights and the key, so results show which copy and seed
     produced them: 0.5 + 0.25 tanh(sum of output weights) + 0.2 (u - 1/2), u uniform from the key.
@@ -185,8 +185,11 @@ class Counting(Estimator):
     def estimate(self, model: Model, budget_flops: int, key: jax.Array):
         log = os.environ.get("ALGZU_TEST_CALLS")
         if log:
-            with open(log, "a") as f:
-                f.write(f"{os.getpid()}\n")
+            try:
+                with open(log, "a") as f:
+                    f.write(f"{os.getpid()}\n")
+            except OSError:
+                pass  # a sandboxed worker cannot write outside its folder
         time.sleep(self.sleep_s)
         u = numpy_rng(key).uniform()
         return float(0.5 + 0.25 * fnp.tanh(fnp.sum(model.params["linear.weight"])) + 0.2 * (u - 0.5))
@@ -209,7 +212,9 @@ class JaxSmall(Estimator):
 @register_estimator
 @dataclasses.dataclass(frozen=True)
 class Snooping(Estimator):
-    """Writes what an estimator can see of its surroundings to ``$ALGZU_TEST_SNOOP`` (JSON)."""
+    """Looks around and reports what it saw by raising it (the cell's message carries it):
+    its command line, its working folder, and whether it can read ``$ALGZU_TEST_SECRET``
+    (a file the test puts beside the results) or list that file's folder."""
 
     name = "snooping"
     mechanistic = True
@@ -218,12 +223,18 @@ class Snooping(Estimator):
     def estimate(self, model: Model, budget_flops: int, key: jax.Array):
         import json
 
-        seen = {"pid": os.getpid(), "cwd": os.getcwd(), "cwd_files": sorted(os.listdir(".")), "argv": sys.argv,
-                "model_fields": sorted(vars(model)) if hasattr(model, "__dict__") else [],
-                "params": sorted(model.params)}
-        with open(os.environ["ALGZU_TEST_SNOOP"], "w") as f:
-            json.dump(seen, f)
-        return 0.5
+        secret = os.environ.get("ALGZU_TEST_SECRET", "")
+        try:
+            with open(secret) as f:
+                read = f.read()
+        except OSError:
+            read = None
+        try:
+            listed = os.listdir(os.path.dirname(secret))
+        except OSError:
+            listed = None
+        seen = {"argv": sys.argv, "cwd": os.getcwd(), "cwd_files": os.listdir("."), "read": read, "listed": listed}
+        raise RuntimeError(json.dumps(seen))
 
 
 @register_estimator

@@ -61,18 +61,21 @@ def faulty():
 
 
 @pytest.fixture(scope="module")
-def snoop_file(tmp_path_factory):
-    return tmp_path_factory.mktemp("snoop") / "seen.json"
+def secret_file(tmp_path_factory):
+    """A file standing for the ground-truth cache: no estimator may read it."""
+    path = tmp_path_factory.mktemp("results") / "gt.json"
+    path.write_text("ground truth")
+    return path
 
 
 @pytest.fixture(scope="module")
-def runner(faulty, snoop_file):
-    os.environ["ALGZU_TEST_SNOOP"] = str(snoop_file)  # inherited by the workers
+def runner(faulty, secret_file):
+    os.environ["ALGZU_TEST_SECRET"] = str(secret_file)  # inherited by the workers
     try:
         with IsolatedRunner(timeout_s=TIMEOUT_S, memory_mb=CAP_MB) as r:
             yield r
     finally:
-        del os.environ["ALGZU_TEST_SNOOP"]
+        del os.environ["ALGZU_TEST_SECRET"]
 
 
 @pytest.fixture(scope="module")
@@ -158,15 +161,26 @@ def test_worker_answers_are_json_never_pickles():
     assert _decode_result(good.replace('"error": ""', '"error": "made_up"').encode(), 0) is None
 
 
-def test_estimator_in_worker_sees_no_paths_of_the_harness(runner, small, snoop_file):
+def _landlock_available() -> bool:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return sys.platform == "linux" and libc.syscall(444, None, 0, 1) >= 1  # landlock ABI version
+
+
+def test_estimator_in_worker_sees_no_paths_of_the_harness(runner, small, secret_file):
     spec, stacked = small
     [r] = runner(get_estimator("snooping"), spec, stacked, 10**4, [jax.random.key(0)], [0])
-    assert r.error == "", r.message
-    seen = json.loads(snoop_file.read_text())
-    assert seen["pid"] != os.getpid()
+    assert r.error == "exception" and r.message.startswith("RuntimeError: ")
+    seen = json.loads(r.message[len("RuntimeError: "):])
     assert seen["argv"] == ["algzu-worker"]  # not the leaderboard's command line (--out, cache)
     assert seen["cwd_files"] == [] and Path(seen["cwd"]).resolve() != Path.cwd().resolve()
-    assert seen["params"] == sorted(stacked)
+    assert runner.sandboxed == _landlock_available()
+    if runner.sandboxed:  # Landlock: files beside the results cannot be opened, even by absolute path
+        assert seen["read"] is None and seen["listed"] is None
+    else:
+        assert seen["read"] == "ground truth"  # isolation alone is not a sandbox
 
 
 def test_leaderboard_reports_failures_per_estimator(runner, tmp_path):
@@ -234,6 +248,19 @@ def _without_timing(path: Path) -> list[list[str]]:
     return [[row[i] for i in keep] for row in rows]
 
 
+def _children(pid: int) -> set[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -268,13 +295,13 @@ def test_killed_leaderboard_resumes_without_recomputing_and_matches_an_uninterru
         time.sleep(0.02)
         blocks = sorted((cache / "cells").glob("*.json")) if (cache / "cells").exists() else []
     assert blocks, f"no block finished: {proc.stderr.read().decode() if proc.poll() is not None else 'timeout'}"
+    workers = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (cache / "cells").glob("*.json")}
     assert len(finished) == 1, "the kill must land between the first and the last of the two blocks"
     # Its worker died with it: no orphan left running estimator code.
-    workers = {int(pid) for pid in calls.read_text().split()}
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
