@@ -35,7 +35,8 @@ def _table(title: str, columns: list[str], rows: list[list]) -> None:
         table.add_column(c, no_wrap=True)
     for r in rows:
         table.add_row(*[str(v) for v in r])
-    Console().print(table)
+    # Off a terminal (pipes, CI logs) rich assumes 80 columns and squeezes narrow ones away.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def _include(paths: list[Path] | None) -> None:
