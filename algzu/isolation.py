@@ -232,8 +232,14 @@ class IsolatedRunner:
     def __call__(self, estimator: Estimator, spec, stacked: dict[str, np.ndarray], budget: int,
                  keys: list, copies: list[int]) -> list[CellResult]:
         """Run ``estimator`` on the given copies at one budget; each cell has ``timeout_s``."""
-        ref = EstimatorRef.of(estimator)
-        cells = list(zip(keys, copies))
+        try:
+            return self._run_block(EstimatorRef.of(estimator), spec, stacked, budget, list(zip(keys, copies)))
+        except BaseException:
+            self._kill()  # interrupted mid-block: its answers must not be read as the next block's
+            raise
+
+    def _run_block(self, ref: EstimatorRef, spec, stacked: dict[str, np.ndarray], budget: int,
+                   cells: list[tuple]) -> list[CellResult]:
         results: list[CellResult] = []
         streak: list[CellResult] = []  # consecutive timed-out / crashed / out-of-memory cells
         streaming = 0  # cells the worker is still working through
