@@ -139,7 +139,8 @@ def order_stat_moments(n: int) -> tuple[np.ndarray, np.ndarray]:
     for k in range(1, n + 1):
         for l in range(k + 1, n + 1):
             logc = lognf - gammaln(k) - gammaln(l - k) - gammaln(n - l + 1)
-            dens = np.exp(logc + (k - 1) * np.log(FX) + (l - k - 1) * np.log(between) + (n - l) * np.log(FYc) + base)
+            log_dens = logc + (k - 1) * np.log(FX) + (l - k - 1) * np.log(between) + (n - l) * np.log(FYc)
+            dens = np.exp(log_dens + base)
             second_asc[k - 1, l - 1] = second_asc[l - 1, k - 1] = np.sum(W * dens * X * Y)
     order = np.arange(n)[::-1]  # descending rank r is the (n - r)-th smallest
     return mean_asc[order], second_asc[np.ix_(order, order)]
@@ -244,13 +245,15 @@ def _bvn_cdf(a: jax.Array, b: jax.Array, rho: jax.Array, nodes: int = _BVN_NODES
     edge = jnp.where((expo > -100) & (one_minus > 0), edge, 0.0)
     gap = jnp.sqrt(bs)
     tail = math.sqrt(2 * math.pi) * ndtr(-gap / jnp.maximum(root, 1e-30))
-    edge = edge - jnp.where(hk2 > -100, jnp.exp(-jnp.maximum(hk2, -100.0) / 2) * tail * gap * (1 - c * bs * (1 - d * bs) / 3), 0.0)
+    corner = jnp.exp(-jnp.maximum(hk2, -100.0) / 2) * tail * gap * (1 - c * bs * (1 - d * bs) / 3)
+    edge = edge - jnp.where(hk2 > -100, corner, 0.0)
     xs = (root[..., None] * t) ** 2
     expo_x = -(bs[..., None] / jnp.maximum(xs, 1e-30) + hk2[..., None]) / 2
     sp = 1 + c[..., None] * xs * (1 + 5 * d[..., None] * xs)
     rs = jnp.sqrt(1 - xs)
     ep = jnp.exp(-(hk2[..., None] / 2) * xs / (1 + rs) ** 2) / rs
-    integral = jnp.sum(w * jnp.where(expo_x > -100, jnp.exp(jnp.maximum(expo_x, -100.0)) * (sp - ep), 0.0), -1)
+    terms = jnp.where(expo_x > -100, jnp.exp(jnp.maximum(expo_x, -100.0)) * (sp - ep), 0.0)
+    integral = jnp.sum(w * terms, -1)
     high = (root * integral - edge) / (2 * math.pi)
     positive = high + ndtr(-jnp.maximum(h, k2))
     between = jnp.where(h < 0, ndtr(k2) - ndtr(h), ndtr(-h) - ndtr(-k2))

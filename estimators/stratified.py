@@ -50,7 +50,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import math
 
 import jax
 import jax.numpy as jnp

@@ -51,7 +51,8 @@ def exact_linear_rnn(task: str) -> Model:
     out = np.array([[0, 0, 1, -1], [1, -1, 0, 0]], np.float32)
     if task == "2nd_argmax":
         out = out[::-1].copy()
-    return Model(ModelSpec("rnn", task, 4, 2), {"rnn.weight_ih_l0": w_ih, "rnn.weight_hh_l0": w_hh, "linear.weight": out})
+    params = {"rnn.weight_ih_l0": w_ih, "rnn.weight_hh_l0": w_hh, "linear.weight": out}
+    return Model(ModelSpec("rnn", task, 4, 2), params)
 
 
 # --- stratified -----------------------------------------------------------------------------
@@ -77,7 +78,8 @@ def test_stratified_inputs_are_standard_normal_and_fill_strata_evenly():
     n = 5
     slots = stratified._tables(n)[0]
     index = jnp.arange(len(slots) * 16, dtype=jnp.uint32)
-    x = np.asarray(stratified._inputs(ModelSpec("rnn", "2nd_argmax", 4, n), index, jnp.uint32(7), jnp.arange(n, dtype=jnp.uint32) * 12345))
+    shift = jnp.arange(n, dtype=jnp.uint32) * 12345
+    x = np.asarray(stratified._inputs(ModelSpec("rnn", "2nd_argmax", 4, n), index, jnp.uint32(7), shift))
     top3 = np.argsort(-x, axis=1)[:, :3]
     _, counts = np.unique(top3 @ np.array([n * n, n, 1]), return_counts=True)
     assert len(counts) == len(slots) == math.perm(n, 3) and np.all(counts == 16)  # every triple, equally
@@ -115,13 +117,16 @@ def test_order_statistic_moments_are_exact():
 def test_bivariate_normal_cdf_matches_scipy():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 24)) * 1.5
-    rho = np.concatenate([rng.uniform(-0.9, 0.9, 12), np.sign(rng.normal(size=12)) * rng.uniform(0.93, 0.9999, 12)])
+    near_one = np.sign(rng.normal(size=12)) * rng.uniform(0.93, 0.9999, 12)  # Genz's other branch
+    rho = np.concatenate([rng.uniform(-0.9, 0.9, 12), near_one])
     ref = [multivariate_normal([0, 0], [[1, r], [r, 1]]).cdf([x, y]) for x, y, r in zip(a, b, rho)]
     got = jax.jit(moments._bvn_cdf)(*(jnp.asarray(v, jnp.float32) for v in (a, b, rho)))
     np.testing.assert_allclose(np.asarray(got), ref, atol=5e-5)  # 4 Gauss-Legendre nodes
 
 
-_moments_jit = jax.jit(lambda m, budget: get_estimator("moments").estimate(m, budget, jax.random.key(0)), static_argnums=1)
+_moments_jit = jax.jit(
+    lambda m, budget: get_estimator("moments").estimate(m, budget, jax.random.key(0)), static_argnums=1
+)
 
 
 def _estimate(model: Model, budget: int) -> float:
