@@ -85,7 +85,9 @@ def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | No
     suite: Suite = get_suite(CHALLENGES[which]).with_overrides(seed=seed)
     out = Path(out_dir)
     kwargs = {"block_runner": block_runner} if block_runner is not None else {}
-    result = run_suite(suite, cache_dir=cache_dir or out / "cache", estimators=estimators, held_out=held_out,
+    # The cache sits beside the results folder (results/cache for results/challenge-432), so
+    # it is shared with the leaderboard and never committed with the results.
+    result = run_suite(suite, cache_dir=cache_dir or out.parent / "cache", estimators=estimators, held_out=held_out,
                        progress=progress, **kwargs)
     stats = copy_statistics(result)
     text = verdict(result.summary)
