@@ -107,7 +107,8 @@ def run_suite(
         fps[case.model] = baseline.flops_per_sample(spec)
         base = {
             "suite": suite.name, "model": case.model, "task": spec.task, "metric": spec.task_obj.metric,
-            "noise_std": case.noise_std, "seed": suite.seed, "held_out": held_out,
+            # A seed drawn from a secret is not written out: it would reveal the held-out copies.
+            "noise_std": case.noise_std, "seed": -1 if held_out else suite.seed, "held_out": held_out,
         }
         for est in ests:
             if not est.supports(spec):

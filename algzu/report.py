@@ -3,8 +3,12 @@
 Files (all written atomically into the output folder):
 
 * ``cells.csv``: one row per model x copy x estimator x budget (columns
-  :data:`algzu.leaderboard.CELL_COLUMNS`).
-* ``summary.csv``: one row per model x estimator x budget (see :func:`algzu.scoring.summarize`).
+  :data:`algzu.leaderboard.CELL_COLUMNS` less ``seconds``).
+* ``summary.csv``: one row per model x estimator x budget (see :func:`algzu.scoring.summarize`,
+  less ``seconds``).
+* ``timings.csv``: wall-clock seconds of every cell. Timings are the one thing that differs
+  between two runs of the same suite and seed, so they live apart: every other table
+  reproduces bit for bit.
 * ``leaderboard.md`` and ``leaderboard.csv``: efficiency per estimator and model at every
   budget, with 95% intervals and failure counts.
 * ``mse_<model>.png``: log-log MSE versus FLOPs per model, sampling as the reference line.
@@ -127,15 +131,21 @@ def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, hel
         (atomic_write_text if isinstance(data, str) else atomic_write_bytes)(path, data)
         written.append(path)
 
-    put("cells.csv", result.cells.to_csv(index=False, float_format="%.10g"))
-    put("summary.csv", result.summary.to_csv(index=False, float_format="%.10g"))
+    timing_keys = ["model", "estimator", "budget_flops", "copy", "seconds"]
+    put("cells.csv", result.cells.drop(columns="seconds").to_csv(index=False, float_format="%.10g"))
+    put("summary.csv", result.summary.drop(columns="seconds").to_csv(index=False, float_format="%.10g"))
+    put("timings.csv", result.cells[timing_keys].to_csv(index=False, float_format="%.4g"))
     put("leaderboard.csv", leaderboard_table(result.summary).to_csv(index=False))
     put("leaderboard.md", leaderboard_markdown(suite, result, held_out) + "\n")
     for model in result.summary["model"].unique():
         put(f"mse_{model.replace('/', '_')}.png", plot_model(result.summary, model))
     config = dataclasses.asdict(suite)
-    meta = provenance(config=config, seeds={"suite": suite.seed, "held_out": held_out,
-                                            "ground_truth_inputs": suite.seed + 1})
+    if held_out:  # the seed came from a secret: recording it would reveal the copies
+        config["seed"] = "secret"
+        seeds = {"suite": "secret", "held_out": True}
+    else:
+        seeds = {"suite": suite.seed, "held_out": False, "ground_truth_inputs": suite.seed + 1}
+    meta = provenance(config=config, seeds=seeds)
     meta["flops_per_sample"] = result.flops_per_sample
     meta.update(extra or {})
     put("provenance.json", json.dumps(meta, indent=2, default=str) + "\n")

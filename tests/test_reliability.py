@@ -331,9 +331,11 @@ def test_same_suite_and_seed_give_identical_tables(faulty, tmp_path):
         result = run_suite(suite, cache_dir=tmp_path / run / "cache", estimators=["jax_small", "counting"])
         write_results(tmp_path / run / "out", suite, result)
     a, b = tmp_path / "a" / "out", tmp_path / "b" / "out"
-    # Every column but wall time is identical, byte for byte as written.
-    assert _without_timing(a / "cells.csv") == _without_timing(b / "cells.csv")
-    assert (a / "leaderboard.md").read_bytes() == (b / "leaderboard.md").read_bytes()
+    # Every result table is identical byte for byte; wall time lives apart in timings.csv.
+    for name in ("cells.csv", "summary.csv", "leaderboard.csv", "leaderboard.md"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert "seconds" not in (a / "cells.csv").read_text().splitlines()[0]
+    assert "seconds" in (a / "timings.csv").read_text().splitlines()[0]
     header, *rows = _without_timing(a / "cells.csv")
     estimates = [row[header.index("estimate")] for row in rows]
     assert len(set(estimates)) > 2, "the estimates differ across copies and budgets"
@@ -351,6 +353,9 @@ def test_held_out_runs_are_marked_and_the_secret_is_not_written(faulty, tmp_path
     assert "Held-out" in (tmp_path / "out" / "leaderboard.md").read_text()
     assert set(result.cells["held_out"]) == {True}
     assert not any(b"correct horse" in p.read_bytes() for p in files)
+    # Nor the seed derived from it: that would reveal the held-out copies.
+    assert set(result.cells["seed"]) == {-1}
+    assert not any(str(seed).encode() in p.read_bytes() for p in files if p.suffix in (".csv", ".json", ".md"))
     public = run_suite(suite, cache_dir=tmp_path / "cache", estimators=["counting"])
     assert "Held-out" not in leaderboard_markdown(suite, public)
 
