@@ -39,18 +39,19 @@ linear regions on the sphere and evaluates the network exactly at its vertices:
    the union cancel and only its boundary is computed. On the circle an arc measures the
    angle of its end minus that of its start.
 
-The answer is exact up to float64 rounding and a relative tolerance of 1e-12 used to
-decide that a vertex lies on a zero set (coincident zero sets are common: at the first
-RNN step every neuron's is ``x_0 = 0``).
+The answer is exact up to float64 rounding and a tolerance (1e-12 times a bound on the
+values from the weights' norms) used to decide that a vertex lies on a zero set;
+coincident zero sets are common (a copied neuron, integer weights).
 
 Cost (metered by flopscope, float64 at 2 FLOPs per element-op, 8 per gathered element):
 linear in the size of the arrangement: per vertex and layer about ``4 d^2`` to evaluate the
 layer, per neuron cut a few FLOPs per vertex for the sign tests and ~``12 (n + d)`` per new
-vertex, and ~100 per boundary edge for the area. Measured: ~1.3e3 FLOPs for ARC's official
-d=2, n=2 model, ~6e4 for a trained d=4, n=3 2nd-argmax model (3e4-4e4 at random init),
-~2e5 for d=8 and ~1e6 for d=16 at random init. Before each block of work the estimator
-checks a stated upper bound of that block's cost against the budget left; if the block
-might not fit it stops and returns the chance rate ``1/n``, so it never exceeds its budget.
+vertex, and ~100 per boundary edge for the area. Measured: ~1.1e3 FLOPs for ARC's official
+d=2, n=2 model; ~5.7e4 for the zoo's trained d=4, n=3 2nd-argmax and argmedian models
+(~2.8e4 at random init); ~2e5 at d=8 and ~1.1e6 at d=16 (n = 3, trained or random).
+Before each block of work the estimator checks a stated upper bound of that block's cost
+against the budget left; if the block might not fit it stops and returns the chance rate
+``1/n``, so it never exceeds its budget (it gives the exact answer from ~1.1x its cost).
 
 Metering: every operation on weight-derived numbers goes through ``flopscope.numpy``.
 Sign tests (``value > tol``) are metered too; the integer bookkeeping that turns their
@@ -73,9 +74,10 @@ import numpy as np
 from algzu.estimator import Estimator, register_estimator
 from algzu.model import Model, ModelSpec
 
-# A vertex lies on a function's zero set when |value| <= _REL_TOL * (largest |value| of
-# that stage) at unit vertices. Rounding on coincident zero sets is ~1e-16 relative;
-# genuine near-misses below 1e-12 move the measure by a comparable, negligible angle.
+# A vertex lies on a function's zero set when |value| <= _REL_TOL * (a bound on |value| at
+# unit vertices, from the weights' norms). Rounding on coincident zero sets is ~1e-16
+# relative; genuine near-misses below 1e-12 move the measure by a comparable, negligible
+# angle.
 _REL_TOL = 1e-12
 
 # flopscope's float64 prices (FLOPs per output element), used for the cost bounds below:
@@ -131,7 +133,8 @@ class _Complex(NamedTuple):
     are linear, so their values at the cone's vertices determine them.
 
     Attributes:
-        Y: ``(N, n + w)`` flopscope array: unit vertex coordinates, then ``w`` values.
+        X: ``(N, n)`` flopscope array: the unit vertex rays.
+        V: ``(N, w)`` flopscope array: ``w`` function values at each vertex.
         cyc: ``(C, K)`` vertex ids of each cone, counter-clockwise, padded with the first.
         count: ``(C,)`` number of vertices (2 for the arcs of n = 2).
         target: ``(C,)`` the target class, constant on each cone.
@@ -139,7 +142,8 @@ class _Complex(NamedTuple):
         on_order: ``(N,)`` bit mask per vertex of the planes ``x_i = x_j`` it lies on.
     """
 
-    Y: fnp.ndarray
+    X: fnp.ndarray
+    V: fnp.ndarray | None
     cyc: np.ndarray
     count: np.ndarray
     target: np.ndarray
@@ -156,7 +160,7 @@ def _start_complex(n: int, rank: int) -> tuple[np.ndarray, _Complex, np.ndarray]
     constants of the task, not of the weights.
 
     Returns:
-        Vertex coordinates ``(N, n)``; the complex (``Y`` unset); each start cone's
+        Vertex coordinates ``(N, n)``; the complex (``X``, ``V`` unset); each start cone's
         reference ray ``(S, n)``: its vertex ``+-(1, ..., 1) / sqrt(n)``, where all its
         sides on planes ``x_i = x_j`` meet.
     """
@@ -189,14 +193,14 @@ def _start_complex(n: int, rank: int) -> tuple[np.ndarray, _Complex, np.ndarray]
     on_order = sum((np.abs(rays[:, i] - rays[:, j]) < 1e-12) << k for k, (i, j) in enumerate(pairs))
     C = len(cones)
     cyc, targets = np.array(cones), np.array(targets)
-    start = _Complex(None, cyc, np.full(C, n), targets, np.arange(C), on_order)
+    start = _Complex(None, None, cyc, np.full(C, n), targets, np.arange(C), on_order)
     return rays, start, np.array(refs)
 
 
-def _rows_sorted(Y: fnp.ndarray, ids: np.ndarray) -> fnp.ndarray:
-    """``Y[ids]`` for sorted ``ids`` as a metered ``repeat`` (2 FLOPs per float64, where a
+def _rows_sorted(A: fnp.ndarray, ids: np.ndarray) -> fnp.ndarray:
+    """``A[ids]`` for sorted ``ids`` as a metered ``repeat`` (2 FLOPs per float64, where a
     gather costs 8)."""
-    return fnp.repeat(Y, np.bincount(ids, minlength=Y.shape[0]), axis=0)
+    return fnp.repeat(A, np.bincount(ids, minlength=A.shape[0]), axis=0)
 
 
 def _pad(cyc: np.ndarray, K: int) -> np.ndarray:
@@ -226,7 +230,7 @@ def _cut(
     Args:
         cx: the complex.
         n: input dimension.
-        column: ``(C,)`` the function (column of ``Y[:, n:]``) each cone is cut by.
+        column: ``(C,)`` the function (column of ``V``) each cone is cut by.
         flip: ``(C,)`` bool: the function is minus that column.
         tol: scalar: ``|value| <= tol`` counts as zero.
         meter: budget checks.
@@ -238,12 +242,12 @@ def _cut(
         The new complex (uncut cones first, then the pieces), and for each new cone the
         cone it came from and its side: +1 where the function is >= 0, -1 where <= 0.
     """
-    Y, cyc, count = cx.Y, cx.cyc, cx.count
-    N = Y.shape[0]
+    X, V, cyc, count = cx.X, cx.V, cx.cyc, cx.count
+    N = X.shape[0]
     C, K = cyc.shape
     lo, hi = int(column.min()), int(column.max()) + 1
     meter.need(2 * _EW * N * (hi - lo) + _EW)
-    values = Y[:, n + lo : n + hi]
+    values = V[:, lo:hi]
     pos_v, neg_v = np.asarray(values > tol), np.asarray(values < -tol)
     col = (column - lo)[:, None]
     pos, neg = pos_v[cyc, col], neg_v[cyc, col]  # (C, K) vertex signs, by bookkeeping
@@ -280,7 +284,7 @@ def _cut(
     ua, ub, uf = a[first][order], b[first][order], f[first][order]
     row = np.empty(len(order), int)
     row[order] = np.arange(len(order))
-    M, w = len(ukey), Y.shape[1]
+    M, w = len(ukey), n + V.shape[1]
     meter.need(
         (_EW + _GATHER) * M * w
         + (0 if hi - lo == 1 else 2 * _GATHER * M)
@@ -288,15 +292,17 @@ def _cut(
         + _EW * (N + M) * w
     )
     # Rows of the first ends come in id order, so a repeat (a copy) fetches them.
-    Y_a, Y_b = _rows_sorted(Y, ua), Y[ub]
+    X_a, V_a, X_b, V_b = _rows_sorted(X, ua), _rows_sorted(V, ua), X[ub], V[ub]
     if hi - lo == 1:
-        s_a, s_b = Y_a[:, n + lo], Y_b[:, n + lo]
+        s_a, s_b = V_a[:, lo], V_b[:, lo]
     else:
-        s_a, s_b = Y_a[np.arange(M), n + uf], Y_b[np.arange(M), n + uf]
+        s_a, s_b = V_a[np.arange(M), uf], V_b[np.arange(M), uf]
     # The point of the edge where the (linear) function vanishes, with all its values.
-    X = fnp.abs(s_a)[:, None] * Y_b + fnp.abs(s_b)[:, None] * Y_a
-    X = X / fnp.sqrt(fnp.sum(X[:, :n] * X[:, :n], axis=1))[:, None]
-    Y = fnp.concatenate([Y, X], axis=0)
+    c_a, c_b = fnp.abs(s_b)[:, None], fnp.abs(s_a)[:, None]
+    X_new = c_a * X_a + c_b * X_b
+    norm = fnp.sqrt(fnp.sum(X_new * X_new, axis=1))[:, None]
+    X = fnp.concatenate([X, X_new / norm], axis=0)
+    V = fnp.concatenate([V, (c_a * V_a + c_b * V_b) / norm], axis=0)
     cross_id = np.zeros((Cs, K), int)
     cross_id[ci, cj] = N + row[inverse.reshape(-1)]
 
@@ -325,7 +331,8 @@ def _cut(
     K_out = max(int(count[keep].max(initial=2)), pieces.shape[1])
     src = np.concatenate([np.flatnonzero(keep), np.tile(sp, 2)])
     out = _Complex(
-        Y,
+        X,
+        V,
         np.concatenate([_pad(cyc[keep], K_out), _pad(pieces, K_out)]),
         np.concatenate([count[keep], piece_count]),
         cx.target[src],
@@ -335,17 +342,19 @@ def _cut(
     return out, src, np.concatenate([side[keep], piece_side])
 
 
-def _layer(cx: _Complex, n: int, S: fnp.ndarray, meter: _Meter) -> _Complex:
-    """Set the vertices' values to the pre-activations ``S`` (``(N, d)``) and cut the
-    complex by every neuron's zero set in turn, so the ReLU pattern is fixed on each cone."""
-    N, d = S.shape
-    meter.need(_EW * N * (n + d) + 2 * _EW * N * d + _EW)
-    cx = cx._replace(Y=fnp.concatenate([cx.Y[:, :n], S], axis=1))
-    tol = _REL_TOL * fnp.max(fnp.abs(S))
-    for i in range(d):
+def _layer(cx: _Complex, n: int, S: fnp.ndarray, tol: fnp.ndarray, meter: _Meter) -> _Complex:
+    """Give the vertices the pre-activations ``S`` (``(N, d)``) and cut the complex by every
+    neuron's zero set in turn, so the ReLU pattern is fixed on each cone."""
+    cx = cx._replace(V=S)
+    for i in range(S.shape[1]):
         C = len(cx.count)
         cx, _, _ = _cut(cx, n, np.full(C, i), np.zeros(C, bool), tol, meter)
     return cx
+
+
+def _sup_norm(W: fnp.ndarray) -> fnp.ndarray:
+    """``max_i sum_j |W_ij|``: bounds ``max |W h|`` by ``max |h|``."""
+    return fnp.max(fnp.sum(fnp.abs(W), axis=1))
 
 
 def _boundary(cx: _Complex, n: int, cones: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -358,7 +367,7 @@ def _boundary(cx: _Complex, n: int, cones: np.ndarray) -> tuple[np.ndarray, ...]
     less the reference ray itself.
     """
     cyc, count, start = cx.cyc[cones], cx.count[cones], cx.start[cones]
-    N = cx.Y.shape[0]
+    N = cx.X.shape[0]
     if n == 2:
         key = np.concatenate([start * N + cyc[:, 1], start * N + cyc[:, 0]])
         ukey, inverse = np.unique(key, return_inverse=True)
@@ -396,7 +405,7 @@ def _measure(
         p, s, net = (x[order] for x in boundary)
         E = len(p)
         meter.need(E * (_EW * n + _EW * (n + 7) + 4 * 2 * n + _ATAN2) + _EW * (E + 3))
-        P, R = _rows_sorted(cx.Y[:, :n], p), fnp.asarray(refs[s])
+        P, R = _rows_sorted(cx.X, p), fnp.asarray(refs[s])
         det = R[:, 0] * P[:, 1] - R[:, 1] * P[:, 0]
         angle = fnp.arctan2(det, fnp.einsum("en,en->e", R, P))
         return fnp.sum(fnp.asarray(net.astype(np.float64)) * angle) / (2 * math.pi)
@@ -404,7 +413,7 @@ def _measure(
     a, b, s = (x[order] for x in boundary)
     E = len(a)
     meter.need(E * ((_EW + _GATHER) * n + _EW * n + 6 * n + 4 * 4 * n + 5 * _EW + _ATAN2) + 2 * _EW)
-    A, B, R = _rows_sorted(cx.Y[:, :n], a), cx.Y[b, :n], fnp.asarray(refs[s])
+    A, B, R = _rows_sorted(cx.X, a), cx.X[b], fnp.asarray(refs[s])
     # Van Oosterom-Strackee: tan(Omega / 2) = r.(a x b) / (1 + r.a + r.b + a.b), unit rays.
     det = fnp.einsum("en,en->e", R, fnp.cross(A, B))
     den = 1.0 + fnp.einsum("en,en->e", R, A) + fnp.einsum("en,en->e", R, B)
@@ -432,40 +441,51 @@ def order_accuracy(model: Model, rank: int, budget_flops: int) -> tuple[float | 
         rays, cx, refs = _start_complex(n, rank)
         meter.need(_EW * (spec.n_params + rays.size))
         p = {k: fnp.asarray(v, dtype=fnp.float64) for k, v in model.params.items()}
-        cx = cx._replace(Y=fnp.asarray(rays))
-        # Pre-activations at the vertices, layer by layer, each followed by its cuts.
+        cx = cx._replace(X=fnp.asarray(rays))
+        # Pre-activations at the vertices, layer by layer, each followed by its cuts. The
+        # zero-set tolerance is relative to a bound on the values: vertices are unit rays,
+        # so |S| <= bound, with bound(W h) = _sup_norm(W) * bound(h) and bound(relu(S)) = bound(S).
         if spec.arch == "rnn":
-            w_ih, W_hh = p["rnn.weight_ih_l0"][:, 0], p["rnn.weight_hh_l0"]
+            w_ih, W_hh = p["rnn.weight_ih_l0"], p["rnn.weight_hh_l0"]
             W_out = p["linear.weight"]
-            for t in range(n):
-                N = cx.Y.shape[0]
-                x_t = cx.Y[:, t : t + 1]
-                if t == 0:
-                    meter.need(_EW * N * d)
-                    S = x_t * w_ih[None, :]
-                else:
-                    meter.need(_EW * N * d * 3 + 4 * N * d * d)
-                    h = fnp.maximum(cx.Y[:, n:], 0.0)
-                    S = fnp.einsum("vj,ij->vi", h, W_hh) + x_t * w_ih[None, :]
-                cx = _layer(cx, n, S, meter)
+            meter.need(_EW * (2 * d * d + 3 * d + 2 * n))
+            w_max, hh_norm = _sup_norm(w_ih), _sup_norm(W_hh)
+            bound = w_max
+            # Step 0: S = w_ih x_0 vanishes only on x_0 = 0, a side of every start cone.
+            N = cx.X.shape[0]
+            meter.need(_EW * N * d)
+            cx = cx._replace(V=cx.X[:, 0:1] * w_ih[:, 0][None, :])
+            for t in range(1, n):
+                N = cx.X.shape[0]
+                meter.need(_EW * N * d * 3 + 4 * N * d * d + 3 * _EW)
+                h = fnp.maximum(cx.V, 0.0)
+                S = fnp.einsum("vj,ij->vi", h, W_hh) + cx.X[:, t : t + 1] * w_ih[:, 0][None, :]
+                bound = hh_norm * bound + w_max
+                cx = _layer(cx, n, S, _REL_TOL * bound, meter)
         else:
             W_0, W_1, W_out = p["mlp.0.weight"], p["mlp.1.weight"], p["linear.weight"]
-            N = cx.Y.shape[0]
-            meter.need(4 * N * n * d)
-            cx = _layer(cx, n, fnp.einsum("vn,in->vi", cx.Y, W_0), meter)
-            N = cx.Y.shape[0]
-            meter.need(_EW * N * d + 4 * N * d * d)
-            cx = _layer(cx, n, fnp.einsum("vj,ij->vi", fnp.maximum(cx.Y[:, n:], 0.0), W_1), meter)
+            N = cx.X.shape[0]
+            meter.need(4 * N * n * d + _EW * (2 * d * (n + d) + 2 * d + 3))
+            bound = _sup_norm(W_0)
+            cx = _layer(cx, n, fnp.einsum("vn,in->vi", cx.X, W_0), _REL_TOL * bound, meter)
+            N = cx.X.shape[0]
+            meter.need(_EW * N * d + 4 * N * d * d + 2 * _EW)
+            bound = _sup_norm(W_1) * bound
+            S = fnp.einsum("vj,ij->vi", fnp.maximum(cx.V, 0.0), W_1)
+            cx = _layer(cx, n, S, _REL_TOL * bound, meter)
 
         # Logit margins L_p - L_q at the vertices, one column per pair p < q.
         pairs = list(itertools.combinations(range(n), 2))
-        N = cx.Y.shape[0]
-        meter.need(_EW * len(pairs) * d * 2 + _EW * N * d + 4 * N * d * len(pairs)
-                   + _EW * N * (n + len(pairs)) + 2 * _EW * N * len(pairs) + _EW)
+        N = cx.X.shape[0]
+        meter.need(
+            _EW * len(pairs) * d * 4
+            + _EW * N * d
+            + 4 * N * d * len(pairs)
+            + _EW * (len(pairs) + 3)
+        )
         delta = fnp.stack([W_out[q0] - W_out[q1] for q0, q1 in pairs], axis=1)  # (d, pairs)
-        F = fnp.einsum("vj,jk->vk", fnp.maximum(cx.Y[:, n:], 0.0), delta)
-        cx = cx._replace(Y=fnp.concatenate([cx.Y[:, :n], F], axis=1))
-        tol = _REL_TOL * fnp.max(fnp.abs(F))
+        cx = cx._replace(V=fnp.einsum("vj,jk->vk", fnp.maximum(cx.V, 0.0), delta))
+        tol = _REL_TOL * _sup_norm(delta.T) * bound
         # Keep, in each cone with target t, where L_t - L_j > 0 for every other class j.
         # Where L_t - L_j vanishes identically argmax takes the first index, so the target
         # wins that tie against later classes and loses it to earlier ones.
