@@ -390,7 +390,7 @@ def _measure(
     cx: _Complex, n: int, boundary: tuple[np.ndarray, ...], refs: np.ndarray, meter: _Meter
 ) -> fnp.ndarray | float:
     """Angular measure, as a fraction of the sphere (circle), of a union of cones given
-    its :func:`_boundary` (the bound of the next step covers one more subtraction).
+    its :func:`_boundary` (its cost bound also covers the caller's ``1 - area``).
 
     Signed areas are summed from a reference ray ``r`` of each start cone (one of its
     vertices): a convex spherical polygon inside the start cone has as area the sum over
