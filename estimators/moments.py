@@ -71,7 +71,21 @@ handcrafted leave-one-out max, n=5     0.858     0.592       2.0e6         level
 handcrafted leave-one-out max, n=10    0.990     0.613       1.3e8         level 2
 M16,10 (challenge model)               0.953     0.32        2.9e7         level 2
                                                  0.35        3.6e8         + exact pair moments
+zoo 2nd_argmax d=4, n=3 (trained)      0.955     0.686       2.9e4         level 2
+                                                 0.856       4.5e5         + exact pair moments
+zoo 2nd_argmax d=8, n=3 (trained)      0.984     0.888       9.3e4         level 2
+                                                 0.900       1.8e6         + exact pair moments
+zoo 2nd_argmax d=4, n=4 (trained)      0.441     0.305       8.8e4         level 2
+                                                 0.323       2.4e6         level 3, exact
+zoo 2nd_argmax d=8, n=5 (trained)      0.789     0.590       5.9e5         level 2
+                                                 0.657       3.0e7         level 3, exact
+zoo 2nd_argmax d=16, n=5 (trained)     0.963     0.794       2.7e6         level 2
+                                                 0.852       1.2e8         level 3, exact
+zoo 2nd_argmax d=16, n=10 (trained)    0.952     0.291       2.9e7         level 2
+                                                 0.313       3.6e8         + exact pair moments
 =====================================  ========  ==========  ============  ======================
+
+On trained models it underestimates, and the error shrinks as the budget grows.
 
 It is an approximation with no error guarantee: the Gaussian closure misses the skew and
 the sharp ReLU boundaries a trained model relies on (after a few steps the hidden state is
