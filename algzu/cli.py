@@ -21,6 +21,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 zoo_app = typer.Typer(no_args_is_help=True, help="The shipped zoo of models.")
 app.add_typer(zoo_app, name="zoo")
 
+# Options shared by the commands that run estimators.
+ISOLATE = typer.Option(True, "--isolate/--no-isolate",
+                       help="Run estimators in a sandboxed worker process with a timeout and memory cap.")
+TIMEOUT = typer.Option(600.0, "--timeout", help="Seconds one cell may take (isolated runs).")
+MEMORY_MB = typer.Option(4096, "--memory-mb", help="MiB a cell may allocate (isolated runs; 0: no cap).")
+
 
 def _print_json(data) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False, default=float))
@@ -230,10 +236,9 @@ def leaderboard_cmd(
     secret: Optional[str] = typer.Option(None, help="Draw the seed from a secret (held-out copies)."),
     estimators: Optional[list[str]] = typer.Option(None, "--estimator", help="Only these estimators."),
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
-    isolate: bool = typer.Option(True, "--isolate/--no-isolate",
-                                 help="Run estimators in a worker process with a timeout and memory cap."),
-    timeout: float = typer.Option(600.0, "--timeout", help="Seconds one cell may take (isolated runs)."),
-    memory_mb: int = typer.Option(4096, "--memory-mb", help="MiB a cell may allocate (isolated runs; 0: no cap)."),
+    isolate: bool = ISOLATE,
+    timeout: float = TIMEOUT,
+    memory_mb: int = MEMORY_MB,
 ) -> None:
     """Run every registered estimator on a suite; write tables, plots and provenance."""
     from algzu.estimator import get_estimator
@@ -243,22 +248,31 @@ def leaderboard_cmd(
     _include(include)
     for name in estimators or []:
         get_estimator(name)  # an unknown name fails before anything is written
-    if not timeout > 0 or memory_mb < 0:
-        raise AlgzuError(f"--timeout must be > 0 and --memory-mb >= 0, got {timeout:g} and {memory_mb}")
     seed, held_out = _secret_seed(secret, seed)
     suite = get_suite(suite_name).with_overrides(seed=seed)
     folder = out / suite.name
+    block_runner = _block_runner(isolate, timeout, memory_mb)  # validates before anything is written
     _check_writable(folder)
-    run = dict(cache_dir=out / "cache", estimators=estimators, held_out=held_out)
-    if isolate:
-        from algzu.isolation import IsolatedRunner
-
-        with IsolatedRunner(timeout_s=timeout, memory_mb=memory_mb or None) as runner:
-            result = _progress_runner(suite, block_runner=runner, **run)
-    else:
-        result = _progress_runner(suite, **run)
+    with block_runner as runner:
+        result = _progress_runner(suite, cache_dir=out / "cache", estimators=estimators, held_out=held_out,
+                                  block_runner=runner)
     for path in write_results(folder, suite, result, held_out=held_out):
         typer.echo(str(path))
+
+
+def _block_runner(isolate: bool, timeout: float, memory_mb: int):
+    """A context manager giving the block runner: an isolated worker, or in-process."""
+    import contextlib
+
+    from algzu.runner import run_block
+
+    if not timeout > 0 or memory_mb < 0:
+        raise AlgzuError(f"--timeout must be > 0 and --memory-mb >= 0, got {timeout:g} and {memory_mb}")
+    if not isolate:
+        return contextlib.nullcontext(run_block)
+    from algzu.isolation import IsolatedRunner
+
+    return IsolatedRunner(timeout_s=timeout, memory_mb=memory_mb or None)
 
 
 def _check_writable(folder: Path) -> None:
@@ -303,6 +317,9 @@ def challenge_cmd(
     secret: Optional[str] = typer.Option(None, help="Draw the seed from a secret (held-out copies)."),
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON summary."),
+    isolate: bool = ISOLATE,
+    timeout: float = TIMEOUT,
+    memory_mb: int = MEMORY_MB,
 ) -> None:
     """Reproduce ARC's challenge: MSE vs FLOPs of every estimator against sampling, and a verdict."""
     from algzu.challenge import CHALLENGES, run_challenge
@@ -312,14 +329,15 @@ def challenge_cmd(
     _include(include)
     seed, held_out = _secret_seed(secret, seed)
     folder = out or Path("results") / f"challenge-{which}"
+    block_runner = _block_runner(isolate, timeout, memory_mb)  # validates before anything is written
     _check_writable(folder)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=as_json) as bar:
+    with block_runner as runner, Progress(*columns, transient=as_json) as bar:
         job = bar.add_task(which, total=None)
         summary = run_challenge(
-            which, folder, seed=seed, held_out=held_out,
+            which, folder, seed=seed, held_out=held_out, block_runner=runner,
             progress=lambda d, done, total: bar.update(job, description=d[:60], completed=done, total=total))
     if as_json:
         _print_json(summary)
