@@ -53,7 +53,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from algzu.errors import AlgzuError
 from algzu.model import Model, ModelSpec, forward
@@ -61,7 +61,7 @@ from algzu.task import Task
 
 # Inputs per scanned batch. 512 keeps a 16-copy block of M16,10 hidden states
 # (16 x 16 x 512 float32 = 512 KiB) within a core's L2; larger batches fall out of cache
-# and ran ~1.3x slower per sequence, smaller ones pay more loop overhead (bench/).
+# and ran ~1.2x slower per sequence at 1024, smaller ones pay more loop overhead.
 DEFAULT_BATCH = 512
 # Upper bound on batches per device in one jitted call: ~1/4 s of work for K = 16, so
 # Python dispatch is negligible while a call stays short enough to interrupt.
@@ -91,10 +91,10 @@ class Evaluation:
 def _rnn_logits_lanes(params, xt: jax.Array) -> jax.Array:
     """Logits ``(G, n_out, B)`` of G stacked ReLU RNNs, row g on its own inputs ``xt[:, g]``.
 
-    ``xt`` has shape ``(n, G, B)``, or ``(n, 1, B)`` for inputs shared by every row. The same function as :func:`algzu.model.rnn_forward`
-    per row, with the batch on the minor axis and each matrix product written as a
-    broadcast multiply summed over the contracted axis, which XLA fuses across all time
-    steps (see the module docstring).
+    ``xt`` has shape ``(n, G, B)``, or ``(n, 1, B)`` for inputs shared by every row. The
+    same function as :func:`algzu.model.rnn_forward` per row, with the batch on the minor
+    axis and each matrix product written as a broadcast multiply summed over the contracted
+    axis, which XLA fuses across all time steps (see the module docstring).
     """
     w_ih = params["rnn.weight_ih_l0"]  # (G, d, 1)
     w_hh = params["rnn.weight_hh_l0"][..., None]  # (G, d, d, 1)
@@ -161,9 +161,20 @@ def _batch_moments(spec: ModelSpec, params, key_data: jax.Array, indices: jax.Ar
 
 
 @functools.lru_cache(maxsize=None)
+def _mesh(devices: tuple[jax.Device, ...]) -> Mesh:
+    return Mesh(np.array(devices), (_AXIS,))
+
+
+def _global(x, mesh: Mesh, spec: PartitionSpec) -> jax.Array:
+    """A host value as a global array over ``mesh`` (valid input on one host or many)."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, NamedSharding(mesh, spec), lambda index: x[index])
+
+
+@functools.lru_cache(maxsize=None)
 def _sharded_moments(spec: ModelSpec, batch: int, devices: tuple[jax.Device, ...]):
     """The jitted, batch-sharded :func:`_batch_moments` for one spec, batch and device set."""
-    mesh = Mesh(np.array(devices), (_AXIS,))
+    mesh = _mesh(devices)
     rep = PartitionSpec()
 
     def local(params, key_data, indices):
@@ -209,10 +220,10 @@ def expected_scores(
     Returns:
         One :class:`Evaluation` per copy.
     """
-    params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
-    n_copies = next(iter(params.values())).shape[0]
+    n_copies = np.shape(next(iter(params.values())))[0]
     task = spec.task_obj
     if task.is_exhaustive(spec.n):
+        params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
         x = jnp.asarray(task.all_inputs(spec.n))
         means = np.asarray(_exhaustive_means(spec, params, x), np.float64)
         return [Evaluation(float(m), 0.0, int(x.shape[0]), "exhaustive") for m in means]
@@ -230,11 +241,13 @@ def expected_scores(
     steps = math.ceil(n_batches / (n_dev * n_calls))
     per_call = steps * n_dev
     run = _sharded_moments(spec, batch, devices)
-    key_data = jax.random.key_data(jax.random.key(seed))
+    mesh, rep = _mesh(devices), PartitionSpec()
+    params = {k: _global(np.asarray(v, np.float32), mesh, rep) for k, v in params.items()}
+    key_data = _global(jax.random.key_data(jax.random.key(seed)), mesh, rep)
     sums = np.empty((n_batches, n_copies))
     sums_sq = np.empty((n_batches, n_copies))
     for start in range(0, n_batches, per_call):
-        indices = np.arange(start, start + per_call, dtype=np.int32)
+        indices = _global(np.arange(start, start + per_call, dtype=np.int32), mesh, PartitionSpec(_AXIS))
         s, s2 = run(params, key_data, indices)
         valid = min(per_call, n_batches - start)
         sums[start : start + valid] = _host(s)[:valid]
