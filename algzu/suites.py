@@ -73,7 +73,7 @@ SUITES: dict[str, Suite] = {
             ModelCase("algzoo/2nd_argmax-d2-n2", 0.5),
             ModelCase("2nd_argmax-d4-n3", 0.05),
             ModelCase("2nd_argmax-d8-n5", 0.015),
-            ModelCase("argmedian-d4-n3", 0.05),
+            ModelCase("argmedian-d8-n3", 0.06),
         ),
         n_copies=32,
         budgets=geometric_budgets(1e3, 1e9),
