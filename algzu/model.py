@@ -191,3 +191,22 @@ def init_params(spec: ModelSpec, key: jax.Array) -> dict[str, jax.Array]:
             bound = 1.0 / math.sqrt(shape[1])
             params[name] = jax.random.uniform(sub, shape, jnp.float32, -bound, bound)
     return params
+
+
+def flax_module(spec: ModelSpec):
+    """A ``flax.linen`` module for ``spec`` whose parameters are the named weights above.
+
+    ``module.init(key, x)["params"]`` has exactly :data:`param_shapes` (AlgZoo's names) and
+    ``module.apply({"params": p}, x)`` equals :func:`forward` on ``Model(spec, p)``, so flax
+    code (optax loops, checkpointing) and algzu's pure functions share one set of weights.
+    """
+    import flax.linen as nn
+
+    class AlgZooModel(nn.Module):
+        @nn.compact
+        def __call__(self, x: jax.Array) -> jax.Array:
+            params = {name: self.param(name, lambda key, name=name: init_params(spec, key)[name])
+                      for name in param_shapes(spec)}
+            return forward(Model(spec, params), x)
+
+    return AlgZooModel()

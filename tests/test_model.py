@@ -73,3 +73,15 @@ def test_wrong_weight_shape_is_refused():
 def test_transformer_on_continuous_task_is_refused():
     with pytest.raises(AlgzuError, match="discrete tasks only"):
         ModelSpec("transformer", "2nd_argmax", 4, 3)
+
+
+def test_flax_module_shares_names_and_forward(official):
+    from algzu.model import flax_module
+
+    model = official["algzoo/2nd_argmax-d2-n2"]
+    module = flax_module(model.spec)
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((16, 2)), jnp.float32)
+    variables = module.init(jax.random.key(0), x)
+    assert {k: v.shape for k, v in variables["params"].items()} == model.spec.param_shapes
+    got = module.apply({"params": {k: jnp.asarray(v) for k, v in model.params.items()}}, x)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(forward(model, x)))
