@@ -484,7 +484,9 @@ def zoo_accuracy_report(zoo_dir: str | Path | None = None) -> str:
         "|---|---|",
         *commands,
         "",
-        f"Trained at git {', '.join(sorted(hashes)) or 'unknown'} (see each sidecar's `provenance`).",
+        f"Trained at {len(hashes)} git commit(s) of algzu; `-dirty` means the checkout had uncommitted "
+        "changes (the working tree was shared with work in progress on other files). Each sidecar's "
+        "`provenance` records its own commit, package versions, date and host.",
         "",
     ]
     return "\n".join(lines)
