@@ -74,7 +74,9 @@ def leaderboard_markdown(suite: Suite, result: SuiteResult, held_out: bool = Fal
     out = [f"# Leaderboard: suite `{suite.name}`", "", suite.description, "",
            "Efficiency = sampling MSE at the same FLOP budget / estimator MSE (> 1 beats sampling), "
            "with a 95% bootstrap interval over noisy copies. MSE has the ground truth's variance "
-           "subtracted. ∞: the estimator's MSE is indistinguishable from 0 at that budget.", ""]
+           "subtracted. ∞: the estimator's MSE is indistinguishable from 0 at that budget (for "
+           "`sampling` itself at large budgets: the ground truth's own noise dominates). –: the "
+           "budget is below the cost of one sample, so there is no sampling baseline.", ""]
     if held_out:
         out += ["**Held-out seeds**: noise seed drawn from a secret.", ""]
     for model, g in table.groupby("model", sort=False):

@@ -11,7 +11,8 @@ g_k and their standard errors s_k:
 * Sampling, analytically: ``sampling_mse(B) = mean_k v_k / floor(B / c)`` where ``c`` is
   the metered FLOPs per sample of the ``sampling`` estimator and ``v_k`` the variance of
   one sample's score (``g_k (1 - g_k)`` for accuracy).
-* ``efficiency = sampling_mse(B) / mse``: above 1 beats sampling at the same budget.
+* ``efficiency = sampling_mse(B) / mse``: above 1 beats sampling at the same budget;
+  undefined (NaN, shown as "–") below the cost of one sample, where sampling cannot run.
 
 Intervals are 95% percentile bootstraps over copies (fixed seed), resampling the same
 copies for the estimator and the baseline so the ratio's interval is paired.
@@ -79,15 +80,18 @@ def summarize(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> pd.Dat
         idx = _bootstrap_index(len(g))
         mse = float(sq.mean())
         boot_mse = sq[idx].mean(axis=1)
-        samp = float(var.mean() / n) if n >= 1 else float("inf")
-        boot_samp = var[idx].mean(axis=1) / n if n >= 1 else np.full(N_BOOTSTRAP, np.inf)
+        # Below the cost of one sample there is no sampling baseline to compare with.
+        samp = float(var.mean() / n) if n >= 1 else float("nan")
+        boot_samp = var[idx].mean(axis=1) / n if n >= 1 else np.full(N_BOOTSTRAP, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
-            eff = samp / mse if mse > 0 else float("inf")
-            boot_eff = np.where(boot_mse > 0, boot_samp / boot_mse, np.inf)
+            eff = float("nan") if n < 1 else samp / mse if mse > 0 else float("inf")
+            boot_eff = np.where(boot_mse > 0, boot_samp / boot_mse, np.where(n >= 1, np.inf, np.nan))
         raw = float(((est - truth) ** 2).mean())
 
         def ci(samples: np.ndarray) -> tuple[float, float]:
             # Percentiles of actual resamples (no interpolation), so infinite ratios stay inf.
+            if np.isnan(samples).all():
+                return float("nan"), float("nan")
             lo, hi = np.percentile(samples, [2.5, 97.5], method="inverted_cdf")
             return float(lo), float(hi)
 
