@@ -51,9 +51,7 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
-import pkgutil
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -61,6 +59,7 @@ import jax
 import numpy as np
 
 from algzu.errors import AlgzuError
+from algzu.plugins import load_plugins
 from algzu.model import Model, ModelSpec
 
 Backend = Literal["jax", "numpy"]
@@ -146,17 +145,12 @@ def register_estimator(cls: type[Estimator]) -> type[Estimator]:
 
 
 def _discover() -> None:
+    """Register every module of ``algzu.estimators`` and every ``algzu.estimators`` entry point (once)."""
     global _discovered
     if _discovered:
         return
     _discovered = True
-    import algzu.estimators as package
-
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{info.name}")
-    for entry in metadata.entry_points(group="algzu.estimators"):
-        register_estimator(entry.load())
+    load_plugins("algzu.estimators", "algzu.estimators", register_estimator)
 
 
 def include(path: str | Path) -> list[str]:

@@ -14,10 +14,7 @@ Tasks live one per file in the repository's ``tasks/`` folder (installed as the 
 from __future__ import annotations
 
 import abc
-import importlib
 import itertools
-import pkgutil
-from importlib import metadata
 from typing import ClassVar, Literal
 
 import jax
@@ -25,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from algzu.errors import AlgzuError
+from algzu.plugins import load_plugins
 
 InputKind = Literal["gaussian", "discrete"]
 OutputKind = Literal["positions", "scalar"]
@@ -131,18 +129,12 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def _discover() -> None:
-    """Import every module of ``algzu.tasks`` and every ``algzu.tasks`` entry point."""
+    """Register every module of ``algzu.tasks`` and every ``algzu.tasks`` entry point (once)."""
     global _discovered
     if _discovered:
         return
     _discovered = True
-    import algzu.tasks as package
-
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{info.name}")
-    for entry in metadata.entry_points(group="algzu.tasks"):
-        register_task(entry.load())
+    load_plugins("algzu.tasks", "algzu.tasks", register_task)
 
 
 def get_task(name: str) -> Task:
