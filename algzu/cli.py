@@ -6,6 +6,7 @@ corrupt checkpoint, bad number) prints one line ``error: ...`` on stderr and exi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -150,19 +151,23 @@ def estimators_cmd(
                [[r["name"], r["mechanistic"], r["backend"], ",".join(r["archs"]), r["file"]] for r in rows])
 
 
-def _progress_runner(suite, **kwargs):
-    """Run a suite under a rich progress bar."""
+@contextlib.contextmanager
+def _progress_bar(name: str, transient: bool = False):
+    """A rich progress bar; yields the ``progress(description, done, total)`` callback."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=transient) as bar:
+        job = bar.add_task(name, total=None)
+        yield lambda description, done, total: bar.update(
+            job, description=description[:60], completed=done, total=total)
+
+
+def _progress_runner(suite, **kwargs):
+    """Run a suite under a rich progress bar."""
     from algzu.leaderboard import run_suite
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as bar:
-        job = bar.add_task(suite.name, total=None)
-
-        def progress(description: str, done: int, total: int) -> None:
-            bar.update(job, description=description[:60], completed=done, total=total)
-
+    with _progress_bar(suite.name) as progress:
         return run_suite(suite, progress=progress, **kwargs)
 
 
@@ -262,8 +267,6 @@ def leaderboard_cmd(
 
 def _block_runner(isolate: bool, timeout: float, memory_mb: int):
     """A context manager giving the block runner: an isolated worker, or in-process."""
-    import contextlib
-
     from algzu.runner import run_block
 
     if not timeout > 0 or memory_mb < 0:
@@ -331,14 +334,9 @@ def challenge_cmd(
     folder = out or Path("results") / f"challenge-{which}"
     block_runner = _block_runner(isolate, timeout, memory_mb)  # validates before anything is written
     _check_writable(folder)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with block_runner as runner, Progress(*columns, transient=as_json) as bar:
-        job = bar.add_task(which, total=None)
-        summary = run_challenge(
-            which, folder, seed=seed, held_out=held_out, block_runner=runner,
-            progress=lambda d, done, total: bar.update(job, description=d[:60], completed=done, total=total))
+    with block_runner as runner, _progress_bar(which, transient=as_json) as progress:
+        summary = run_challenge(which, folder, seed=seed, held_out=held_out, block_runner=runner,
+                                progress=progress)
     if as_json:
         _print_json(summary)
     else:
