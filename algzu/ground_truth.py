@@ -21,7 +21,7 @@ from algzu.evaluate import Evaluation, expected_scores
 from algzu.io import atomic_write_text
 from algzu.model import ModelSpec
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: ground truth drawn in 512-input batches (the fused fast path)
 
 
 def cache_key(spec: ModelSpec, params: dict[str, np.ndarray], samples: int, seed: int) -> str:
