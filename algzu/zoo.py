@@ -62,6 +62,12 @@ def _handcrafted():
     return HANDCRAFTED
 
 
+def _handcrafted_accuracy(model_id: str) -> float | None:
+    from algzu.handcrafted import ACCURACY
+
+    return ACCURACY.get(model_id, (None, None))[0]
+
+
 def entries() -> list[ZooEntry]:
     """Every model in the zoo, official first, then trained, then handcrafted."""
     rows = [
@@ -75,7 +81,8 @@ def entries() -> list[ZooEntry]:
         rows.append(ZooEntry(sidecar.stem, spec.task, spec.arch, spec.d, spec.n, spec.n_params, acc, "trained"))
     for i, build in _handcrafted().items():
         spec = build().spec
-        rows.append(ZooEntry(i, spec.task, spec.arch, spec.d, spec.n, spec.n_params, None, "handcrafted"))
+        rows.append(ZooEntry(i, spec.task, spec.arch, spec.d, spec.n, spec.n_params, _handcrafted_accuracy(i),
+                             "handcrafted"))
     return rows
 
 
