@@ -267,24 +267,17 @@ class IsolatedRunner:
 
     def close(self) -> None:
         """Stop the worker (politely, then by force)."""
-        proc, conn = self._proc, self._conn
-        self._proc = self._conn = None
-        if conn is not None:
+        if self._conn is not None:
             try:
-                conn.send_bytes(pickle.dumps(("stop",)))
+                self._conn.send_bytes(pickle.dumps(("stop",)))
             except OSError:
                 pass
-        if proc is not None:
+        if self._proc is not None:
             try:
-                proc.wait(timeout=5)
+                self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if conn is not None:
-            conn.close()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+                pass  # _kill below forces it
+        self._kill()  # kills a worker still alive, closes the connection and its stderr
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
