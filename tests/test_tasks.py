@@ -1,5 +1,6 @@
 """The task registry and each task's target on hand-checked inputs."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -99,3 +100,12 @@ def test_gaussian_inputs_are_standard_normal(key):
     n = x.size
     assert abs(float(x.mean())) < 4 / np.sqrt(n)
     assert abs(float(x.var()) - 1) < 4 * np.sqrt(2 / n)
+
+
+def test_2nd_argmax_target_is_argsort_second_from_last_ties_included():
+    # The two-pass target must equal the definition, argsort(x)[:, -2] (stable), everywhere:
+    # Gaussian rows and rows drawn from 3 values, where ties are the rule, not the exception.
+    key_gauss, key_ties = jax.random.split(jax.random.key(8))
+    for x in (jax.random.normal(key_gauss, (1 << 14, 10)),
+              jax.random.randint(key_ties, (1 << 14, 5), 0, 3).astype(jnp.float32)):
+        np.testing.assert_array_equal(get_task("2nd_argmax").target(x), jnp.argsort(x, axis=-1)[:, -2])
