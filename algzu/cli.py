@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -343,9 +344,29 @@ def challenge_cmd(
         typer.echo((folder / "challenge.md").read_text())
 
 
+def use_every_cpu_core() -> None:
+    """Give JAX one CPU device per core this process may use.
+
+    XLA runs these tiny models on about one core per device, and ground truth and the
+    sampling baseline shard their batches over ``jax.devices()``, so this is what keeps every
+    core busy (their results do not depend on the device count). Left alone when the user
+    chose a count (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, or
+    ``jax_num_cpu_devices``), or when JAX has already started its backends.
+    """
+    import jax
+
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    if jax.config.jax_num_cpu_devices != -1:
+        return
+    with contextlib.suppress(RuntimeError):  # backends already up: keep what they have
+        jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     try:
+        use_every_cpu_core()
         app()
     except AlgzuError as e:
         typer.echo(f"error: {e}", err=True)
