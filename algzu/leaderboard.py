@@ -11,6 +11,7 @@ cache in seconds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -36,22 +37,37 @@ CELL_COLUMNS = (
     "estimate", "flops", "seconds", "error", "message", "ground_truth", "gt_stderr", "gt_samples",
     "gt_method", "seed", "held_out",
 )
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
-def _estimator_fingerprint(est: Estimator) -> str:
-    """Settings and source of an estimator: a change to either invalidates its cached cells."""
+def _source(obj) -> bytes:
     try:
-        source = Path(inspect.getfile(type(est))).read_bytes()
+        return Path(inspect.getfile(obj)).read_bytes()
     except (OSError, TypeError):
-        source = b""
+        return b""
+
+
+@functools.lru_cache(maxsize=None)
+def _library_fingerprint() -> str:
+    """algzu's own source (meter, models, baseline, runner, ...): any change to the code that
+    runs or charges an estimator invalidates every cached cell."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _estimator_fingerprint(est: Estimator, task) -> str:
+    """Settings and source of an estimator, the source of the task it is run on, and the
+    library's: a change to any of them invalidates the cached cells."""
+    source = _source(type(est)) + _source(type(task)) + _library_fingerprint().encode()
     return hashlib.sha256(repr(est).encode() + source).hexdigest()[:16]
 
 
-def _block_key(est: Estimator, model_id: str, stacked: dict[str, np.ndarray], noise: NoiseSpec,
+def _block_key(est: Estimator, model_id: str, task, stacked: dict[str, np.ndarray], noise: NoiseSpec,
                budget: int) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"v": CACHE_VERSION, "est": est.name, "fp": _estimator_fingerprint(est),
+    h.update(json.dumps({"v": CACHE_VERSION, "est": est.name, "fp": _estimator_fingerprint(est, task),
                          "model": model_id, "noise": dataclasses.asdict(noise), "budget": budget},
                         sort_keys=True).encode())
     for name in sorted(stacked):
@@ -114,7 +130,7 @@ def run_suite(
             if not est.supports(spec):
                 continue
             for budget in suite.budgets:
-                path = cache / "cells" / f"{_block_key(est, case.model, stacked, noise, budget)}.json"
+                path = cache / "cells" / f"{_block_key(est, case.model, spec.task_obj, stacked, noise, budget)}.json"
                 results = _load_block(path)
                 if results is None:
                     copies = list(range(suite.n_copies))
