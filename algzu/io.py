@@ -14,6 +14,20 @@ from pathlib import Path
 from algzu.errors import AlgzuError
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
     path = Path(path)
@@ -23,6 +37,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except OSError as e:
         raise AlgzuError(f"cannot write to {path.parent}: {e.strerror}") from None
     try:
+        # mkstemp makes the file private (0600); give it the permissions of a plain open().
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -515,3 +515,17 @@ def test_unwritable_output_folder_gives_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "algzu.cli", "leaderboard", "--suite", "smoke", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    # mkstemp's private 0600 must not leak into results that others read.
+    from algzu.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "table.csv", "a,b\n")
+        with open(tmp_path / "plain.csv", "w") as f:
+            f.write("a,b\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "table.csv").stat().st_mode & 0o777 == (tmp_path / "plain.csv").stat().st_mode & 0o777 == 0o644
