@@ -55,7 +55,7 @@ peaks near the default K=100: 0.33342 ± 0.00012 (K=1), 0.996958 ± 0.000013 (K=
 0.9996772 ± 0.0000044 (K=30), **0.9999442 ± 0.0000018 (K=100)**, then 0.9997013 ±
 0.0000042 (K=300) and 0.993054 ± 0.000020 (K=1000).
 
-``second_argmax_n10`` (d=29, n=10). Computes exactly (to float32 round-off) ::
+``second_argmax_n10`` (d=22, n=10). Computes exactly (to float32 round-off) ::
 
     logit_i = relu(x_i) + 2 relu(max_{j != i} x_j),
 
@@ -68,25 +68,39 @@ among them is a guess, right one time in 9 (or 10, when no input is positive) si
 target is then uniform over the tied positions: in theory
 ``1 - 11/1024 + (10/1024)/9 + (1/1024)/10 = 0.990441``; measured 0.990467 ± 0.000024.
 
-The network keeps, for the input seen ``k`` steps ago (its *age*), its leave-one-out
-maximum so far ``m`` as a carried value ``C_k`` (``m`` before the current input) plus a
-max-step neuron ``D_k = relu(x_t - C_k)``, and the logit-to-be ``B_k = relu(x_{t-k}) + 2 C_k``;
-each step shifts the three one age older, ``B <- B + 2D``, ``C <- C + D``. Globals keep
-``relu(x_t)`` and the running maximum ``R_t`` as ``A = R_{t-1}`` plus the max step
-``P = relu(x_t - A)``. Neurons: ``[relu(x_t), A, P]``, then ``(B_k, C_k, D_k)`` for ages
-1..8 and ``(B_9, D_9)`` (the oldest age needs no carried maximum): ``3n - 1 = 29``. The
-logit of age 0 is ``relu(x_n) + 2A`` and of age ``k >= 1`` is ``B_k + 2 D_k``.
-:func:`second_argmax_loo` builds the same network for any ``n`` (``d = 3n - 1``).
+Write ``R_t`` for the running maximum of ``relu(x_1), ..., relu(x_t)`` (``R_0 = 0``) and
+``L_k(t)`` for the leave-one-out maximum so far of the input seen ``k`` steps ago (its
+*age*): the largest ``relu(x_s)``, ``s <= t``, ``s != t - k`` (0 if there is none), so
+``L_0(t) = R_{t-1}`` and ``L_k(t) = max(L_{k-1}(t-1), relu(x_t))``. Every such maximum ``m``
+is ``>= 0``, so ``max(m, relu(x_t)) = max(m, x_t) = x_t + relu(m - x_t)``: the max step taken
+*from below*, which needs ``m`` only inside the new neuron, not as a carried value, because
+``x_t`` is linear in the state through one sign pair that all ages share. Neurons at step
+``t``:
 
-Why not 22 = 10 + 10 + 2? Each step is a single ReLU layer, so a running maximum is
-never one neuron: ``max(m, y)`` is the carried ``m`` plus a fresh ``relu(y - m)``. At the
-last step the logit of an old position ``i`` has a kink in ``x_n`` at its own
-leave-one-out maximum (the second maximum of the earlier inputs for their argmax, ``R``
-for the rest),
-which needs a neuron per position with that kink, fed by that maximum held linearly a
-step earlier, which in turn is a carried part plus a max-step part; with ``relu(x_i)``
-that is three numbers per position. We found no exact construction with fewer, so this
-keeps the stated formula exact at ``3n - 1`` neurons instead of approximating it at 22.
+* ``y = relu(x_t)``, ``z = relu(-x_t)``: the sign pair of the input, ``x_t = y - z``;
+* ``Q = relu(R_{t-1} - x_t)``, ``P = relu(x_t - R_{t-1})``: the sign pair of
+  ``R_{t-1} - x_t``, so ``R_t = x_t + Q = y - z + Q`` and ``R_{t-1} = y - z + Q - P``;
+* ``D_k = relu(x_{t-k})`` for ages ``k = 1..n-1``: a delay line (``D_1 <- y``,
+  ``D_k <- D_{k-1}``);
+* ``N_k = relu(L_{k-1}(t-1) - x_t)`` for ``k = 1..n-1``, so ``L_k(t) = y - z + N_k``; it
+  reads ``L_{k-1}(t-1)`` as ``y - z + N_{k-1}`` (and ``L_0(t-1) = R_{t-2}`` as
+  ``y - z + Q - P``) one step earlier.
+
+That is ``4 + 2(n - 1) = 2n + 2 = 22`` neurons. The logit of the last input (age 0) is
+``y + 2 R_{n-1} = 3y - 2z + 2Q - 2P``, that of age ``k >= 1`` is ``D_k + 2(y - z + N_k)``.
+:func:`second_argmax_loo` builds the same network for any ``n`` (``d = 2n + 2``).
+
+Round-off. ``x_t + relu(m - x_t)`` cancels terms of size ``|x_t|``, so a logit's absolute
+error is a few float32 ulps of the largest ``|x_i|`` in the row (not of the logit). Ties
+stay exact: with at most one positive input, every non-argmax position's maximum goes
+through the same float operations as ``R`` (each product with the state has at most two
+nonzero terms, and ``L_0`` is read as ``R_t - P`` with ``P = 0`` exactly rather than from a
+separately carried ``R_{t-1}``), so their logits are bitwise equal and ``argmax`` breaks
+the tie by position, as for the formula; with no positive input every logit is exactly 0.
+(Carrying ``A = R_{t-1}`` as a neuron in place of ``P`` also gives 22 neurons, but its
+round-off breaks those ties by value, against the target: in numpy float32 it was right
+8.8 ± 0.1% of the time instead of 1/9 on 2^16 inputs with exactly one positive value,
+about 0.0002 of accuracy.)
 """
 
 from __future__ import annotations
@@ -150,46 +164,46 @@ def second_argmax_n3(sharpness: float = 100.0) -> Model:
 
 
 def second_argmax_loo(n: int) -> Model:
-    """The exact leave-one-out-maximum model for any ``n >= 2``, with ``d = 3n - 1``.
+    """The exact leave-one-out-maximum model for any ``n >= 2``, with ``d = 2n + 2``.
 
     Logits ``relu(x_i) + 2 relu(max_{j != i} x_j)``; see the module docstring.
     """
     if n < 2:
         raise AlgzuError(f"2nd argmax needs n >= 2, got {n}")
-    y0, a, p = 0, 1, 2  # relu(x_t); A = R_{t-1}; P = relu(x_t - R_{t-1})
-    slots: dict[int, dict[str, int]] = {}
-    d = 3
-    for age in range(1, n):
-        names = ("B", "C", "D") if age < n - 1 else ("B", "D")
-        slots[age] = {name: d + i for i, name in enumerate(names)}
-        d += len(names)
+    y, z, q, p = 0, 1, 2, 3  # relu(x_t), relu(-x_t), relu(R_{t-1} - x_t), relu(x_t - R_{t-1})
+    delay = {age: 2 * age + 2 for age in range(1, n)}  # D_age = relu(x_{t-age})
+    loo = {age: 2 * age + 3 for age in range(1, n)}  # N_age = relu(L_{age-1}(t-1) - x_t)
+    d = 2 * n + 2
+    x_t = np.zeros(d)  # x_t = y - z as a function of h_t
+    x_t[[y, z]] = [1.0, -1.0]
+    r_now = x_t.copy()  # R_t = x_t + Q
+    r_now[q] = 1.0
+    r_before = r_now.copy()  # R_{t-1} = R_t - P
+    r_before[p] = -1.0
     w_ih = np.zeros(d)
     w_hh = np.zeros((d, d))
-    w_ih[y0] = 1.0
-    w_hh[a, [a, p]] = 1.0  # A(t) = R_{t-1} = R_{t-2} + relu(x_{t-1} - R_{t-2})
-    w_ih[p], w_hh[p, [a, p]] = 1.0, -1.0  # P(t) = relu(x_t - R_{t-1})
-    for age, s in slots.items():
-        w_ih[s["D"]] = 1.0
-        if age == 1:  # one step old: its leave-one-out max so far is R_{t-2} = A(t-1)
-            w_hh[s["B"], [y0, a]] = [1.0, 2.0]
-            if "C" in s:
-                w_hh[s["C"], a] = 1.0
-            w_hh[s["D"], a] = -1.0
-        else:  # one age older: m = C + D of the previous age, B gains 2 D
-            prev = slots[age - 1]
-            w_hh[s["B"], [prev["B"], prev["D"]]] = [1.0, 2.0]
-            if "C" in s:
-                w_hh[s["C"], [prev["C"], prev["D"]]] = 1.0
-            w_hh[s["D"], [prev["C"], prev["D"]]] = -1.0
+    w_ih[[y, z, q, p]] = [1.0, -1.0, -1.0, 1.0]
+    w_hh[q], w_hh[p] = r_now, -r_now  # the sign pair of R_{t-1} - x_t
+    for age in range(1, n):
+        w_ih[loo[age]] = -1.0
+        if age == 1:  # one step old: its leave-one-out max one step ago was R_{t-2}
+            w_hh[delay[1], y] = 1.0
+            w_hh[loo[1]] = r_before
+        else:  # L_{age-1}(t-1) = x_{t-1} + N_{age-1}(t-1)
+            w_hh[delay[age], delay[age - 1]] = 1.0
+            w_hh[loo[age]] = x_t
+            w_hh[loo[age], loo[age - 1]] = 1.0
     w_out = np.zeros((n, d))
-    w_out[n - 1, [y0, a]] = [1.0, 2.0]  # the last input: relu(x_n) + 2 R_{n-1}
-    for age, s in slots.items():
-        w_out[n - 1 - age, [s["B"], s["D"]]] = [1.0, 2.0]
+    w_out[n - 1] = 2.0 * r_before  # the last input: relu(x_n) + 2 R_{n-1}
+    w_out[n - 1, y] += 1.0
+    for age in range(1, n):  # relu(x_{n-age}) + 2 L_age(n), L_age(n) = x_n + N_age
+        w_out[n - 1 - age] = 2.0 * x_t
+        w_out[n - 1 - age, [delay[age], loo[age]]] = [1.0, 2.0]
     return _rnn(w_ih, w_hh, w_out)
 
 
 def second_argmax_n10() -> Model:
-    """The exact leave-one-out-maximum model at n=10 (d=29); accuracy 0.99047."""
+    """The exact leave-one-out-maximum model at n=10 (d=22); accuracy 0.99047."""
     return second_argmax_loo(10)
 
 
