@@ -198,7 +198,9 @@ def score_cmd(
     budgets: Optional[list[float]] = typer.Option(None, "--budgets", help="FLOP budgets (repeat the option)."),
     gt_samples: int = typer.Option(1 << 20, "--gt-samples", help="Ground-truth inputs per copy."),
     seed: int = typer.Option(0, help="Seed of noise, ground truth and estimator keys."),
-    secret: Optional[str] = typer.Option(None, help="Draw the seed from a secret (held-out copies)."),
+    secret: Optional[str] = typer.Option(None, envvar="ALGZU_SECRET", show_envvar=True,
+                                         help="Draw the seed from a secret (held-out copies); "
+                                              "prefer $ALGZU_SECRET, which other users' ps cannot show."),
     cache: Path = typer.Option(Path("results/cache"), help="Cache folder."),
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -239,7 +241,9 @@ def leaderboard_cmd(
     suite_name: str = typer.Option("default", "--suite", help="Suite preset."),
     out: Path = typer.Option(Path("results"), "--out", help="Results folder (a subfolder per suite)."),
     seed: Optional[int] = typer.Option(None, help="Override the suite's seed."),
-    secret: Optional[str] = typer.Option(None, help="Draw the seed from a secret (held-out copies)."),
+    secret: Optional[str] = typer.Option(None, envvar="ALGZU_SECRET", show_envvar=True,
+                                         help="Draw the seed from a secret (held-out copies); "
+                                              "prefer $ALGZU_SECRET, which other users' ps cannot show."),
     estimators: Optional[list[str]] = typer.Option(None, "--estimator", help="Only these estimators."),
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
     isolate: bool = ISOLATE,
@@ -318,7 +322,9 @@ def challenge_cmd(
     which: str = typer.Argument(..., help="432 (ARC's M16,10 challenge) or m43 (ARC's M4,3 protocol)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default results/challenge-WHICH)."),
     seed: Optional[int] = typer.Option(None, help="Override the preset seed."),
-    secret: Optional[str] = typer.Option(None, help="Draw the seed from a secret (held-out copies)."),
+    secret: Optional[str] = typer.Option(None, envvar="ALGZU_SECRET", show_envvar=True,
+                                         help="Draw the seed from a secret (held-out copies); "
+                                              "prefer $ALGZU_SECRET, which other users' ps cannot show."),
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON summary."),
     isolate: bool = ISOLATE,

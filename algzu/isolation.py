@@ -383,7 +383,8 @@ class IsolatedRunner:
         self._readable = {estimator_file(n) for n in estimator_names()} | ({file} if file else set())
         self._readable = {str(Path(f).resolve()) for f in self._readable}
         parent_sock, child_sock = socket.socketpair()
-        env = dict(os.environ)
+        # Never the held-out seed's secret (`algzu ... --secret` reads it from $ALGZU_SECRET).
+        env = {k: v for k, v in os.environ.items() if k != "ALGZU_SECRET"}
         # The worker imports what the parent can import (tests, scripts), like multiprocessing's spawn.
         paths = [p for p in sys.path if p and Path(p).is_dir()]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths + env.get("PYTHONPATH", "").split(os.pathsep)))

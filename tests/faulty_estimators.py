@@ -213,8 +213,9 @@ class JaxSmall(Estimator):
 @dataclasses.dataclass(frozen=True)
 class Snooping(Estimator):
     """Looks around and reports what it saw by raising it (the cell's message carries it):
-    its command line, its working folder, and whether it can read ``$ALGZU_TEST_SECRET``
-    (a file the test puts beside the results) or list that file's folder."""
+    its command line, its working folder, whether it can read ``$ALGZU_TEST_SECRET``
+    (a file the test puts beside the results) or list that file's folder, and
+    ``$ALGZU_SECRET``."""
 
     name = "snooping"
     mechanistic = True
@@ -233,7 +234,8 @@ class Snooping(Estimator):
             listed = os.listdir(os.path.dirname(secret))
         except OSError:
             listed = None
-        seen = {"argv": sys.argv, "cwd": os.getcwd(), "cwd_files": os.listdir("."), "read": read, "listed": listed}
+        seen = {"argv": sys.argv, "cwd": os.getcwd(), "cwd_files": os.listdir("."), "read": read, "listed": listed,
+                "env_secret": os.environ.get("ALGZU_SECRET")}
         raise RuntimeError(json.dumps(seen))
 
 

@@ -71,11 +71,12 @@ def secret_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runner(faulty, secret_file):
     os.environ["ALGZU_TEST_SECRET"] = str(secret_file)  # inherited by the workers
+    os.environ["ALGZU_SECRET"] = "held-out seed text"  # must not be
     try:
         with IsolatedRunner(timeout_s=TIMEOUT_S, memory_mb=CAP_MB) as r:
             yield r
     finally:
-        del os.environ["ALGZU_TEST_SECRET"]
+        del os.environ["ALGZU_TEST_SECRET"], os.environ["ALGZU_SECRET"]
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +176,7 @@ def test_estimator_in_worker_sees_no_paths_of_the_harness(runner, small, secret_
     assert r.error == "exception" and r.message.startswith("RuntimeError: ")
     seen = json.loads(r.message[len("RuntimeError: "):])
     assert seen["argv"] == ["algzu-worker"]  # not the leaderboard's command line (--out, cache)
+    assert seen["env_secret"] is None  # $ALGZU_SECRET (the held-out seed's text) is not passed on
     assert seen["cwd_files"] == [] and Path(seen["cwd"]).resolve() != Path.cwd().resolve()
     assert runner.sandboxed == _landlock_available()
     if runner.sandboxed:  # Landlock: files beside the results cannot be opened, even by absolute path
