@@ -28,6 +28,11 @@ ISOLATE = typer.Option(True, "--isolate/--no-isolate",
                        help="Run estimators in a sandboxed worker process with a timeout and memory cap.")
 TIMEOUT = typer.Option(600.0, "--timeout", help="Seconds one cell may take (isolated runs).")
 MEMORY_MB = typer.Option(4096, "--memory-mb", help="MiB a cell may allocate (isolated runs; 0: no cap).")
+SECRET = typer.Option(None, "--secret", envvar="ALGZU_SECRET",
+                      help="Draw the seed from a secret (held-out copies). $ALGZU_SECRET hides it from "
+                           "other users' ps; estimators can still read /proc: see --secret-file.")
+SECRET_FILE = typer.Option(None, "--secret-file",
+                           help="Read the secret from a file, which sandboxed estimators cannot open.")
 
 
 def _print_json(data) -> None:
@@ -172,8 +177,21 @@ def _progress_runner(suite, **kwargs):
         return run_suite(suite, progress=progress, **kwargs)
 
 
-def _secret_seed(secret: str | None, seed: int | None) -> tuple[int | None, bool]:
-    """A seed from ``--secret`` (hashed, never stored) or ``--seed``; and whether it is held out."""
+def _secret_seed(secret: str | None, seed: int | None,
+                 secret_file: Path | None = None) -> tuple[int | None, bool]:
+    """A seed from a secret (``--secret``, ``$ALGZU_SECRET`` or ``--secret-file``; hashed,
+    never stored) or ``--seed``; and whether it is held out."""
+    if secret is not None and secret_file is not None:
+        raise AlgzuError("give the secret once: --secret (or $ALGZU_SECRET) or --secret-file, not both")
+    if secret_file is not None:
+        try:
+            secret = secret_file.read_text().rstrip("\n")
+        except OSError as e:
+            raise AlgzuError(f"cannot read the secret file {secret_file}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise AlgzuError(f"the secret file {secret_file} is not UTF-8 text") from None
+        if not secret:
+            raise AlgzuError(f"the secret file {secret_file} is empty")
     if secret is None:
         return seed, False
     import hashlib
@@ -198,9 +216,8 @@ def score_cmd(
     budgets: Optional[list[float]] = typer.Option(None, "--budgets", help="FLOP budgets (repeat the option)."),
     gt_samples: int = typer.Option(1 << 20, "--gt-samples", help="Ground-truth inputs per copy."),
     seed: int = typer.Option(0, help="Seed of noise, ground truth and estimator keys."),
-    secret: Optional[str] = typer.Option(None, envvar="ALGZU_SECRET", show_envvar=True,
-                                         help="Draw the seed from a secret (held-out copies); "
-                                              "prefer $ALGZU_SECRET, which other users' ps cannot show."),
+    secret: Optional[str] = SECRET,
+    secret_file: Optional[Path] = SECRET_FILE,
     cache: Path = typer.Option(Path("results/cache"), help="Cache folder."),
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -211,7 +228,7 @@ def score_cmd(
 
     _include(include)
     get_estimator(estimator)
-    seed, held_out = _secret_seed(secret, seed)
+    seed, held_out = _secret_seed(secret, seed, secret_file)
     if noise_std < 0:
         raise AlgzuError(f"--noise-std must be >= 0, got {noise_std}")
     if copies < 1:
@@ -241,9 +258,8 @@ def leaderboard_cmd(
     suite_name: str = typer.Option("default", "--suite", help="Suite preset."),
     out: Path = typer.Option(Path("results"), "--out", help="Results folder (a subfolder per suite)."),
     seed: Optional[int] = typer.Option(None, help="Override the suite's seed."),
-    secret: Optional[str] = typer.Option(None, envvar="ALGZU_SECRET", show_envvar=True,
-                                         help="Draw the seed from a secret (held-out copies); "
-                                              "prefer $ALGZU_SECRET, which other users' ps cannot show."),
+    secret: Optional[str] = SECRET,
+    secret_file: Optional[Path] = SECRET_FILE,
     estimators: Optional[list[str]] = typer.Option(None, "--estimator", help="Only these estimators."),
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
     isolate: bool = ISOLATE,
@@ -258,7 +274,7 @@ def leaderboard_cmd(
     _include(include)
     for name in estimators or []:
         get_estimator(name)  # an unknown name fails before anything is written
-    seed, held_out = _secret_seed(secret, seed)
+    seed, held_out = _secret_seed(secret, seed, secret_file)
     suite = get_suite(suite_name).with_overrides(seed=seed)
     folder = out / suite.name
     block_runner = _block_runner(isolate, timeout, memory_mb)  # validates before anything is written
@@ -322,9 +338,8 @@ def challenge_cmd(
     which: str = typer.Argument(..., help="432 (ARC's M16,10 challenge) or m43 (ARC's M4,3 protocol)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default results/challenge-WHICH)."),
     seed: Optional[int] = typer.Option(None, help="Override the preset seed."),
-    secret: Optional[str] = typer.Option(None, envvar="ALGZU_SECRET", show_envvar=True,
-                                         help="Draw the seed from a secret (held-out copies); "
-                                              "prefer $ALGZU_SECRET, which other users' ps cannot show."),
+    secret: Optional[str] = SECRET,
+    secret_file: Optional[Path] = SECRET_FILE,
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON summary."),
     isolate: bool = ISOLATE,
@@ -337,7 +352,7 @@ def challenge_cmd(
     if which not in CHALLENGES:
         raise AlgzuError(f"unknown challenge {which!r}; valid: {', '.join(CHALLENGES)}")
     _include(include)
-    seed, held_out = _secret_seed(secret, seed)
+    seed, held_out = _secret_seed(secret, seed, secret_file)
     folder = out or Path("results") / f"challenge-{which}"
     block_runner = _block_runner(isolate, timeout, memory_mb)  # validates before anything is written
     _check_writable(folder)

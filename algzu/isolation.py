@@ -70,7 +70,9 @@ folders and its temporary folder: the ground-truth cache and the results cannot 
 even by absolute path (``sandbox=False`` turns this off; :attr:`IsolatedRunner.sandboxed`
 says whether it took effect). This is fault containment and file confinement, not a full
 sandbox: estimator code runs in the same process as the meter, so it could tamper with
-the meter on purpose, and it can read ``/proc`` (its parent's command line, for one).
+the meter on purpose, and it can read ``/proc`` (its parent's command line and
+environment, for one: so a held-out run against untrusted estimators should take its
+secret from a file, ``--secret-file``, not from ``--secret`` or ``$ALGZU_SECRET``).
 Leaderboard submissions are code and are reviewed; isolation makes sure an honest
 mistake (or a hostile crash) costs one cell.
 """

@@ -177,9 +177,11 @@ def test_estimator_in_worker_sees_no_paths_of_the_harness(runner, small, secret_
     seen = json.loads(r.message[len("RuntimeError: "):])
     assert seen["argv"] == ["algzu-worker"]  # not the leaderboard's command line (--out, cache)
     assert seen["env_secret"] is None  # $ALGZU_SECRET (the held-out seed's text) is not passed on
+    assert seen["env_secret"] is None  # $ALGZU_SECRET (the held-out seed's text) is not passed on
     assert seen["cwd_files"] == [] and Path(seen["cwd"]).resolve() != Path.cwd().resolve()
     assert runner.sandboxed == _landlock_available()
-    if runner.sandboxed:  # Landlock: files beside the results cannot be opened, even by absolute path
+    # Landlock: files beside the results (a --secret-file, too) cannot be opened, even by absolute path
+    if runner.sandboxed:
         assert seen["read"] is None and seen["listed"] is None
     else:
         assert seen["read"] == "ground truth"  # isolation alone is not a sandbox
@@ -341,6 +343,21 @@ def test_same_suite_and_seed_give_identical_tables(faulty, tmp_path):
     header, *rows = _without_timing(a / "cells.csv")
     estimates = [row[header.index("estimate")] for row in rows]
     assert len(set(estimates)) > 2, "the estimates differ across copies and budgets"
+
+
+def test_secret_from_a_file_gives_the_same_seed_and_bad_files_one_line(tmp_path):
+    from algzu.cli import _secret_seed
+
+    (tmp_path / "secret").write_text("correct horse\n")
+    assert _secret_seed(None, 0, tmp_path / "secret") == _secret_seed("correct horse", 0)
+    (tmp_path / "empty").write_text("")
+    (tmp_path / "binary").write_bytes(b"\xff\xfe")
+    for path, message in [(tmp_path / "missing", "cannot read"), (tmp_path / "empty", "empty"),
+                          (tmp_path / "binary", "not UTF-8"), (tmp_path, "cannot read")]:
+        with pytest.raises(AlgzuError, match=message):
+            _secret_seed(None, 0, path)
+    with pytest.raises(AlgzuError, match="not both"):
+        _secret_seed("x", 0, tmp_path / "secret")
 
 
 def test_held_out_runs_are_marked_and_the_secret_is_not_written(faulty, tmp_path):
