@@ -345,6 +345,22 @@ def test_same_suite_and_seed_give_identical_tables(faulty, tmp_path):
     assert len(set(estimates)) > 2, "the estimates differ across copies and budgets"
 
 
+def test_same_challenge_and_seed_give_identical_files(faulty, tmp_path, monkeypatch):
+    import algzu.challenge as challenge
+
+    tiny = Suite("tiny-m43", (ModelCase(MODEL, 0.3),), n_copies=2, budgets=(7_700, 71_000), gt_samples=2**12,
+                 seed=5)
+    monkeypatch.setattr(challenge, "get_suite", lambda name: tiny)
+    for run in ("a", "b"):  # the same output folder (challenge.json names it), fresh caches
+        challenge.run_challenge("m43", tmp_path / "out", cache_dir=tmp_path / run / "cache",
+                                estimators=["jax_small", "counting"])
+        (tmp_path / "out").rename(tmp_path / run / "out")
+    a, b = tmp_path / "a" / "out", tmp_path / "b" / "out"
+    for name in ("challenge.json", "challenge.md", "cells.csv", "summary.csv", "leaderboard.md"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert json.loads((a / "challenge.json").read_text())["arc_comparison"][1]["operations"] == 71_000
+
+
 def test_secret_from_a_file_gives_the_same_seed_and_bad_files_one_line(tmp_path):
     from algzu.cli import _secret_seed
 
