@@ -12,15 +12,17 @@ from pathlib import Path
 _PACKAGES = ("algzu", "jax", "jaxlib", "flax", "optax", "numpy", "pandas", "flopscope", "safetensors")
 
 
-def git_hash() -> str:
-    """The commit of the algzu checkout (with ``-dirty`` if it has local changes), or ``unknown``."""
-    root = Path(__file__).resolve().parent.parent
+def git_hash(root: Path | None = None) -> str:
+    """The commit of the algzu checkout (with ``-dirty`` if it has local changes outside
+    ``results/``), or ``unknown``. ``root``: another checkout (default: algzu's own)."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
+        # Outputs under results/ are not code: writing them must not mark the code dirty.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
             cwd=root, capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
