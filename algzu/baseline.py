@@ -19,7 +19,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from algzu import meter

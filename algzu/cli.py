@@ -368,9 +368,10 @@ def challenge_cmd(
 def use_every_cpu_core() -> None:
     """Give JAX one CPU device per core this process may use.
 
-    XLA runs these tiny models on about one core per device, and ground truth and the
-    sampling baseline shard their batches over ``jax.devices()``, so this is what keeps every
-    core busy (their results do not depend on the device count). Left alone when the user
+    Ground truth and the sampling baseline shard their batches over ``jax.devices()``
+    (with results that do not depend on the device count), and one device alone leaves
+    part of a small machine idle: 1.2x the ground-truth rate on 2 cores
+    (``results/bench.md``). Left alone when the user
     chose a count (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, or
     ``jax_num_cpu_devices``), or when JAX has already started its backends.
     """
