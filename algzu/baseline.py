@@ -79,10 +79,4 @@ def flops_per_sample(spec: ModelSpec) -> float:
 
 def samples_within(spec: ModelSpec, budget_flops: int) -> int:
     """The most samples whose metered :func:`mc_estimate` program fits ``budget_flops`` (0 if none)."""
-    n = int(budget_flops // flops_per_sample(spec))
-    while n >= 1:
-        cost = program_flops(spec, n)
-        if cost <= budget_flops:
-            return n
-        n = min(n - 1, int(n * budget_flops / cost))
-    return 0
+    return meter.largest_count_within(functools.partial(program_flops, spec), flops_per_sample(spec), budget_flops)

@@ -154,13 +154,7 @@ def flops_per_sample(spec: ModelSpec) -> float:
 
 def samples_within(spec: ModelSpec, budget_flops: int) -> int:
     """The most samples whose metered program fits ``budget_flops`` (0 if none)."""
-    count = int(budget_flops // flops_per_sample(spec))
-    while count >= 1:
-        cost = program_flops(spec, count)
-        if cost <= budget_flops:
-            return count
-        count = min(count - 1, int(count * budget_flops / cost))
-    return 0
+    return meter.largest_count_within(functools.partial(program_flops, spec), flops_per_sample(spec), budget_flops)
 
 
 @register_estimator
