@@ -42,9 +42,14 @@ def copy_statistics(result: SuiteResult) -> dict:
 
 def verdict(summary: pd.DataFrame) -> str:
     """One paragraph: does any mechanistic estimator match sampling, and where?"""
-    mech = summary[summary["mechanistic"]]
+    sealed = summary["sealed"] if "sealed" in summary else False
+    unsealed = sorted(summary.loc[summary["mechanistic"] & ~sealed, "estimator"].unique())
+    mech = summary[summary["mechanistic"] & sealed]
     if mech.empty:
-        return "No mechanistic estimator is registered, so none can match sampling here."
+        head = "No sealed mechanistic estimator ran, so none can match sampling here."
+        if unsealed:
+            head += f" Unsealed (not counted: their code could read the weights): {', '.join(unsealed)}."
+        return head
     lines = []
     matched = mech[mech["efficiency_lo"] >= 1.0]
     for est, g in mech.groupby("estimator"):
@@ -60,7 +65,10 @@ def verdict(summary: pd.DataFrame) -> str:
     else:
         where = ", ".join(f"`{r.estimator}` at {r.budget_flops:.0e}" for r in matched.itertuples())
         head = f"A mechanistic estimator matches or beats sampling (efficiency interval >= 1): {where}."
-    return head + " " + "; ".join(lines) + "."
+    text = head + " " + "; ".join(lines) + "."
+    if unsealed:
+        text += f" Not counted, unsealed (their code could read the weights): {', '.join(f'`{e}`' for e in unsealed)}."
+    return text
 
 
 def m43_comparison(result: SuiteResult) -> pd.DataFrame:
@@ -79,7 +87,7 @@ def m43_comparison(result: SuiteResult) -> pd.DataFrame:
 
 def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | None = None,
                   seed: int | None = None, held_out: bool = False, estimators: list[str] | None = None,
-                  progress=None, block_runner=None) -> dict:
+                  progress=None, block_runner=None, extra: dict | None = None) -> dict:
     """Run a challenge end to end and write its results; returns the JSON summary."""
     suite: Suite = get_suite(CHALLENGES[which]).with_overrides(seed=seed)
     out = Path(out_dir)
@@ -90,7 +98,7 @@ def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | No
                        progress=progress, **kwargs)
     stats = copy_statistics(result)
     text = verdict(result.summary)
-    extra = {"challenge": which, "copy_statistics": stats, "verdict": text}
+    extra = {**(extra or {}), "challenge": which, "copy_statistics": stats, "verdict": text}
     tables = {}
     if which == "m43":
         comparison = m43_comparison(result)

@@ -24,8 +24,13 @@ zoo_app = typer.Typer(no_args_is_help=True, help="The shipped zoo of models.")
 app.add_typer(zoo_app, name="zoo")
 
 # Options shared by the commands that run estimators.
+SEALED = typer.Option(True, "--sealed/--unsealed",
+                      help="Sealed (default): a JAX estimator is traced in a worker that never holds the "
+                           "weights, and its program is metered and run by the harness. --unsealed runs "
+                           "estimator code next to the weights (debugging); its results say so everywhere.")
 ISOLATE = typer.Option(True, "--isolate/--no-isolate",
-                       help="Run estimators in a sandboxed worker process with a timeout and memory cap.")
+                       help="Run estimators in sandboxed worker processes with a timeout and memory cap "
+                            "(--no-isolate: in this process; needs --unsealed).")
 TIMEOUT = typer.Option(600.0, "--timeout", help="Seconds one cell may take (isolated runs).")
 MEMORY_MB = typer.Option(4096, "--memory-mb", help="MiB a cell may allocate (isolated runs; 0: no cap).")
 SECRET = typer.Option(None, "--secret", envvar="ALGZU_SECRET",
@@ -221,6 +226,10 @@ def score_cmd(
     cache: Path = typer.Option(Path("results/cache"), help="Cache folder."),
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    sealed: bool = SEALED,
+    isolate: bool = ISOLATE,
+    timeout: float = TIMEOUT,
+    memory_mb: int = MEMORY_MB,
 ) -> None:
     """Score one estimator on one model: MSE and efficiency per budget."""
     from algzu.estimator import get_estimator
@@ -237,15 +246,18 @@ def score_cmd(
         raise AlgzuError(f"--gt-samples must be >= 2, got {gt_samples}")
     suite = Suite(name="score", cases=(ModelCase(model, noise_std),), n_copies=copies,
                   budgets=_budgets(budgets) or geometric_budgets(1e3, 1e9), gt_samples=gt_samples, seed=seed)
-    result = _progress_runner(suite, cache_dir=cache, estimators=[estimator], held_out=held_out)
-    cols = ["budget_flops", "flops", "seconds", "mse", "mse_lo", "mse_hi", "sampling_mse", "efficiency",
+    with _block_runner(sealed, isolate, timeout, memory_mb) as runner:
+        result = _progress_runner(suite, cache_dir=cache, estimators=[estimator], held_out=held_out,
+                                  block_runner=runner)
+    cols = ["sealed", "budget_flops", "flops", "seconds", "mse", "mse_lo", "mse_hi", "sampling_mse", "efficiency",
             "efficiency_lo", "efficiency_hi", "failures"]
     rows = result.summary[cols]
     if as_json:
         _print_json([{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
                      for r in rows.to_dict("records")])
     else:
-        _table(f"{estimator} on {model} (noise std {noise_std}, {copies} copies)",
+        _table(f"{estimator} on {model} (noise std {noise_std}, {copies} copies"
+               f"{'' if rows['sealed'].all() else ', UNSEALED'})",
                ["budget", "flops", "seconds", "mse", "mse 95% CI", "sampling mse", "efficiency",
                 "efficiency 95% CI", "failures"],
                [[f"{r.budget_flops:.0e}", f"{r.flops:.3g}", f"{r.seconds:.3g}", f"{r.mse:.3g}",
@@ -262,6 +274,7 @@ def leaderboard_cmd(
     secret_file: Optional[Path] = SECRET_FILE,
     estimators: Optional[list[str]] = typer.Option(None, "--estimator", help="Only these estimators."),
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
+    sealed: bool = SEALED,
     isolate: bool = ISOLATE,
     timeout: float = TIMEOUT,
     memory_mb: int = MEMORY_MB,
@@ -277,26 +290,38 @@ def leaderboard_cmd(
     seed, held_out = _secret_seed(secret, seed, secret_file)
     suite = get_suite(suite_name).with_overrides(seed=seed)
     folder = out / suite.name
-    block_runner = _block_runner(isolate, timeout, memory_mb)  # validates before anything is written
+    block_runner = _block_runner(sealed, isolate, timeout, memory_mb)  # validates before anything is written
     _check_writable(folder)
     with block_runner as runner:
         result = _progress_runner(suite, cache_dir=out / "cache", estimators=estimators, held_out=held_out,
                                   block_runner=runner)
-    for path in write_results(folder, suite, result, held_out=held_out):
+    for path in write_results(folder, suite, result, held_out=held_out, extra=_runner_provenance(runner)):
         typer.echo(str(path))
 
 
-def _block_runner(isolate: bool, timeout: float, memory_mb: int):
-    """A context manager giving the block runner: an isolated worker, or in-process."""
+def _block_runner(sealed: bool, isolate: bool, timeout: float, memory_mb: int):
+    """A context manager giving the block runner: sealed workers (the default), an unsealed
+    isolated worker, or this process (unsealed)."""
     from algzu.runner import run_block
 
     if not timeout > 0 or memory_mb < 0:
         raise AlgzuError(f"--timeout must be > 0 and --memory-mb >= 0, got {timeout:g} and {memory_mb}")
+    if sealed and not isolate:
+        raise AlgzuError("--no-isolate runs estimator code in this process, next to the weights: add --unsealed")
     if not isolate:
         return contextlib.nullcontext(run_block)
-    from algzu.isolation import IsolatedRunner
+    from algzu.isolation import IsolatedRunner, SealedRunner
 
-    return IsolatedRunner(timeout_s=timeout, memory_mb=memory_mb or None)
+    return (SealedRunner if sealed else IsolatedRunner)(timeout_s=timeout, memory_mb=memory_mb or None)
+
+
+def _runner_provenance(runner) -> dict:
+    """How estimators were run, for provenance.json."""
+    from algzu.isolation import IsolatedRunner, SealedRunner
+
+    kind = {SealedRunner: "sealed", IsolatedRunner: "unsealed, isolated worker"}.get(type(runner), "unsealed, in-process")
+    return {"runner": {"kind": kind, "sandboxed": bool(getattr(runner, "sandboxed", False)),
+                       "timeout_s": getattr(runner, "timeout_s", None), "memory_mb": getattr(runner, "memory_mb", None)}}
 
 
 def _check_writable(folder: Path) -> None:
@@ -342,6 +367,7 @@ def challenge_cmd(
     secret_file: Optional[Path] = SECRET_FILE,
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON summary."),
+    sealed: bool = SEALED,
     isolate: bool = ISOLATE,
     timeout: float = TIMEOUT,
     memory_mb: int = MEMORY_MB,
@@ -354,11 +380,11 @@ def challenge_cmd(
     _include(include)
     seed, held_out = _secret_seed(secret, seed, secret_file)
     folder = out or Path("results") / f"challenge-{which}"
-    block_runner = _block_runner(isolate, timeout, memory_mb)  # validates before anything is written
+    block_runner = _block_runner(sealed, isolate, timeout, memory_mb)  # validates before anything is written
     _check_writable(folder)
     with block_runner as runner, _progress_bar(which, transient=as_json) as progress:
         summary = run_challenge(which, folder, seed=seed, held_out=held_out, block_runner=runner,
-                                progress=progress)
+                                progress=progress, extra=_runner_provenance(runner))
     if as_json:
         _print_json(summary)
     else:

@@ -1,14 +1,29 @@
-"""Run estimator cells in isolated worker processes: a broken estimator costs one cell, not the run.
+"""Run estimator cells in worker processes: sealed from the weights, and fault-contained.
 
-A leaderboard runs code written by other people. :class:`IsolatedRunner` is a drop-in
-``block_runner`` for :func:`algzu.leaderboard.run_suite` (same signature as
-:func:`algzu.runner.run_block`) that runs every cell in a long-lived worker process and
-records what goes wrong with a stable error code (see :mod:`algzu.runner`):
+A leaderboard runs code written by people who want to top it. Two ``block_runner``\\s for
+:func:`algzu.leaderboard.run_suite` (same signature as :func:`algzu.runner.run_block`):
+
+* :class:`SealedRunner` (the default): the estimator's code never shares a process with
+  the weights it is scored on. A **tracer** worker imports the estimator and traces its
+  ``estimate`` on abstract weights into a serialized program (:func:`algzu.program.trace`);
+  it is sent the estimator's settings, the spec and the budget, never an array, a cache
+  path, a ground truth or a secret. An **executor** worker, which never imports estimator
+  code, checks and meters that program (:mod:`algzu.hlo_meter`), compiles it and runs it on
+  each noisy copy (:func:`algzu.runner.iter_program`). Only ``backend = "jax"`` estimators
+  can be sealed; a ``numpy`` estimator (its code must hold the weights to compute on them)
+  runs unsealed, as below, and its rows say so.
+* :class:`IsolatedRunner` (``--unsealed``): the estimator's code runs in one worker with
+  the weights (:func:`algzu.runner.iter_block`). Fault containment and file confinement,
+  but the estimator's code can read the weights it is scored on, so its results never
+  count for a verdict.
+
+Either way, what goes wrong is recorded with a stable error code (see :mod:`algzu.runner`):
 
 ==============================================  ===============  ==========================
 the estimator ...                               error code       worker
 ==============================================  ===============  ==========================
 raises (``sys.exit`` included)                  ``exception``    kept
+gives a program the meter cannot price          ``refused``      kept
 returns NaN / inf                               ``non_finite``   kept
 returns a value out of range                    ``out_of_range`` kept
 returns a non-scalar or non-number              ``bad_type``     kept
@@ -20,61 +35,44 @@ allocates beyond ``memory_mb``                  ``memory``       kept (restarted
 
 How it works:
 
-* **One worker, reused.** A worker is a fresh interpreter (``python -c``: a spawn, never a
-  fork, because JAX is not fork-safe) that imports :mod:`algzu.runner`, initialises JAX
-  once and then serves blocks over a socket. It is started on the first block and reused
-  across blocks and estimators; it is restarted only after it died or hung. Startup costs
-  about as much as ``import jax`` plus one tiny compile: measured 2.9-3.4 s on a 2-core
-  host running three other test jobs (load average 8). Each cell then costs a pickled
-  message in and a JSON line out: ~10 ms a cell on that host, against cells that take
-  milliseconds to minutes.
-* **A block in, one answer per cell out**, so the timeout is per cell: the parent sends the
-  estimator's reference, the spec, the block's weights, the budget and the cells' keys; the
-  worker runs :func:`algzu.runner.iter_block` (so a JAX program is still traced and
-  compiled once per block) and answers after each cell. A cell with no answer within
-  ``timeout_s`` of the previous one (the first cell's includes tracing and compiling) is
-  recorded and the worker killed; a new worker takes the rest of the block. Importing the
-  estimator's module happens once per worker, before its first block, under its own limit
-  (``max(timeout_s, 120 s)``), so a slow import does not eat into a cell's time.
+* **Workers, reused.** A worker is a fresh interpreter (a spawn, never a fork: JAX is not
+  fork-safe) that initialises JAX on the CPU once and then serves blocks over a socket. It
+  is started on the first block and reused across blocks and estimators; restarted only
+  after it died or hung. Startup costs about as much as ``import jax`` plus one tiny
+  compile (3-5 s on a loaded 2-core host). The tracer keeps no secret from one block to the
+  next because it never receives one: everything it is sent (settings, spec, budget) is
+  public and part of the block's cache key.
+* **Confined from its first instruction.** :mod:`algzu.landlock` is the worker's entry: it
+  applies Landlock (Linux >= 5.13) before numpy or JAX start any thread, so every thread
+  of the worker is confined: it may read the Python installation, algzu's packages, the
+  estimators' source files and system folders, and in ``/proc`` only its own entry (not
+  its parent's command line or environment); it may write only its own temporary folder
+  (its cwd). The ground-truth cache, the results and a secret file cannot be opened even by
+  absolute path, and the parent cannot be ptrace-d. ``sandbox=False`` turns this off;
+  :attr:`sandboxed` says whether it took effect. Workers get ``JAX_PLATFORMS=cpu``, an
+  environment without ``$ALGZU_SECRET``, ``sys.argv`` reset, and stdin/stdout closed.
+* **A block in, one answer per cell out**, so the timeout is per cell: a cell with no
+  answer within ``timeout_s`` of the previous one (the first cell's includes compiling; a
+  sealed block's tracing has its own ``timeout_s``) is recorded and the worker killed; a
+  new worker takes the rest of the block. Importing the estimator's module happens once
+  per worker, before its first block, under its own limit (``max(timeout_s, 120 s)``).
+  Answers travel back as JSON (a program as raw bytes), never as pickles, so a worker
+  cannot run code in the parent.
 * **Estimators are re-created in the worker** from :class:`EstimatorRef`: the class's
   module and qualified name, its source file (a file loaded with ``--include`` is included
-  again in the worker) and its dataclass fields. Settings are all an estimator has (it has
-  no state between calls), so the worker's instance is the parent's.
+  again in the worker) and its dataclass fields. Settings are all an estimator has.
 * **Memory cap.** After JAX is initialised the worker sets ``RLIMIT_AS`` to its idle
-  address space plus ``memory_mb``. The cap is relative because XLA reserves a large,
-  host-dependent amount of virtual address space at start (about 1-1.5 GiB on a 2-core CPU
-  host, more with more cores); ``MALLOC_ARENA_MAX=2`` keeps glibc from reserving 64 MiB of
-  address space per thread (idle worker: ~690 MiB of address space, 225 MiB resident).
-  An allocation past the cap raises ``MemoryError`` (or XLA's ``RESOURCE_EXHAUSTED``), or
-  aborts the worker (``std::bad_alloc``; LLVM failing to start a compile thread): either
-  way the cell is recorded as ``memory``. Measured with ``sampling`` at 1e8 FLOPs on the
-  d=16, n=10 model: 512 MiB is enough, 128 MiB is not (XLA's compiler cannot start its
-  threads); the default, 4096 MiB, leaves room for honest estimators. The cap is applied
-  on CPU backends only: CUDA maps device memory into the address space, which
-  ``RLIMIT_AS`` would break.
+  address space plus ``memory_mb``; relative, because XLA reserves a large,
+  host-dependent address space at start. ``MALLOC_ARENA_MAX=2`` keeps glibc from reserving
+  64 MiB per thread. An allocation past the cap raises ``MemoryError`` (or XLA's
+  ``RESOURCE_EXHAUSTED``) or aborts the worker; either way the cell is ``memory``.
+  Measured with ``sampling`` at 1e8 FLOPs on the d=16, n=10 model: 512 MiB is enough,
+  128 MiB is not (XLA's compiler cannot start its threads).
 * **Give up on a block.** After ``give_up_after`` consecutive ``timeout``/``crashed``/
   ``memory`` cells in one block the rest of that block is recorded with the same code
-  without running it (a hanging estimator would otherwise cost ``timeout_s`` per cell).
-* **The worker dies with its parent** (``PR_SET_PDEATHSIG`` on Linux), so killing a
-  leaderboard run never leaves an orphan spinning.
-
-What an estimator can see. The worker receives the estimator's settings, the spec, the
-block's weights, the budget and the keys: never a cache path, a ground truth or a results
-folder. It runs in a fresh empty temporary folder (so relative paths such as
-``results/cache`` lead nowhere), with ``sys.argv`` reset (so the command line's ``--out``
-is not visible) and stdout and stdin closed. Answers travel back as JSON, never as
-pickles, so a worker cannot run code in the parent. Where Linux offers Landlock (5.13+),
-the worker also drops, before any estimator code runs, the right to open files outside
-the Python installation, algzu's packages, the estimators' own source files, system
-folders and its temporary folder: the ground-truth cache and the results cannot be read
-even by absolute path (``sandbox=False`` turns this off; :attr:`IsolatedRunner.sandboxed`
-says whether it took effect). This is fault containment and file confinement, not a full
-sandbox: estimator code runs in the same process as the meter, so it could tamper with
-the meter on purpose, and it can read ``/proc`` (its parent's command line and
-environment, for one: so a held-out run against untrusted estimators should take its
-secret from a file, ``--secret-file``, not from ``--secret`` or ``$ALGZU_SECRET``).
-Leaderboard submissions are code and are reviewed; isolation makes sure an honest
-mistake (or a hostile crash) costs one cell.
+  without running it.
+* **Workers die with their parent** (``PR_SET_PDEATHSIG``), so killing a leaderboard run
+  never leaves an orphan spinning.
 """
 
 from __future__ import annotations
@@ -92,6 +90,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -111,6 +110,9 @@ _MEMORY_MARKERS = ("MemoryError", "RESOURCE_EXHAUSTED", "bad_alloc", "Cannot all
 _STARTUP_TIMEOUT_S = 300.0  # import jax on a loaded 2-core machine can take a minute
 _LOAD_TIMEOUT_S = 120.0  # importing an estimator's module (at least this, or the cell timeout)
 _INCLUDED_PREFIX = "algzu_included_"  # module names given by algzu.estimator.include
+_MAX_PROGRAM_BYTES = 1 << 30  # a serialized program larger than this is refused unread
+# Worker roles: who holds what. Estimator code and weights never meet in a sealed run.
+UNSEALED, TRACER, EXECUTOR = "unsealed", "tracer", "executor"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +184,284 @@ def _module_of_file(path: Path):
     return None
 
 
-class IsolatedRunner:
-    """A ``block_runner`` that runs each cell in a worker process with a timeout and a memory cap.
+
+
+class _Worker:
+    """The parent's handle on one worker process of one role (started on demand).
+
+    Args:
+        role: ``UNSEALED`` (estimator code and weights), ``TRACER`` (estimator code, no
+            weights) or ``EXECUTOR`` (weights and programs, no estimator code).
+        memory_mb: MiB of address space the worker may add to its idle footprint, or None.
+        sandbox: confine the worker with Landlock (:mod:`algzu.landlock`).
+    """
+
+    def __init__(self, role: str, memory_mb: int | None, sandbox: bool) -> None:
+        self.role = role
+        self.memory_mb = memory_mb
+        self.sandbox = sandbox
+        self.startups: list[float] = []
+        self.memory_capped = False
+        self.sandboxed = False
+        self.readable: set[str] = set()  # estimator files the running worker may read
+        self.loaded: set[bytes] = set()  # estimators (pickled refs) the running worker has imported
+        self.proc: subprocess.Popen | None = None
+        self.conn: Connection | None = None
+        self._stderr = None
+        self._workdir: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None
+
+    def start(self, files: set[str]) -> None:
+        """Start the worker; it may read ``files`` (estimator sources) besides its packages.
+
+        Raises:
+            AlgzuError: it did not start.
+        """
+        import algzu
+
+        start = time.perf_counter()
+        self.readable = {str(Path(f).resolve()) for f in files}
+        parent_sock, child_sock = socket.socketpair()
+        # Never the held-out seed's secret (`algzu ... --secret` reads it from $ALGZU_SECRET).
+        env = {k: v for k, v in os.environ.items() if k != "ALGZU_SECRET"}
+        # The worker imports what the parent can import (tests, scripts), like multiprocessing's spawn.
+        paths = [p for p in sys.path if p and Path(p).is_dir()]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths + env.get("PYTHONPATH", "").split(os.pathsep)))
+        env.setdefault("MALLOC_ARENA_MAX", "2")
+        env["JAX_PLATFORMS"] = "cpu"  # one small program at a time; no accelerator drivers to confine
+        self._stderr = tempfile.TemporaryFile()
+        if self._workdir is None:  # the worker's cwd: empty, so relative paths lead nowhere
+            self._workdir = tempfile.TemporaryDirectory(prefix=f"algzu-{self.role}-", ignore_cleanup_errors=True)
+        env["TMPDIR"] = self._workdir.name
+        sandbox = None
+        if self.sandbox:
+            sandbox = {"dirs": sorted(_python_dirs() | set(algzu.__path__) | _package_dirs()),
+                       "files": sorted(self.readable)}
+        boot = Path(algzu.__file__).with_name("landlock.py")
+        # Loaded by path, not imported: importing algzu would start threads before Landlock.
+        code = ("import importlib.util as u, sys; s = u.spec_from_file_location('algzu_landlock', sys.argv[1]); "
+                "m = u.module_from_spec(s); s.loader.exec_module(m); m.boot()")
+        command = [sys.executable, "-c", code, str(boot), str(child_sock.fileno()), str(os.getpid()), self.role,
+                   "" if self.memory_mb is None else str(self.memory_mb), json.dumps(sandbox)]
+        try:
+            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=self._stderr, pass_fds=(child_sock.fileno(),), env=env,
+                                         cwd=self._workdir.name)
+        finally:
+            child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+        self.loaded = set()
+        reply, failure = self.receive(_STARTUP_TIMEOUT_S)
+        try:
+            hello = json.loads(reply) if reply is not None else None
+        except ValueError:
+            hello = None
+        if not isinstance(hello, dict) or hello.get("ready") is not True:
+            tail = self.stderr_tail()
+            self.kill()
+            why = f"did not start within {_STARTUP_TIMEOUT_S:g} s" if failure == "timeout" else "failed to start"
+            raise AlgzuError(f"isolated {self.role} worker {why}: {tail or 'no message'}")
+        self.memory_capped = bool(hello.get("memory_capped"))
+        self.sandboxed = bool(hello.get("sandboxed"))
+        self.startups.append(time.perf_counter() - start)
+
+    def send(self, message: tuple) -> bool:
+        """Send one message (pickled: the worker trusts its parent); False if the worker is gone."""
+        try:
+            self.conn.send_bytes(pickle.dumps(message))
+            return True
+        except OSError:
+            return False
+
+    def receive(self, timeout_s: float) -> tuple[bytes | None, str]:
+        """The worker's next message and ``""``, or ``None`` and ``"timeout"`` / ``"died"``."""
+        if not wait([self.conn], timeout=max(0.0, timeout_s)):
+            return None, "timeout"
+        try:
+            return self.conn.recv_bytes(), ""
+        except (EOFError, OSError):
+            return None, "died"
+
+    def ask(self, message: tuple, timeout_s: float) -> tuple[bytes | None, str]:
+        """Send one message and wait for the answer (see :meth:`receive`)."""
+        if not self.send(message):
+            return None, "died"
+        return self.receive(timeout_s)
+
+    def failure(self, copy: int, failure: str, seconds: float, where: str = "") -> CellResult:
+        """The cell to record after ``"timeout"`` (the worker is killed) or ``"died"``."""
+        if failure == "timeout":
+            self.kill()
+            return CellResult(copy, None, None, seconds, "timeout",
+                              f"no answer within {seconds:.3g} s{where}; worker killed and restarted")
+        proc = self.proc
+        try:
+            code = proc.wait(timeout=10) if proc is not None else None
+        except subprocess.TimeoutExpired:
+            code = None
+        tail = self.stderr_tail()
+        self.kill()
+        how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with code {code}"
+        error = "memory" if any(m in tail for m in _MEMORY_MARKERS) else "crashed"
+        message = f"{self.role} worker {how}{where}" + (f": {tail}" if tail else "")
+        return CellResult(copy, None, None, seconds, error, message[:300])
+
+    def malformed(self, copy: int, seconds: float) -> CellResult:
+        """The cell to record when the worker's answer is not one (the worker is restarted)."""
+        self.kill()
+        return CellResult(copy, None, None, seconds, "crashed", f"{self.role} worker sent a malformed answer; restarted")
+
+    def kill(self) -> None:
+        proc, conn = self.proc, self.conn
+        self.proc = self.conn = None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if conn is not None:
+            conn.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def close(self) -> None:
+        """Stop the worker (politely, then by force) and remove its folder."""
+        if self.conn is not None:
+            self.send(("stop",))
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass  # kill below forces it
+        self.kill()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def stderr_tail(self) -> str:
+        """The last line the worker wrote on stderr (why it died), or ''."""
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            size = self._stderr.tell()
+            self._stderr.seek(max(0, size - 2000))
+            lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1].strip()[:200] if lines else ""
+
+
+def _python_dirs() -> set[str]:
+    import sysconfig
+
+    return {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+            *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))}
+
+
+def _package_dirs() -> set[str]:
+    """Where algzu's plug-in packages (tasks/, estimators/) live: they may sit outside algzu/."""
+    import importlib.util
+
+    dirs = set()
+    for name in ("algzu.estimators", "algzu.tasks"):
+        try:
+            dirs |= set(importlib.util.find_spec(name).submodule_search_locations or [])
+        except (ImportError, AttributeError):
+            pass
+    return dirs
+
+
+class _Runner:
+    """What both runners share: limits, loading an estimator in a worker, streaming a block."""
+
+    def __init__(self, timeout_s: float, memory_mb: int | None, give_up_after: int | None, sandbox: bool) -> None:
+        if not timeout_s > 0:
+            raise AlgzuError(f"timeout must be positive, got {timeout_s}")
+        if memory_mb is not None and memory_mb < 1:
+            raise AlgzuError(f"memory cap must be at least 1 MiB, got {memory_mb}")
+        if give_up_after is not None and give_up_after < 1:
+            raise AlgzuError(f"give_up_after must be at least 1, got {give_up_after}")
+        self.timeout_s = float(timeout_s)
+        self.memory_mb = memory_mb
+        self.give_up_after = give_up_after
+        self.sandbox = sandbox
+
+    def _with_estimator(self, worker: _Worker, ref: EstimatorRef, copy: int) -> CellResult | None:
+        """Make sure ``worker`` runs and has imported ``ref``'s module; a failure to record, or None."""
+        from algzu.estimator import estimator_file, estimator_names
+
+        if worker.alive and ref.file and str(Path(ref.file).resolve()) not in worker.readable:
+            worker.kill()  # a sandboxed worker cannot read a file it was not started with
+        if not worker.alive:
+            worker.start({estimator_file(n) for n in estimator_names()} | ({ref.file} if ref.file else set()))
+        if pickle.dumps(ref) in worker.loaded:
+            return None
+        # Importing the estimator's module is not part of any cell's time limit.
+        start = time.perf_counter()
+        reply, failure = worker.ask(("load", ref), max(self.timeout_s, _LOAD_TIMEOUT_S))
+        if failure:
+            return worker.failure(copy, failure, time.perf_counter() - start, " while loading the estimator")
+        try:
+            loaded = json.loads(reply)
+            ok, why = loaded["loaded"] is True, str(loaded.get("message", ""))
+        except (ValueError, TypeError, KeyError):
+            return worker.malformed(copy, 0.0)
+        if not ok:
+            return CellResult(copy, None, None, 0.0, "exception", why[:300])
+        worker.loaded.add(pickle.dumps(ref))
+        return None
+
+    def _stream(self, worker: _Worker, start: Callable[[list[tuple[int, int]]], CellResult | None],
+                cells: list[tuple[int, int]]) -> list[CellResult]:
+        """Run ``cells`` (pairs of position in the block and copy) on ``worker``, one answer each.
+
+        ``start(remaining)`` (re)starts the worker on the remaining cells and returns None, or
+        the failure to record for the first of them. After a timeout or a crash the worker
+        is restarted on the rest; after ``give_up_after`` such cells in a row the rest of the
+        block is recorded failed without running.
+        """
+        results: list[CellResult] = []
+        streak: list[CellResult] = []  # consecutive timed-out / crashed / out-of-memory cells
+        streaming = 0  # cells the worker is still working through
+        cell_start = 0.0
+        for i, (_, k) in enumerate(cells):
+            if self.give_up_after is not None and len(streak) >= self.give_up_after:
+                if streaming:
+                    worker.kill()  # stop it working on cells that will not be read
+                    streaming = 0
+                last = streak[-1]
+                results.append(CellResult(k, None, None, 0.0, last.error,
+                                          f"not run: {len(streak)} cells in a row failed ({last.message})"[:300]))
+                continue
+            if not streaming:  # (re)start the block from this cell on
+                failed = start(cells[i:])
+                if failed is not None:
+                    results.append(dataclasses.replace(failed, copy=k))
+                    streak = streak + [failed] if failed.error in _FATAL else []
+                    continue
+                streaming = len(cells) - i
+                cell_start = time.perf_counter()
+            reply, failure = worker.receive(cell_start + self.timeout_s - time.perf_counter())
+            seconds = time.perf_counter() - cell_start
+            if failure:
+                result = worker.failure(k, failure, seconds)
+            else:
+                result = _decode_result(reply, k)
+                if result is None:  # the estimator wrote on the worker's channel
+                    result = worker.malformed(k, seconds)
+            cell_start = time.perf_counter()
+            streaming = streaming - 1 if worker.alive else 0
+            streak = streak + [result] if result.error in _FATAL else []
+            results.append(result)
+        return results
+
+
+class IsolatedRunner(_Runner):
+    """An *unsealed* ``block_runner``: each cell runs in a worker process that holds the
+    estimator's code and the copies' weights, with a timeout and a memory cap.
 
     Use it as a context manager (the worker is stopped on exit)::
 
@@ -197,270 +475,199 @@ class IsolatedRunner:
         give_up_after: after this many consecutive timed-out, crashed or out-of-memory
             cells in one block, record the rest of the block as failed without running it;
             ``None`` to always run every cell.
-        sandbox: restrict the worker's file access with Landlock (Linux >= 5.13; silently
-            not applied elsewhere): see the module docstring.
+        sandbox: confine the worker with Landlock (see the module docstring).
 
     Attributes:
         startups: seconds each worker start took (spawn to ready), in order.
-        memory_capped: whether the last worker applied the memory cap (CPU backends only).
-        sandboxed: whether the last worker restricted its file access.
+        memory_capped: whether the last worker applied the memory cap.
+        sandboxed: whether the last worker was confined.
     """
 
     def __init__(self, timeout_s: float = 600.0, memory_mb: int | None = 4096,
                  give_up_after: int | None = 3, sandbox: bool = True) -> None:
-        if not timeout_s > 0:
-            raise AlgzuError(f"timeout must be positive, got {timeout_s}")
-        if memory_mb is not None and memory_mb < 1:
-            raise AlgzuError(f"memory cap must be at least 1 MiB, got {memory_mb}")
-        if give_up_after is not None and give_up_after < 1:
-            raise AlgzuError(f"give_up_after must be at least 1, got {give_up_after}")
-        self.timeout_s = float(timeout_s)
-        self.memory_mb = memory_mb
-        self.give_up_after = give_up_after
-        self.sandbox = sandbox
-        self.startups: list[float] = []
-        self.memory_capped = False
-        self.sandboxed = False
-        self._readable: set[str] = set()  # estimator files the running worker may read
-        self._proc: subprocess.Popen | None = None
-        self._conn: Connection | None = None
-        self._stderr = None
-        self._workdir: tempfile.TemporaryDirectory | None = None
-        self._loaded: set[bytes] = set()
-        self._cell_start = 0.0
+        super().__init__(timeout_s, memory_mb, give_up_after, sandbox)
+        self._worker = _Worker(UNSEALED, memory_mb, sandbox)
 
-    # --- the block_runner interface ------------------------------------------------------
+    def seals(self, estimator: Estimator) -> bool:
+        """Whether this runner's results for ``estimator`` are sealed: never."""
+        return False
 
     def __call__(self, estimator: Estimator, spec, stacked: dict[str, np.ndarray], budget: int,
                  keys: list, copies: list[int]) -> list[CellResult]:
         """Run ``estimator`` on the given copies at one budget; each cell has ``timeout_s``."""
+        from algzu.program import key_data
+
+        ref = EstimatorRef.of(estimator)
+        data = [key_data(key) for key in keys]
+        cells = list(enumerate(copies))
+
+        def start(remaining: list[tuple[int, int]]) -> CellResult | None:
+            failed = self._with_estimator(self._worker, ref, remaining[0][1])
+            if failed is not None:
+                return failed
+            picked = [k for _, k in remaining]
+            message = ("block", ref, spec, {n: np.ascontiguousarray(v[picked]) for n, v in stacked.items()},
+                       int(budget), [data[i] for i, _ in remaining], picked)
+            return None if self._worker.send(message) else self._worker.failure(remaining[0][1], "died", 0.0)
+
         try:
-            return self._run_block(EstimatorRef.of(estimator), spec, stacked, budget, list(zip(keys, copies)))
+            return self._stream(self._worker, start, cells)
         except BaseException:
-            self._kill()  # interrupted mid-block: its answers must not be read as the next block's
+            self._worker.kill()  # interrupted mid-block: its answers must not be read as the next block's
             raise
 
-    def _run_block(self, ref: EstimatorRef, spec, stacked: dict[str, np.ndarray], budget: int,
-                   cells: list[tuple]) -> list[CellResult]:
-        results: list[CellResult] = []
-        streak: list[CellResult] = []  # consecutive timed-out / crashed / out-of-memory cells
-        streaming = 0  # cells the worker is still working through
-        for i, (_, k) in enumerate(cells):
-            if self.give_up_after is not None and len(streak) >= self.give_up_after:
-                if streaming:
-                    self._kill()  # stop it working on cells that will not be read
-                    streaming = 0
-                last = streak[-1]
-                results.append(CellResult(k, None, None, 0.0, last.error,
-                                          f"not run: {len(streak)} cells in a row failed ({last.message})"[:300]))
-                continue
-            if not streaming:  # (re)start the block from this cell on
-                failed = self._send_block(ref, spec, stacked, budget, cells[i:])
-                if failed is not None:
-                    results.append(dataclasses.replace(failed, copy=k))
-                    streak = streak + [failed] if failed.error in _FATAL else []
-                    continue
-                streaming = len(cells) - i
-            result = self._next_result(k)
-            streaming = streaming - 1 if self._proc is not None else 0
-            streak = streak + [result] if result.error in _FATAL else []
-            results.append(result)
-        return results
+    @property
+    def startups(self) -> list[float]:
+        return self._worker.startups
+
+    @property
+    def memory_capped(self) -> bool:
+        return self._worker.memory_capped
+
+    @property
+    def sandboxed(self) -> bool:
+        return self._worker.sandboxed
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The running worker's process id (``None`` before the first cell or after a crash)."""
+        return None if self._worker.proc is None else self._worker.proc.pid
 
     def close(self) -> None:
         """Stop the worker (politely, then by force)."""
-        if self._conn is not None:
-            try:
-                self._conn.send_bytes(pickle.dumps(("stop",)))
-            except OSError:
-                pass
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass  # _kill below forces it
-        self._kill()  # kills a worker still alive, closes the connection and its stderr
-        if self._workdir is not None:
-            self._workdir.cleanup()
-            self._workdir = None
+        self._worker.close()
 
-    def __enter__(self) -> IsolatedRunner:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def __del__(self) -> None:
-        if self._proc is not None:
-            self._kill()
+        if getattr(self, "_worker", None) is not None and self._worker.alive:
+            self._worker.kill()
+
+
+class SealedRunner(_Runner):
+    """The default ``block_runner``: a JAX estimator's code and the weights never meet.
+
+    Each block: the tracer worker (estimator code, no weights) traces ``estimate`` for the
+    spec and budget into a program (one ``timeout_s`` for loading aside); the executor
+    worker (no estimator code) meters it, compiles it and runs it on each copy, one answer
+    per cell with ``timeout_s`` each. A ``numpy`` estimator cannot be sealed: it runs in an
+    unsealed worker (:class:`IsolatedRunner`) and :meth:`seals` says so.
+
+    Args: as :class:`IsolatedRunner`.
+
+    Attributes:
+        startups: seconds each worker start took, tracer's and executor's, in order.
+        memory_capped, sandboxed: whether every started worker applied the cap / was
+            confined.
+    """
+
+    def __init__(self, timeout_s: float = 600.0, memory_mb: int | None = 4096,
+                 give_up_after: int | None = 3, sandbox: bool = True) -> None:
+        super().__init__(timeout_s, memory_mb, give_up_after, sandbox)
+        self._tracer = _Worker(TRACER, memory_mb, sandbox)
+        self._executor = _Worker(EXECUTOR, memory_mb, sandbox)
+        self._unsealed = IsolatedRunner(timeout_s=timeout_s, memory_mb=memory_mb, give_up_after=give_up_after,
+                                        sandbox=sandbox)
+
+    def seals(self, estimator: Estimator) -> bool:
+        """Whether this runner's results for ``estimator`` are sealed: JAX estimators only."""
+        return estimator.backend == "jax"
+
+    def __call__(self, estimator: Estimator, spec, stacked: dict[str, np.ndarray], budget: int,
+                 keys: list, copies: list[int]) -> list[CellResult]:
+        """Run ``estimator`` on the given copies at one budget, sealed if it can be."""
+        if not self.seals(estimator):
+            return self._unsealed(estimator, spec, stacked, budget, keys, copies)
+        from algzu.program import key_data
+
+        data = [key_data(key) for key in keys]
+        try:
+            blob = self._trace(EstimatorRef.of(estimator), spec, int(budget), copies[0])
+            if isinstance(blob, CellResult):  # the estimator cannot be traced: every cell fails alike
+                return [dataclasses.replace(blob, copy=k) for k in copies]
+
+            def start(remaining: list[tuple[int, int]]) -> CellResult | None:
+                if not self._executor.alive:
+                    self._executor.start(set())
+                picked = [k for _, k in remaining]
+                message = ("run", blob, spec, {n: np.ascontiguousarray(v[picked]) for n, v in stacked.items()},
+                           int(budget), [data[i] for i, _ in remaining], picked)
+                return None if self._executor.send(message) else self._executor.failure(picked[0], "died", 0.0)
+
+            return self._stream(self._executor, start, list(enumerate(copies)))
+        except BaseException:
+            self._tracer.kill()  # interrupted mid-block: their answers must not be read as the next block's
+            self._executor.kill()
+            raise
+
+    def _trace(self, ref: EstimatorRef, spec, budget: int, copy: int) -> bytes | CellResult:
+        """The program the tracer makes of ``ref`` for (spec, budget), or the failure to record."""
+        failed = self._with_estimator(self._tracer, ref, copy)
+        if failed is not None:
+            return failed
+        start = time.perf_counter()
+        reply, failure = self._tracer.ask(("trace", ref, spec, budget), self.timeout_s)
+        if failure:
+            return self._tracer.failure(copy, failure, time.perf_counter() - start, " while tracing")
+        try:
+            header = json.loads(reply)
+            ok = header["ok"]
+        except (ValueError, TypeError, KeyError):
+            return self._tracer.malformed(copy, time.perf_counter() - start)
+        if ok is not True:
+            message = header.get("message") if isinstance(header.get("message"), str) else ""
+            error = header.get("error") if header.get("error") in ("memory", "refused") else "exception"
+            return CellResult(copy, None, None, time.perf_counter() - start, error, message[:300])
+        blob, failure = self._tracer.receive(self.timeout_s - (time.perf_counter() - start))
+        if failure:
+            return self._tracer.failure(copy, failure, time.perf_counter() - start, " while tracing")
+        if len(blob) > _MAX_PROGRAM_BYTES:
+            return CellResult(copy, None, None, time.perf_counter() - start, "refused",
+                              f"program of {len(blob):,} bytes exceeds {_MAX_PROGRAM_BYTES:,}")
+        return blob
 
     @property
-    def worker_pid(self) -> int | None:
-        """The running worker's process id (``None`` before the first cell or after a crash)."""
-        return None if self._proc is None else self._proc.pid
+    def startups(self) -> list[float]:
+        return self._tracer.startups + self._executor.startups + self._unsealed.startups
 
-    # --- the worker's life ---------------------------------------------------------------
+    @property
+    def memory_capped(self) -> bool:
+        workers = [w for w in (self._tracer, self._executor, self._unsealed._worker) if w.startups]
+        return bool(workers) and all(w.memory_capped for w in workers)
 
-    def _send_block(self, ref: EstimatorRef, spec, stacked: dict[str, np.ndarray], budget: int,
-                    cells: list[tuple]) -> CellResult | None:
-        """Have the worker (started if need be) load the estimator and start on ``cells``.
+    @property
+    def sandboxed(self) -> bool:
+        workers = [w for w in (self._tracer, self._executor, self._unsealed._worker) if w.startups]
+        return bool(workers) and all(w.sandboxed for w in workers)
 
-        Returns None once the worker is working on them, or the failure to record for the
-        first of them (the estimator cannot be loaded, or its loading hung or crashed).
-        """
-        import jax
+    @property
+    def tracer_pid(self) -> int | None:
+        return None if self._tracer.proc is None else self._tracer.proc.pid
 
-        if self._proc is not None and ref.file and ref.file not in self._readable:
-            self._kill()  # a sandboxed worker cannot read a file it was not started with
-        if self._proc is None:
-            self._start(ref.file)
-        copy = cells[0][1]
-        if pickle.dumps(ref) not in self._loaded:
-            # Importing the estimator's module is not part of any cell's time limit.
-            start = time.perf_counter()
-            reply, failure = self._ask(("load", ref), max(self.timeout_s, _LOAD_TIMEOUT_S))
-            if failure:
-                return self._failed(copy, failure, time.perf_counter() - start, " while loading the estimator")
-            try:
-                loaded = json.loads(reply)
-                ok, why = loaded["loaded"] is True, str(loaded.get("message", ""))
-            except (ValueError, TypeError, KeyError):
-                self._kill()
-                return CellResult(copy, None, None, 0.0, "crashed", "worker sent a malformed answer; restarted")
-            if not ok:
-                return CellResult(copy, None, None, 0.0, "exception", why[:300])
-            self._loaded.add(pickle.dumps(ref))
-        picked = [k for _, k in cells]
-        message = ("block", ref, spec, {n: np.ascontiguousarray(v[picked]) for n, v in stacked.items()},
-                   int(budget), [np.asarray(jax.random.key_data(key)) for key, _ in cells],
-                   str(jax.random.key_impl(cells[0][0])), picked)
-        try:
-            self._conn.send_bytes(pickle.dumps(message))
-        except OSError:
-            return self._died(copy, 0.0)
-        self._cell_start = time.perf_counter()
-        return None
+    @property
+    def executor_pid(self) -> int | None:
+        return None if self._executor.proc is None else self._executor.proc.pid
 
-    def _next_result(self, copy: int) -> CellResult:
-        """The worker's answer for ``copy``, or the failure to record if it hung, died or babbled."""
-        start = self._cell_start
-        if not wait([self._conn], timeout=max(0.0, start + self.timeout_s - time.perf_counter())):
-            return self._failed(copy, "timeout", time.perf_counter() - start)
-        try:
-            reply = self._conn.recv_bytes()
-        except (EOFError, OSError):
-            return self._died(copy, time.perf_counter() - start)
-        self._cell_start = time.perf_counter()
-        result = _decode_result(reply, copy)
-        if result is None:  # the estimator wrote on the worker's channel
-            self._kill()
-            return CellResult(copy, None, None, time.perf_counter() - start, "crashed",
-                              "worker sent a malformed answer; restarted")
-        return result
+    def close(self) -> None:
+        """Stop every worker."""
+        for worker in (self._tracer, self._executor):
+            worker.close()
+        self._unsealed.close()
 
-    def _ask(self, message: tuple, timeout_s: float) -> tuple[bytes | None, str]:
-        """Send one message; the worker's answer and ``""``, or ``None`` and ``"timeout"``/``"died"``."""
-        try:
-            self._conn.send_bytes(pickle.dumps(message))
-        except OSError:
-            return None, "died"
-        if not wait([self._conn], timeout=timeout_s):
-            return None, "timeout"
-        try:
-            return self._conn.recv_bytes(), ""
-        except (EOFError, OSError):
-            return None, "died"
+    def __enter__(self):
+        return self
 
-    def _failed(self, copy: int, failure: str, seconds: float, where: str = "") -> CellResult:
-        if failure == "timeout":
-            self._kill()
-            return CellResult(copy, None, None, seconds, "timeout",
-                              f"no answer within {seconds:.3g} s{where}; worker killed and restarted")
-        return self._died(copy, seconds)
+    def __exit__(self, *exc) -> None:
+        self.close()
 
-    def _start(self, file: str | None = None) -> None:
-        from algzu.estimator import estimator_file, estimator_names
-
-        start = time.perf_counter()
-        self._readable = {estimator_file(n) for n in estimator_names()} | ({file} if file else set())
-        self._readable = {str(Path(f).resolve()) for f in self._readable}
-        parent_sock, child_sock = socket.socketpair()
-        # Never the held-out seed's secret (`algzu ... --secret` reads it from $ALGZU_SECRET).
-        env = {k: v for k, v in os.environ.items() if k != "ALGZU_SECRET"}
-        # The worker imports what the parent can import (tests, scripts), like multiprocessing's spawn.
-        paths = [p for p in sys.path if p and Path(p).is_dir()]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths + env.get("PYTHONPATH", "").split(os.pathsep)))
-        env.setdefault("MALLOC_ARENA_MAX", "2")
-        self._stderr = tempfile.TemporaryFile()
-        if self._workdir is None:  # the worker's cwd: empty, so relative paths lead nowhere
-            self._workdir = tempfile.TemporaryDirectory(prefix="algzu-worker-", ignore_cleanup_errors=True)
-        memory = "" if self.memory_mb is None else str(self.memory_mb)
-        env["TMPDIR"] = self._workdir.name
-        readable = json.dumps(sorted(self._readable) if self.sandbox else None)
-        command = [sys.executable, "-c", "from algzu.isolation import _worker_main; _worker_main()",
-                   str(child_sock.fileno()), str(os.getpid()), memory, readable]
-        try:
-            self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=self._stderr, pass_fds=(child_sock.fileno(),), env=env,
-                                          cwd=self._workdir.name)
-        finally:
-            child_sock.close()
-        self._conn = Connection(parent_sock.detach())
-        self._loaded = set()  # estimators (pickled refs) this worker has imported
-        if not wait([self._conn], timeout=_STARTUP_TIMEOUT_S):
-            tail = self._stderr_tail()
-            self._kill()
-            raise AlgzuError(f"isolated worker did not start within {_STARTUP_TIMEOUT_S:g} s {tail}".strip())
-        try:
-            hello = json.loads(self._conn.recv_bytes())
-        except (EOFError, OSError, ValueError):
-            tail = self._stderr_tail()
-            self._kill()
-            raise AlgzuError(f"isolated worker failed to start: {tail or 'no message'}") from None
-        self.memory_capped = bool(hello.get("memory_capped"))
-        self.sandboxed = bool(hello.get("sandboxed"))
-        self.startups.append(time.perf_counter() - start)
-
-    def _died(self, copy: int, seconds: float) -> CellResult:
-        proc = self._proc
-        try:
-            code = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            code = None
-        tail = self._stderr_tail()
-        self._kill()
-        if code is not None and code < 0:
-            how = f"killed by {signal.Signals(-code).name}"
-        else:
-            how = f"exited with code {code}"
-        error = "memory" if any(m in tail for m in _MEMORY_MARKERS) else "crashed"
-        message = f"worker {how}" + (f": {tail}" if tail else "")
-        return CellResult(copy, None, None, seconds, error, message[:300])
-
-    def _kill(self) -> None:
-        proc, conn = self._proc, self._conn
-        self._proc = self._conn = None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if conn is not None:
-            conn.close()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-
-    def _stderr_tail(self) -> str:
-        """The last line the worker wrote on stderr (why it died), or ''."""
-        if self._stderr is None:
-            return ""
-        try:
-            self._stderr.seek(0, os.SEEK_END)
-            size = self._stderr.tell()
-            self._stderr.seek(max(0, size - 2000))
-            lines = self._stderr.read().decode(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return lines[-1].strip()[:200] if lines else ""
+    def __del__(self) -> None:
+        for worker in (getattr(self, "_tracer", None), getattr(self, "_executor", None)):
+            if worker is not None and worker.alive:
+                worker.kill()
 
 
 def _decode_result(reply: bytes, copy: int) -> CellResult | None:
@@ -483,28 +690,24 @@ def _decode_result(reply: bytes, copy: int) -> CellResult | None:
 # --- the worker process ----------------------------------------------------------------------
 
 
-def _worker_main() -> None:
-    """Entry point of a worker: ``python -c ... FD PARENT_PID MEMORY_MB READABLE_FILES_JSON``."""
-    fd, parent_pid, memory, readable = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
-    _die_with_parent(parent_pid)
-    sys.argv = ["algzu-worker"]
+def worker_main(fd: int, role: str, memory_mb: int | None, sandboxed: bool) -> None:
+    """A worker's life after :func:`algzu.landlock.boot`: start JAX, cap memory, serve messages."""
     start = time.perf_counter()
     conn = Connection(fd)
 
     import jax
 
-    from algzu.runner import iter_block
+    from algzu import program
+    from algzu.runner import iter_block, iter_program
 
     jax.jit(lambda x: x + 1)(np.float32(1)).block_until_ready()  # start XLA's threads before measuring
     capped = False
-    if memory and jax.default_backend() == "cpu" and os.path.exists("/proc/self/statm"):
+    if memory_mb and os.path.exists("/proc/self/statm"):
         import resource
 
-        idle = _address_space_bytes()
-        limit = idle + int(memory) * 2**20
+        limit = _address_space_bytes() + memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
         capped = True
-    sandboxed = readable is not None and jax.default_backend() == "cpu" and _restrict_files(readable)
     conn.send_bytes(json.dumps({"ready": True, "memory_capped": capped, "sandboxed": sandboxed,
                                 "startup_s": time.perf_counter() - start}).encode())
     estimators: dict[bytes, Estimator] = {}
@@ -513,15 +716,26 @@ def _worker_main() -> None:
             message = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             os._exit(0)
-        if message[0] == "stop":
+        kind = message[0]
+        if kind == "stop":
             os._exit(0)
-        if message[0] == "load":
+        if kind == "load" and role in (UNSEALED, TRACER):
             conn.send_bytes(json.dumps(_worker_load(estimators, message[1])).encode())
-            continue
-        _, ref, spec, weights, budget, key_data, impl, copies = message
-        keys = [jax.random.wrap_key_data(d, impl=impl) for d in key_data]
-        for result in _worker_block(iter_block, estimators, ref, spec, weights, budget, keys, copies):
-            conn.send_bytes(json.dumps(dataclasses.asdict(result)).encode())
+        elif kind == "trace" and role == TRACER:
+            _, ref, spec, budget = message
+            for reply in _worker_trace(program.trace, estimators, ref, spec, budget):
+                conn.send_bytes(reply)
+        elif kind == "block" and role == UNSEALED:
+            _, ref, spec, weights, budget, key_data, copies = message
+            keys = [jax.random.wrap_key_data(d, impl=program.KEY_IMPL) for d in key_data]
+            for result in _worker_block(iter_block, estimators, ref, spec, weights, budget, keys, copies):
+                conn.send_bytes(json.dumps(dataclasses.asdict(result)).encode())
+        elif kind == "run" and role == EXECUTOR:
+            _, blob, spec, weights, budget, key_data, copies = message
+            for result in _worker_run(iter_program, blob, spec, weights, budget, key_data, copies):
+                conn.send_bytes(json.dumps(dataclasses.asdict(result)).encode())
+        else:
+            os._exit(3)  # a message this role never gets: the parent is confused, stop
 
 
 def _worker_load(estimators: dict[bytes, Estimator], ref: EstimatorRef) -> dict:
@@ -532,9 +746,26 @@ def _worker_load(estimators: dict[bytes, Estimator], ref: EstimatorRef) -> dict:
     return {"loaded": True}
 
 
+def _worker_trace(trace, estimators: dict[bytes, Estimator], ref: EstimatorRef, spec, budget: int):
+    """The tracer's answer: a JSON header, then (on success) the program's bytes."""
+    from algzu.program import Refused
+
+    try:
+        estimator = estimators.get(pickle.dumps(ref)) or ref.build()
+        blob = trace(estimator.estimate, spec, budget)
+    except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt: the block fails
+        message = str(e)[:300] if isinstance(e, Refused) else f"{type(e).__name__}: {e}"[:300]
+        error = "refused" if isinstance(e, Refused) else "exception"
+        error = "memory" if any(m in message for m in _MEMORY_MARKERS) else error
+        yield json.dumps({"ok": False, "error": error, "message": message}).encode()
+        return
+    yield json.dumps({"ok": True, "size": len(blob)}).encode()
+    yield blob
+
+
 def _worker_block(iter_block, estimators: dict[bytes, Estimator], ref: EstimatorRef, spec,
                   weights: dict[str, np.ndarray], budget: int, keys: list, copies: list[int]):
-    """A block in the worker, one CellResult per cell whatever the estimator does.
+    """An unsealed block in the worker, one CellResult per cell whatever the estimator does.
 
     ``weights`` are stacked in the order of ``copies``. The program is prepared once for
     the block (by :func:`algzu.runner.iter_block`), again only after an escape.
@@ -560,6 +791,13 @@ def _worker_block(iter_block, estimators: dict[bytes, Estimator], ref: Estimator
             start = time.perf_counter()
 
 
+def _worker_run(iter_program, blob: bytes, spec, weights: dict[str, np.ndarray], budget: int,
+                key_data: list, copies: list[int]):
+    """A sealed block in the executor: harness code only, so an escape is a bug in algzu."""
+    for result in iter_program(blob, spec, weights, budget, key_data, list(range(len(copies)))):
+        yield _as_cell(result, copies)
+
+
 def _as_cell(result: CellResult, copies: list[int]) -> CellResult:
     """The result with its real copy number; an allocation failure is a ``memory`` error."""
     result = dataclasses.replace(result, copy=copies[result.copy])
@@ -568,84 +806,6 @@ def _as_cell(result: CellResult, copies: list[int]) -> CellResult:
     return result
 
 
-def _restrict_files(readable_files: list[str]) -> bool:
-    """Landlock: from now on this process may read only what Python and the estimators need.
-
-    Readable: the Python installation (prefixes, stdlib, site-packages), algzu's own
-    packages, ``readable_files`` (the estimators' source files, not their folders) and the
-    system folders libraries read (``/usr``, ``/lib*``, ``/etc``, ``/proc``, ``/sys``,
-    ``/dev``). Writable: the worker's own temporary folder (its cwd). Everything else --
-    the results folder, the ground-truth cache, the user's project -- cannot be opened.
-    Returns False (and restricts nothing) where Landlock is unavailable.
-    """
-    import ctypes
-    import struct
-    import sysconfig
-
-    import algzu
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    create_ruleset, add_rule, restrict_self = 444, 445, 446  # same numbers on x86_64 and arm64
-    abi = libc.syscall(create_ruleset, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
-    if abi < 1:
-        return False
-    execute, write_file, read_file, read_dir = 1, 2, 4, 8
-    handled = (1 << 13) - 1  # ABI 1: execute ... make_sym
-    handled |= (1 << 13) if abi >= 2 else 0  # refer
-    handled |= (1 << 14) if abi >= 3 else 0  # truncate
-    attr = ctypes.create_string_buffer(struct.pack("=Q", handled))
-    ruleset = libc.syscall(create_ruleset, attr, ctypes.sizeof(attr) - 1, 0)
-    if ruleset < 0:
-        return False
-    import importlib.util
-
-    packages = []
-    for name in ("algzu", "algzu.estimators", "algzu.tasks"):
-        try:
-            packages += importlib.util.find_spec(name).submodule_search_locations or []
-        except (ImportError, AttributeError):
-            pass
-    folders = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *packages,
-               *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
-               *algzu.__path__, "/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/sys", "/dev"}
-    rules = [(f, execute | read_file | read_dir) for f in folders]
-    rules += [(f, read_file) for f in readable_files]
-    rules += [(os.getcwd(), handled)]
-    try:
-        for path, access in rules:
-            try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except OSError:
-                continue  # a folder this system does not have
-            try:
-                rule = ctypes.create_string_buffer(struct.pack("=Qi", access, fd))
-                if libc.syscall(add_rule, ruleset, 1, rule, 0) < 0:  # LANDLOCK_RULE_PATH_BENEATH
-                    return False
-            finally:
-                os.close(fd)
-        pr_set_no_new_privs = 38
-        if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
-            return False
-        return libc.syscall(restrict_self, ruleset, 0) == 0
-    finally:
-        os.close(ruleset)
-
-
 def _address_space_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies; exit now if it already has."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: the worker still exits when its socket closes
-    if os.getppid() != parent_pid:
-        os._exit(0)

@@ -33,11 +33,11 @@ from algzu.suites import Suite
 from algzu.zoo import load_model
 
 CELL_COLUMNS = (
-    "suite", "model", "task", "metric", "noise_std", "copy", "estimator", "mechanistic", "budget_flops",
+    "suite", "model", "task", "metric", "noise_std", "copy", "estimator", "mechanistic", "sealed", "budget_flops",
     "estimate", "flops", "seconds", "error", "message", "ground_truth", "gt_stderr", "gt_samples",
     "gt_method", "seed", "held_out",
 )
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: blocks keyed by whether they ran sealed; JAX programs metered as exported
 
 
 def _source(obj) -> bytes:
@@ -65,11 +65,11 @@ def _estimator_fingerprint(est: Estimator, task) -> str:
 
 
 def _block_key(est: Estimator, model_id: str, task, stacked: dict[str, np.ndarray], noise: NoiseSpec,
-               budget: int) -> str:
+               budget: int, sealed: bool) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"v": CACHE_VERSION, "est": est.name, "fp": _estimator_fingerprint(est, task),
-                         "model": model_id, "noise": dataclasses.asdict(noise), "budget": budget},
-                        sort_keys=True).encode())
+                         "model": model_id, "noise": dataclasses.asdict(noise), "budget": budget,
+                         "sealed": sealed}, sort_keys=True).encode())
     for name in sorted(stacked):
         h.update(np.ascontiguousarray(stacked[name]).tobytes())
     return h.hexdigest()[:32]
@@ -102,9 +102,13 @@ def run_suite(
         estimators: names to run (default: every registered estimator).
         held_out: whether the seed came from a secret (recorded in every row).
         progress: called as ``progress(description, done, total)`` after each block.
-        block_runner: how a block of cells is executed (in-process by default).
+        block_runner: how a block of cells is executed: in-process by default (unsealed), or
+            an :class:`algzu.isolation.SealedRunner` / ``IsolatedRunner``. A runner with a
+            ``seals(estimator)`` method says which estimators' results are sealed (their
+            code never held the weights); without one, none are.
     """
     cache = Path(cache_dir)
+    seals = getattr(block_runner, "seals", lambda est: False)
     names = list(estimators) if estimators is not None else estimator_names()
     ests = [get_estimator(n) for n in names]
     frames = []
@@ -129,8 +133,10 @@ def run_suite(
         for est in ests:
             if not est.supports(spec):
                 continue
+            sealed = bool(seals(est))
             for budget in suite.budgets:
-                path = cache / "cells" / f"{_block_key(est, case.model, spec.task_obj, stacked, noise, budget)}.json"
+                key = _block_key(est, case.model, spec.task_obj, stacked, noise, budget, sealed)
+                path = cache / "cells" / f"{key}.json"
                 results = _load_block(path)
                 if results is None:
                     copies = list(range(suite.n_copies))
@@ -141,7 +147,7 @@ def run_suite(
                 for r in results:
                     gt = truth[r.copy]
                     rows.append({**base, "copy": r.copy, "estimator": est.name, "mechanistic": est.mechanistic,
-                                 "budget_flops": budget, "estimate": r.estimate, "flops": r.flops,
+                                 "sealed": sealed, "budget_flops": budget, "estimate": r.estimate, "flops": r.flops,
                                  "seconds": r.seconds, "error": r.error, "message": r.message,
                                  "ground_truth": gt.value, "gt_stderr": gt.stderr, "gt_samples": gt.samples,
                                  "gt_method": gt.method})
@@ -156,6 +162,7 @@ def run_suite(
     summary = summarize(cells, fps)
     mech = {e.name: e.mechanistic for e in ests}
     summary.insert(2, "mechanistic", summary["estimator"].map(mech))
+    summary.insert(3, "sealed", summary["estimator"].map({e.name: bool(seals(e)) for e in ests}))
     return SuiteResult(cells, summary, fps)
 
 

@@ -61,6 +61,7 @@ def leaderboard_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (model, est), g in summary.groupby(["model", "estimator"], sort=False):
         row = {"model": model, "estimator": est, "mechanistic": bool(g["mechanistic"].iloc[0]),
+               "sealed": bool(g["sealed"].iloc[0]) if "sealed" in g else False,
                "failures": int(g["failures"].sum())}
         for _, r in g.sort_values("budget_flops").iterrows():
             row[f"{r.budget_flops:.0e}"] = efficiency_cell(r)
@@ -76,7 +77,9 @@ def leaderboard_markdown(suite: Suite, result: SuiteResult, held_out: bool = Fal
            "with a 95% bootstrap interval over noisy copies. MSE has the ground truth's variance "
            "subtracted. ∞: the estimator's MSE is indistinguishable from 0 at that budget (for "
            "`sampling` itself at large budgets: the ground truth's own noise dominates). –: the "
-           "budget is below the cost of one sample, so there is no sampling baseline.", ""]
+           "budget is below the cost of one sample, so there is no sampling baseline. sealed: the "
+           "estimator's code never held the weights it was scored on (an unsealed row never counts for a "
+           "verdict).", ""]
     if held_out:
         out += ["**Held-out seeds**: noise seed drawn from a secret.", ""]
     for model, g in table.groupby("model", sort=False):
@@ -107,7 +110,8 @@ def plot_model(summary: pd.DataFrame, model: str) -> bytes:
         lo = np.maximum(e["mse_lo"], floor)
         hi = np.maximum(e["mse_hi"], floor)
         style = "-o" if bool(e["mechanistic"].iloc[0]) else "-s"
-        ax.errorbar(e["budget_flops"], y, yerr=[y - lo, hi - y], fmt=style, ms=4, capsize=2, label=est)
+        label = est if bool(e["sealed"].iloc[0]) else f"{est} (unsealed)"
+        ax.errorbar(e["budget_flops"], y, yerr=[y - lo, hi - y], fmt=style, ms=4, capsize=2, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("FLOP budget (metered)")

@@ -1,12 +1,21 @@
 """Run one estimator on the noisy copies of one model at one budget, metered and checked.
 
-This is the only place estimator code is called. The estimator sees a :class:`Model`
-(spec + one copy's weights), the budget and a PRNG key: nothing else. The harness meters
-the compute (:mod:`algzu.meter`), times the call, and checks the answer. A cell that
-fails gets a stable error code and no estimate:
+Two halves, for the two sides of the trust boundary (:mod:`algzu.isolation` puts them in
+separate processes; :func:`run_block` runs both here, for tests and debugging):
+
+* :func:`iter_block` calls the estimator's code: a JAX estimator is traced into a program
+  (:func:`algzu.program.trace`); a numpy estimator runs eagerly on flopscope arrays
+  (unsealed: its code holds the weights).
+* :func:`iter_program` is the trusted half of a sealed block: it checks, meters
+  (:mod:`algzu.hlo_meter`), compiles and runs a received program on each copy.
+
+The harness meters the compute, times the call, and checks the answer. A cell that fails
+gets a stable error code and no estimate:
 
 =================  ==================================================================
-``exception``      the estimator raised
+``exception``      the estimator raised (or its program failed to compile or run)
+``refused``        its program cannot be metered: an unknown op, a host callback, a
+                   loop with a data-dependent trip count, a wrong signature
 ``over_budget``    metered FLOPs above the budget (JAX: refused before running)
 ``non_finite``     NaN or infinite estimate
 ``out_of_range``   accuracy outside [0, 1], or a negative MSE
@@ -21,17 +30,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import zlib
 from collections.abc import Iterator
 
 import jax
 import numpy as np
 
-from algzu import meter
+from algzu import meter, program
 from algzu.estimator import Estimator
 from algzu.model import Model, ModelSpec
 
-ERROR_CODES = ("exception", "over_budget", "non_finite", "out_of_range", "bad_type", "timeout", "crashed", "memory")
+ERROR_CODES = ("exception", "refused", "over_budget", "non_finite", "out_of_range", "bad_type", "timeout", "crashed", "memory")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +88,13 @@ def run_block(
     keys: list[jax.Array],
     copies: list[int],
 ) -> list[CellResult]:
-    """Run ``estimator`` on the given copies of a stacked weight dict at one budget.
+    """Run ``estimator`` on the given copies of a stacked weight dict at one budget, in this process.
 
-    A JAX estimator is traced, metered and compiled once per block (its program depends
-    on the spec and the budget, not on the weight values), then called per copy.
+    The same steps as a sealed run (:class:`algzu.isolation.SealedRunner`) without the
+    process boundary: a JAX estimator is traced on abstract weights, exported, metered and
+    compiled once per block, then called per copy, so FLOPs and estimates are the ones a
+    sealed run gets. Nothing stops the estimator's code from reaching the weights here:
+    results of an in-process run are *unsealed*.
     """
     return list(iter_block(estimator, spec, stacked, budget, keys, copies))
 
@@ -98,8 +111,17 @@ def iter_block(
 
     :mod:`algzu.isolation` streams these from a worker to time each cell separately.
     """
+    if estimator.backend == "jax":
+        try:
+            blob = program.trace(estimator.estimate, spec, budget)
+        except Exception as e:  # noqa: BLE001 - estimator code is untrusted
+            code, message = ("refused", str(e)[:300]) if isinstance(e, program.Refused) else ("exception", _message(e))
+            for k in copies:
+                yield CellResult(k, None, None, 0.0, code, message)
+            return
+        yield from iter_program(blob, spec, stacked, budget, [program.key_data(key) for key in keys], copies)
+        return
     metric = spec.task_obj.metric
-    prepared: meter.PreparedJax | None = None
 
     def fn(m, kk):
         return estimator.estimate(m, budget, kk)
@@ -107,17 +129,71 @@ def iter_block(
     for key, k in zip(keys, copies):
         model = Model(spec, {n: v[k] for n, v in stacked.items()})
         try:
-            if estimator.backend == "jax":
-                if prepared is None:
-                    prepared = meter.prepare_jax(fn, (model, key), budget)
-                metered = prepared.run(model, key)
-            else:
-                metered = meter.run_numpy(fn, (meter.to_flopscope(model), key), budget)
+            metered = meter.run_numpy(fn, (meter.to_flopscope(model), key), budget)
         except Exception as e:  # noqa: BLE001 - estimator code is untrusted
-            yield CellResult(k, None, None, 0.0, "exception", f"{type(e).__name__}: {e}"[:300])
+            yield CellResult(k, None, None, 0.0, "exception", _message(e))
             continue
         if metered.error:
             yield CellResult(k, None, metered.flops, metered.seconds, metered.error, metered.message)
             continue
         value, code, message = check_value(metered.value, metric)
         yield CellResult(k, value, metered.flops, metered.seconds, code, message)
+
+
+def iter_program(
+    blob: bytes,
+    spec: ModelSpec,
+    stacked: dict[str, np.ndarray],
+    budget: int,
+    key_data: list[np.ndarray],
+    copies: list[int],
+) -> Iterator[CellResult]:
+    """Trusted side of a sealed block: check, meter, compile and run a received program.
+
+    Args:
+        blob: the serialized program (:func:`algzu.program.trace`), from untrusted code.
+        spec: the spec it was traced for.
+        stacked: weights with a leading copy axis.
+        budget: the block's FLOP budget.
+        key_data: each cell's raw key data (:func:`algzu.program.key_data`).
+        copies: each cell's copy index into ``stacked``.
+
+    Yields:
+        One :class:`CellResult` per cell, in order. A program that cannot be metered is
+        ``refused``; one that does not return a real scalar, ``bad_type``; one over budget
+        is ``over_budget`` and never compiled.
+    """
+    metric = spec.task_obj.metric
+    try:
+        prog = program.load(blob, spec)
+    except program.Refused as e:
+        failed = ("refused", str(e)[:300], None)
+    except program.BadOutput as e:
+        failed = ("bad_type", str(e)[:300], None)
+    else:
+        failed = None
+        if prog.flops > budget:
+            failed = (meter.OVER_BUDGET, f"metered {prog.flops:,} FLOPs > budget {budget:,}", prog.flops)
+    if failed is not None:
+        code, message, flops = failed
+        for k in copies:
+            yield CellResult(k, None, flops, 0.0, code, message)
+        return
+    compiled = None
+    for data, k in zip(key_data, copies):
+        try:
+            if compiled is None:
+                compiled, _ = prog.compile(spec)
+            params = {n: np.asarray(v[k], np.float32) for n, v in stacked.items()}
+            start = time.perf_counter()
+            out = jax.block_until_ready(compiled(params, np.asarray(data, np.uint32)))
+            seconds = time.perf_counter() - start
+        except Exception as e:  # noqa: BLE001 - a program that fails to compile or run fails its cell
+            yield CellResult(k, None, prog.flops, 0.0, "exception", _message(e))
+            continue
+        value, code, message = check_value(out, metric)
+        yield CellResult(k, value, prog.flops, seconds, code, message)
+
+
+def _message(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:300]

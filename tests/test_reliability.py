@@ -197,34 +197,59 @@ def test_leaderboard_reports_failures_per_estimator(runner, tmp_path):
     assert "(2 failed)" in leaderboard_markdown(suite, result)
 
 
-@pytest.mark.parametrize("flags, isolated, memory_mb", [([], True, 4096), (["--no-isolate"], False, None),
-                                                        (["--timeout", "7", "--memory-mb", "0"], True, None)])
-def test_leaderboard_command_isolates_by_default(flags, isolated, memory_mb, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("flags, kind, memory_mb", [
+    ([], "sealed", 4096),
+    (["--unsealed"], "isolated", 4096),
+    (["--unsealed", "--no-isolate"], "in-process", None),
+    (["--timeout", "7", "--memory-mb", "0"], "sealed", None),
+])
+def test_leaderboard_command_runs_sealed_by_default(flags, kind, memory_mb, tmp_path, monkeypatch, capsys):
     import algzu.isolation
     import algzu.leaderboard
     from algzu.cli import main
 
     seen = {}
 
-    class Runner(IsolatedRunner):
+    class Sealed(algzu.isolation.SealedRunner):
         def __init__(self, **kwargs):
             seen["runner"] = kwargs
+            super().__init__(**kwargs)
+
+    class Isolated(IsolatedRunner):
+        def __init__(self, **kwargs):
+            seen.setdefault("runner", kwargs)
             super().__init__(**kwargs)
 
     def run_suite(suite, **kwargs):
         seen["block_runner"] = kwargs.get("block_runner")
         raise AlgzuError("stop before running")
 
-    monkeypatch.setattr(algzu.isolation, "IsolatedRunner", Runner)
+    monkeypatch.setattr(algzu.isolation, "SealedRunner", Sealed)
+    monkeypatch.setattr(algzu.isolation, "IsolatedRunner", Isolated)
     monkeypatch.setattr(algzu.leaderboard, "run_suite", run_suite)
     monkeypatch.setattr(sys, "argv", ["algzu", "leaderboard", "--suite", "smoke", "--out", str(tmp_path), *flags])
     with pytest.raises(SystemExit):
         main()
     assert "stop before running" in capsys.readouterr().err
-    assert isinstance(seen["block_runner"], Runner) == isolated
-    if isolated:
+    runner = seen["block_runner"]
+    assert {"sealed": Sealed, "isolated": Isolated}.get(kind, type(runner)) is type(runner)
+    if kind == "in-process":
+        assert runner is run_block
+    else:
         assert seen["runner"]["memory_mb"] == memory_mb
         assert seen["runner"]["timeout_s"] == (7.0 if "--timeout" in flags else 600.0)
+
+
+def test_in_process_run_must_be_asked_for_as_unsealed(tmp_path, capsys, monkeypatch):
+    from algzu.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["algzu", "leaderboard", "--suite", "smoke", "--out", str(tmp_path),
+                                      "--no-isolate"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "--unsealed" in err
+    assert not any(tmp_path.iterdir())
 
 
 # --- 2. results are never lost or corrupted ----------------------------------------------

@@ -1,0 +1,109 @@
+"""Start a worker process confined by Landlock before anything else runs in it.
+
+Loaded by file path (never as ``algzu.landlock``: importing the ``algzu`` package would
+import numpy and JAX, whose thread pools would start before the confinement, and Landlock
+confines only the calling thread and the threads it starts later). So this module imports
+nothing from algzu and nothing that starts threads. :func:`boot` is the worker's entry:
+
+1. ask Linux to kill the worker when its parent dies (``PR_SET_PDEATHSIG``);
+2. confine it (:func:`confine`): from then on it may read only the Python installation,
+   algzu's packages, the estimator files it was given and the system folders libraries
+   read, and in ``/proc`` only its own entry (not its parent's command line or
+   environment, where a held-out secret may be); it may write only its working folder;
+3. hand over to :func:`algzu.isolation.worker_main`.
+
+Landlock (Linux >= 5.13) also stops a confined process from ptrace-ing (or reading the
+memory of) processes outside its domain, the parent included. Where the kernel has no
+Landlock, :func:`confine` returns False and the worker reports that it is not sandboxed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import struct
+import sys
+
+_CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446  # same numbers on x86_64 and arm64
+_EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1, 2, 4, 8
+_RULE_PATH_BENEATH = 1
+_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
+# /proc files libraries read at start (CPU count, memory size); nothing of other processes.
+_PROC_FILES = ("/proc/cpuinfo", "/proc/meminfo", "/proc/stat")
+_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/etc", "/sys", "/dev")
+
+
+def confine(readable_dirs: list[str], readable_files: list[str]) -> bool:
+    """Landlock this process: read only what is listed, write only the working folder.
+
+    Args:
+        readable_dirs: folders that may be read (and their executables run), recursively.
+        readable_files: single files that may be read.
+
+    Returns:
+        Whether the confinement took effect (False where Landlock is unavailable; then
+        nothing is restricted).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    abi = libc.syscall(_CREATE_RULESET, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
+    if abi < 1:
+        return False
+    handled = (1 << 13) - 1  # ABI 1: execute ... make_sym
+    handled |= (1 << 13) if abi >= 2 else 0  # refer
+    handled |= (1 << 14) if abi >= 3 else 0  # truncate
+    attr = ctypes.create_string_buffer(struct.pack("=Q", handled))
+    ruleset = libc.syscall(_CREATE_RULESET, attr, ctypes.sizeof(attr) - 1, 0)
+    if ruleset < 0:
+        return False
+    dirs = {*readable_dirs, *_SYSTEM_DIRS, f"/proc/{os.getpid()}"}
+    rules = [(d, _EXECUTE | _READ_FILE | _READ_DIR) for d in dirs]
+    rules += [(f, _READ_FILE) for f in (*readable_files, *_PROC_FILES)]
+    rules += [(os.getcwd(), handled)]
+    try:
+        for path, access in rules:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue  # a folder this system does not have
+            try:
+                if os.path.isfile(path):
+                    access &= _EXECUTE | _READ_FILE | _WRITE_FILE  # directory rights are invalid on a file
+                rule = ctypes.create_string_buffer(struct.pack("=Qi", access, fd))
+                if libc.syscall(_ADD_RULE, ruleset, _RULE_PATH_BENEATH, rule, 0) < 0:
+                    return False
+            finally:
+                os.close(fd)
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return False
+        return libc.syscall(_RESTRICT_SELF, ruleset, 0) == 0
+    finally:
+        os.close(ruleset)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; exit now if it already has."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker still exits when its socket closes
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def boot() -> None:
+    """Worker entry: ``python -c ... LANDLOCK_PY FD PARENT_PID ROLE MEMORY_MB SANDBOX_JSON``.
+
+    ``SANDBOX_JSON`` is ``null`` (no confinement) or ``{"dirs": [...], "files": [...]}``.
+    """
+    fd, parent_pid, role, memory, sandbox = (int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5],
+                                             json.loads(sys.argv[6]))
+    die_with_parent(parent_pid)
+    sys.argv = ["algzu-worker"]
+    sandboxed = sandbox is not None and confine(sandbox["dirs"], sandbox["files"])
+    from algzu.isolation import worker_main
+
+    worker_main(fd, role, int(memory) if memory else None, sandboxed)

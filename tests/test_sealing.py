@@ -1,0 +1,156 @@
+"""Sealed scoring: a JAX estimator's code never shares a process with the weights it is scored on.
+
+* What the tracer is sent, recorded at its socket: the estimator's settings, the spec and
+  the budget; never an array, a key, a path or a secret. So no state it keeps between
+  blocks can carry anything but what every block's cache key already shows.
+* What the tracer's code can read: not its parent's ``/proc`` entries (the command line
+  and environment where ``--secret`` lives), not ``$ALGZU_SECRET``, not the results.
+* Faults while tracing fail the whole block with a stable code and the next block runs;
+  faults in a program fail their cell; a program that cannot be carried is ``refused``.
+* Sealed and in-process runs give the same estimates and FLOPs; numpy estimators run
+  unsealed and are marked so.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import algzu.estimator as registry
+from algzu.estimator import get_estimator, include
+from algzu.isolation import EstimatorRef, SealedRunner
+from algzu.model import ModelSpec
+from algzu.runner import run_block
+from algzu.zoo import load_model
+
+FAULTY = Path(__file__).resolve().with_name("faulty_programs.py")
+MODEL = "algzoo/2nd_argmax-d2-n2"
+TIMEOUT_S = 10.0  # tracing and compiling these tiny programs takes ~1 s; the hanging one costs this
+CAP_MB = 1024  # trace_memory allocates 4 GiB
+
+
+@pytest.fixture(scope="module")
+def faulty():
+    registry.estimator_names()  # discover the package's estimators first
+    saved = dict(registry._ESTIMATORS)
+    include(FAULTY)
+    yield
+    registry._ESTIMATORS.clear()
+    registry._ESTIMATORS.update(saved)
+
+
+@pytest.fixture(scope="module")
+def secret_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("results") / "gt.json"
+    path.write_text("ground truth")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sealed(faulty, secret_file):
+    os.environ["ALGZU_TEST_SECRET"] = str(secret_file)  # inherited by the workers
+    os.environ["ALGZU_SECRET"] = "held-out seed text"  # must not be
+    try:
+        with SealedRunner(timeout_s=TIMEOUT_S, memory_mb=CAP_MB, give_up_after=2) as runner:
+            yield runner
+    finally:
+        del os.environ["ALGZU_TEST_SECRET"], os.environ["ALGZU_SECRET"]
+
+
+@pytest.fixture(scope="module")
+def small():
+    """The official d=2, n=2 model, three identical copies."""
+    model = load_model(MODEL)
+    return model.spec, {n: np.stack([np.asarray(v)] * 3) for n, v in model.params.items()}
+
+
+def keys(*seeds: int) -> list[jax.Array]:
+    return [jax.random.key(s) for s in seeds]
+
+
+class _PublicOnly(pickle.Unpickler):
+    """Unpickles what the tracer may be sent, and raises on anything else (an array, a key...)."""
+
+    ALLOWED = {("algzu.isolation", "EstimatorRef"), ("algzu.model", "ModelSpec")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"the tracer was sent a {module}.{name}")
+
+
+def test_tracer_is_sent_settings_spec_and_budget_only(sealed, small):
+    spec, stacked = small
+    sent = []
+    send = sealed._tracer.send
+    sealed._tracer.send = lambda message: sent.append(pickle.dumps(message)) or send(message)
+    try:
+        results = sealed(get_estimator("sampling"), spec, stacked, 10**4, keys(0, 1), [0, 1])
+    finally:
+        sealed._tracer.send = send
+    assert [r.error for r in results] == ["", ""]
+    messages = [_PublicOnly(io.BytesIO(m)).load() for m in sent]
+    assert {m[0] for m in messages} <= {"load", "trace"} and any(m[0] == "trace" for m in messages)
+    for m in messages:
+        assert all(isinstance(part, (str, int, EstimatorRef, ModelSpec)) for part in m), m
+
+
+def test_tracer_cannot_read_its_parent_the_secret_or_the_results(sealed, small):
+    spec, stacked = small
+    [result] = sealed(get_estimator("tracer_snoops"), spec, stacked, 10**4, keys(0), [0])
+    assert result.error == "", result.message
+    if not sealed.sandboxed:
+        pytest.skip("Landlock is not available on this kernel")
+    # 0.5 + 0.25 cmdline + 0.125 environ + 0.0625 secret file + 0.03125 $ALGZU_SECRET
+    assert result.estimate == 0.5
+
+
+@pytest.mark.parametrize("name, code", [
+    ("trace_raises", "exception"),
+    ("trace_sys_exit", "exception"),
+    ("trace_hangs", "timeout"),
+    ("trace_exits", "crashed"),
+    ("trace_memory", "memory"),
+    ("program_vector", "bad_type"),
+    ("program_callback", "refused"),
+])
+def test_a_block_that_cannot_be_traced_fails_whole_and_the_next_block_runs(sealed, small, name, code):
+    spec, stacked = small
+    results = sealed(get_estimator(name), spec, stacked, 10**4, keys(0, 2), [0, 2])
+    assert [r.error for r in results] == [code, code], results[0].message
+    assert all(r.estimate is None and r.message for r in results)
+    after = sealed(get_estimator("program_nan"), spec, stacked, 10**4, keys(0), [0])
+    assert [(r.error, r.estimate) for r in after] == [("", 0.5)]
+
+
+@pytest.mark.parametrize("name, code", [("program_nan", "non_finite"), ("program_out_of_range", "out_of_range")])
+def test_a_program_fault_fails_its_cell_only(sealed, small, name, code):
+    spec, stacked = small
+    results = sealed(get_estimator(name), spec, stacked, 10**4, keys(0, 1, 2), [0, 1, 2])
+    assert [r.error for r in results] == ["", code, ""]
+    assert [r.estimate for r in results] == [0.5, None, 0.5]
+
+
+def test_sealed_and_in_process_runs_agree(sealed, small):
+    spec, stacked = small
+    est = get_estimator("sampling")
+    remote = sealed(est, spec, stacked, 10**4, keys(3, 4), [0, 1])
+    local = run_block(est, spec, stacked, 10**4, keys(3, 4), [0, 1])
+    assert [(r.estimate, r.flops, r.error) for r in remote] == [(r.estimate, r.flops, r.error) for r in local]
+    assert sealed.seals(est)
+
+
+def test_numpy_estimators_run_unsealed_and_say_so(sealed, small):
+    spec, stacked = small
+    est = get_estimator("exact_cones")
+    if est.backend != "numpy":
+        pytest.skip("no numpy estimator is shipped")
+    assert not sealed.seals(est)
+    [result] = sealed(est, spec, stacked, 10**6, keys(0), [0])
+    assert result.error == "" and result.flops > 0
