@@ -87,17 +87,27 @@ def m43_comparison(result: SuiteResult) -> pd.DataFrame:
 
 def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | None = None,
                   seed: int | None = None, held_out: bool = False, estimators: list[str] | None = None,
-                  progress=None, block_runner=None, extra: dict | None = None) -> dict:
-    """Run a challenge end to end and write its results; returns the JSON summary."""
+                  progress=None, block_runner=None, extra: dict | None = None, closed_book=None) -> dict:
+    """Run a challenge end to end and write its results; returns the JSON summary.
+
+    ``closed_book(suite) -> (suite, bases)`` turns the challenge into its closed-book twin
+    (:func:`algzu.heldout.closed_book`); without it the run is open-book.
+    """
     suite: Suite = get_suite(CHALLENGES[which]).with_overrides(seed=seed)
+    bases = None
+    if closed_book is not None:
+        suite, bases = closed_book(suite)
     out = Path(out_dir)
     kwargs = {"block_runner": block_runner} if block_runner is not None else {}
+    kwargs["bases"] = bases
     # The cache sits beside the results folder (results/cache for results/challenge-432), so
     # it is shared with the leaderboard and never committed with the results.
     result = run_suite(suite, cache_dir=cache_dir or out.parent / "cache", estimators=estimators, held_out=held_out,
                        progress=progress, **kwargs)
     stats = copy_statistics(result)
-    text = verdict(result.summary)
+    book = ("Closed-book (held-out base models nobody has studied)" if suite.closed_book
+            else "Open-book (public base models)")
+    text = f"{book}: {verdict(result.summary)}"
     extra = {**(extra or {}), "challenge": which, "copy_statistics": stats, "verdict": text}
     tables = {}
     if which == "m43":

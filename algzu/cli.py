@@ -38,6 +38,12 @@ SECRET = typer.Option(None, "--secret", envvar="ALGZU_SECRET",
                            "other users' ps; estimators can still read /proc: see --secret-file.")
 SECRET_FILE = typer.Option(None, "--secret-file",
                            help="Read the secret from a file, which sandboxed estimators cannot open.")
+HELDOUT = typer.Option(False, "--heldout",
+                       help="Closed-book: replace each base model by a fresh one of its family, trained with "
+                            "the zoo's recipe from the secret (cached outside results/, never written out).")
+ZOO_DIR = typer.Option(None, "--zoo-dir",
+                       help="Closed-book: read each family's base model from this private folder "
+                            "(FAMILY.safetensors or FAMILY.pth, FAMILY as in the zoo, e.g. 2nd_argmax-d16-n10).")
 
 
 def _print_json(data) -> None:
@@ -182,10 +188,8 @@ def _progress_runner(suite, **kwargs):
         return run_suite(suite, progress=progress, **kwargs)
 
 
-def _secret_seed(secret: str | None, seed: int | None,
-                 secret_file: Path | None = None) -> tuple[int | None, bool]:
-    """A seed from a secret (``--secret``, ``$ALGZU_SECRET`` or ``--secret-file``; hashed,
-    never stored) or ``--seed``; and whether it is held out."""
+def _read_secret(secret: str | None, secret_file: Path | None) -> str | None:
+    """The secret from ``--secret`` (or ``$ALGZU_SECRET``) or ``--secret-file``, or None."""
     if secret is not None and secret_file is not None:
         raise AlgzuError("give the secret once: --secret (or $ALGZU_SECRET) or --secret-file, not both")
     if secret_file is not None:
@@ -197,11 +201,32 @@ def _secret_seed(secret: str | None, seed: int | None,
             raise AlgzuError(f"the secret file {secret_file} is not UTF-8 text") from None
         if not secret:
             raise AlgzuError(f"the secret file {secret_file} is empty")
+    return secret
+
+
+def _secret_seed(secret: str | None, seed: int | None) -> tuple[int | None, bool]:
+    """A seed from a secret (hashed, never stored) or ``--seed``; and whether it is held out."""
     if secret is None:
         return seed, False
     import hashlib
 
     return int.from_bytes(hashlib.sha256(secret.encode()).digest()[:4], "little") & 0x7FFFFFFF, True
+
+
+def _closed_book(suite, heldout: bool, zoo_dir: Path | None, secret: str | None, progress=None):
+    """The suite to run and its held-out bases: the suite itself (open-book) unless
+    ``--heldout`` or ``--zoo-dir`` asks for its closed-book twin."""
+    if not heldout and zoo_dir is None:
+        return suite, None
+    from algzu.heldout import closed_book
+
+    if heldout and zoo_dir is not None:
+        raise AlgzuError("--heldout trains fresh bases and --zoo-dir reads private ones: choose one")
+    if heldout and secret is None:
+        raise AlgzuError("--heldout draws fresh base models from the secret: give --secret-file (or $ALGZU_SECRET)")
+    if zoo_dir is not None and not zoo_dir.is_dir():
+        raise AlgzuError(f"--zoo-dir {zoo_dir}: not a folder")
+    return closed_book(suite, secret=secret if heldout else None, zoo_dir=zoo_dir, progress=progress)
 
 
 def _budgets(values: list[float] | None) -> tuple[int, ...] | None:
@@ -237,7 +262,7 @@ def score_cmd(
 
     _include(include)
     get_estimator(estimator)
-    seed, held_out = _secret_seed(secret, seed, secret_file)
+    seed, held_out = _secret_seed(_read_secret(secret, secret_file), seed)
     if noise_std < 0:
         raise AlgzuError(f"--noise-std must be >= 0, got {noise_std}")
     if copies < 1:
@@ -274,6 +299,8 @@ def leaderboard_cmd(
     secret_file: Optional[Path] = SECRET_FILE,
     estimators: Optional[list[str]] = typer.Option(None, "--estimator", help="Only these estimators."),
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
+    heldout: bool = HELDOUT,
+    zoo_dir: Optional[Path] = ZOO_DIR,
     sealed: bool = SEALED,
     isolate: bool = ISOLATE,
     timeout: float = TIMEOUT,
@@ -287,14 +314,18 @@ def leaderboard_cmd(
     _include(include)
     for name in estimators or []:
         get_estimator(name)  # an unknown name fails before anything is written
-    seed, held_out = _secret_seed(secret, seed, secret_file)
+    secret = _read_secret(secret, secret_file)
+    seed, held_out = _secret_seed(secret, seed)
     suite = get_suite(suite_name).with_overrides(seed=seed)
-    folder = out / suite.name
     block_runner = _block_runner(sealed, isolate, timeout, memory_mb)  # validates before anything is written
-    _check_writable(folder)
-    with block_runner as runner:
-        result = _progress_runner(suite, cache_dir=out / "cache", estimators=estimators, held_out=held_out,
-                                  block_runner=runner)
+    with block_runner as runner, _progress_bar(suite.name) as progress:
+        suite, bases = _closed_book(suite, heldout, zoo_dir, secret, progress)
+        folder = out / suite.name
+        _check_writable(folder)
+        from algzu.leaderboard import run_suite
+
+        result = run_suite(suite, cache_dir=out / "cache", estimators=estimators, held_out=held_out,
+                           block_runner=runner, bases=bases, progress=progress)
     for path in write_results(folder, suite, result, held_out=held_out, extra=_runner_provenance(runner)):
         typer.echo(str(path))
 
@@ -367,6 +398,8 @@ def challenge_cmd(
     secret_file: Optional[Path] = SECRET_FILE,
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON summary."),
+    heldout: bool = HELDOUT,
+    zoo_dir: Optional[Path] = ZOO_DIR,
     sealed: bool = SEALED,
     isolate: bool = ISOLATE,
     timeout: float = TIMEOUT,
@@ -378,13 +411,16 @@ def challenge_cmd(
     if which not in CHALLENGES:
         raise AlgzuError(f"unknown challenge {which!r}; valid: {', '.join(CHALLENGES)}")
     _include(include)
-    seed, held_out = _secret_seed(secret, seed, secret_file)
-    folder = out or Path("results") / f"challenge-{which}"
+    secret = _read_secret(secret, secret_file)
+    seed, held_out = _secret_seed(secret, seed)
+    closed = heldout or zoo_dir is not None
+    folder = out or Path("results") / f"challenge-{which}{'-closed-book' if closed else ''}"
     block_runner = _block_runner(sealed, isolate, timeout, memory_mb)  # validates before anything is written
     _check_writable(folder)
     with block_runner as runner, _progress_bar(which, transient=as_json) as progress:
         summary = run_challenge(which, folder, seed=seed, held_out=held_out, block_runner=runner,
-                                progress=progress, extra=_runner_provenance(runner))
+                                progress=progress, extra=_runner_provenance(runner),
+                                closed_book=lambda suite: _closed_book(suite, heldout, zoo_dir, secret, progress))
     if as_json:
         _print_json(summary)
     else:

@@ -15,7 +15,7 @@ import functools
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import pandas as pd
 from algzu import baseline
 from algzu.errors import AlgzuError
 from algzu.estimator import Estimator, estimator_names, get_estimator
+from algzu.model import Model
 from algzu.ground_truth import ground_truth
 from algzu.io import atomic_write_text
 from algzu.noise import NoiseSpec, noisy_params
@@ -35,7 +36,7 @@ from algzu.zoo import load_model
 CELL_COLUMNS = (
     "suite", "model", "task", "metric", "noise_std", "copy", "estimator", "mechanistic", "sealed", "budget_flops",
     "estimate", "flops", "seconds", "error", "message", "ground_truth", "gt_stderr", "gt_samples",
-    "gt_method", "seed", "held_out",
+    "gt_method", "seed", "held_out", "closed_book",
 )
 CACHE_VERSION = 3  # 3: blocks keyed by whether they ran sealed; JAX programs metered as exported
 
@@ -93,6 +94,7 @@ def run_suite(
     held_out: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     block_runner: BlockRunner = run_block,
+    bases: Mapping[str, Model] | None = None,
 ) -> SuiteResult:
     """Run every estimator on every model of ``suite`` at every budget.
 
@@ -106,6 +108,8 @@ def run_suite(
             an :class:`algzu.isolation.SealedRunner` / ``IsolatedRunner``. A runner with a
             ``seals(estimator)`` method says which estimators' results are sealed (their
             code never held the weights); without one, none are.
+        bases: base models by case id, for ids that are not zoo ids (a closed-book
+            suite's held-out bases, :func:`algzu.heldout.closed_book`).
     """
     cache = Path(cache_dir)
     seals = getattr(block_runner, "seals", lambda est: False)
@@ -113,7 +117,7 @@ def run_suite(
     ests = [get_estimator(n) for n in names]
     frames = []
     fps: dict[str, float] = {}
-    models = [(c, load_model(c.model)) for c in suite.cases]
+    models = [(c, bases[c.model] if bases and c.model in bases else load_model(c.model)) for c in suite.cases]
     total = sum(len(suite.budgets) * sum(e.supports(m.spec) for e in ests) for _, m in models)
     done = 0
     for case, model in models:
@@ -129,6 +133,7 @@ def run_suite(
             "suite": suite.name, "model": case.model, "task": spec.task, "metric": spec.task_obj.metric,
             # A seed drawn from a secret is not written out: it would reveal the held-out copies.
             "noise_std": case.noise_std, "seed": -1 if held_out else suite.seed, "held_out": held_out,
+            "closed_book": suite.closed_book,
         }
         for est in ests:
             if not est.supports(spec):

@@ -80,6 +80,9 @@ def leaderboard_markdown(suite: Suite, result: SuiteResult, held_out: bool = Fal
            "budget is below the cost of one sample, so there is no sampling baseline. sealed: the "
            "estimator's code never held the weights it was scored on (an unsealed row never counts for a "
            "verdict).", ""]
+    out += ["**Closed-book**: every base model is held out (fresh, never published), so no estimator's "
+            "author can have studied it." if suite.closed_book else
+            "**Open-book**: the base models are public; work done offline on them is free at scoring time.", ""]
     if held_out:
         out += ["**Held-out seeds**: noise seed drawn from a secret.", ""]
     for model, g in table.groupby("model", sort=False):

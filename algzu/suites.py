@@ -34,6 +34,8 @@ class Suite:
         gt_samples: ground-truth inputs per copy (sampled tasks).
         seed: seed of noise, ground truth and estimator keys.
         description: one line for reports.
+        closed_book: whether the base models are held out (:mod:`algzu.heldout`): no
+            estimator's author can have studied them. Open-book otherwise.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Suite:
     gt_samples: int
     seed: int = 0
     description: str = ""
+    closed_book: bool = False
 
     def __post_init__(self) -> None:
         if self.n_copies < 1:
