@@ -152,7 +152,8 @@ def estimators_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     include: Optional[list[Path]] = typer.Option(None, "--include", help="Extra estimator file(s)."),
 ) -> None:
-    """List registered estimators: name, mechanistic, backend, file."""
+    """List registered estimators: name, mechanistic, backend, sealed (JAX: scored without its code ever
+    holding the weights), file."""
     from algzu.estimator import estimator_file, estimator_names, get_estimator
 
     _include(include)
@@ -160,12 +161,13 @@ def estimators_cmd(
     for name in estimator_names():
         est = get_estimator(name)
         rows.append({"name": name, "mechanistic": est.mechanistic, "backend": est.backend,
-                     "archs": sorted(est.archs), "file": estimator_file(name)})
+                     "sealed": est.backend == "jax", "archs": sorted(est.archs), "file": estimator_file(name)})
     if as_json:
         _print_json(rows)
     else:
-        _table("estimators", ["name", "mechanistic", "backend", "archs", "file"],
-               [[r["name"], r["mechanistic"], r["backend"], ",".join(r["archs"]), r["file"]] for r in rows])
+        _table("estimators", ["name", "mechanistic", "backend", "sealed", "archs", "file"],
+               [[r["name"], r["mechanistic"], r["backend"], r["sealed"], ",".join(r["archs"]), r["file"]]
+                for r in rows])
 
 
 @contextlib.contextmanager

@@ -25,20 +25,29 @@ in ``estimators/``, and decorate it with :func:`register_estimator`::
             x = task.sample(key, 1000, model.spec.n)
             return task.score(forward(model, x), x).mean()
 
-How compute is metered (see :mod:`algzu.meter` for the cost model):
+What an estimator can see, and how its compute is metered (see :mod:`algzu.meter` for the
+cost model):
 
-* ``backend = "jax"``: ``estimate`` must be traceable with ``jax.jit``; the model's weights
-  are traced arrays, ``budget_flops`` and the spec are static Python values, so loop counts
-  may depend on them but not on weight values. The harness counts the FLOPs of the traced
-  program (loop bodies times their trip counts) *before* running it; a program over budget
-  is not run and the cell is a failure.
-* ``backend = "numpy"``: ``estimate`` runs eagerly with weights given as flopscope arrays;
-  every operation must go through ``flopscope.numpy`` (imported as ``fnp``) to be counted,
-  random numbers included (use :func:`numpy_rng`). The run stops with a failure the moment
-  it exceeds the budget. Converting weights to plain numpy to escape the meter is cheating.
-* Planning work done while tracing (e.g. metering a candidate program to pick a sample
-  count, as :mod:`algzu.baseline` does) must not stage array operations into the traced
-  program: wrap it in ``jax.ensure_compile_time_eval()`` or use shapes only.
+* ``backend = "jax"`` (**sealed**): ``estimate`` is traced with ``jax.jit`` in a worker
+  process that never holds the weights it is scored on (:mod:`algzu.isolation`). While its
+  Python code runs it sees the spec, the budget and *abstract* weights (shapes and dtypes,
+  no values), and a key it cannot read; loop counts may depend on the spec and budget, not
+  on weight values. The traced program is exported as StableHLO (:mod:`algzu.program`);
+  the harness meters that program itself (:mod:`algzu.hlo_meter`: loop bodies times their
+  trip counts, the dearest branch of a ``cond``), refuses one over budget, and runs it on
+  each copy's weights in another process. A program with a host callback, an unknown op or
+  a data-dependent ``while`` loop is ``refused``. Trace-time Python costs nothing but may
+  only reach public things (the spec, the zoo's public models: open-book work, which the
+  closed-book suites of :mod:`algzu.heldout` take away); it runs confined (no results,
+  caches or secrets readable) and within the cell timeout.
+* ``backend = "numpy"`` (**unsealed**): ``estimate`` runs eagerly with weights given as
+  flopscope arrays; every operation must go through ``flopscope.numpy`` (imported as
+  ``fnp``) to be counted, random numbers included (use :func:`numpy_rng`), and the run stops
+  the moment it exceeds the budget. Its code holds the weights, so nothing stops it from
+  leaving the meter: its rows are marked ``sealed: false`` and never count for a verdict.
+* Planning done while tracing (e.g. metering a candidate program to pick a sample count,
+  as :mod:`algzu.baseline` does) must not stage array operations into the traced program:
+  wrap it in ``jax.ensure_compile_time_eval()`` or use shapes only.
 
 Outside packages register estimators with the entry-point group ``algzu.estimators``, or
 the CLI loads a file with ``--include path.py``.
@@ -71,8 +80,9 @@ class Estimator(abc.ABC):
     Class variables:
         name: registry name (unique).
         mechanistic: True if the estimator never evaluates the model on sampled inputs.
-        backend: ``"jax"`` (traced and metered from its jaxpr) or ``"numpy"`` (metered by
-            flopscope).
+        backend: ``"jax"`` (sealed: traced on abstract weights, exported, metered and run by
+            the harness) or ``"numpy"`` (unsealed: metered by flopscope, never counts for a
+            verdict).
         archs: the architectures it supports (``rnn``, ``transformer``, ``mlp``).
         tasks: the task names it supports, or ``None`` for every task.
     """
