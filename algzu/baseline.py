@@ -6,11 +6,9 @@ so memory stays flat at any budget. :func:`samples_within` finds the most sample
 *metered* program fits a budget, and :func:`flops_per_sample` is the metered marginal cost
 of one sample, the ``c`` of the analytic baseline ``mean_k v_k / floor(B / c)``.
 
-On several JAX devices (``jax.devices()``, e.g. both cores of a CPU machine with
-``jax.config.update("jax_num_cpu_devices", 2)``) each chunk's inputs are sharded along the
-batch over all of them. The inputs are the same on any number of devices (JAX's random
-numbers are partitionable), so accuracy estimates are identical; the metered cost is too
-(a sharding constraint is free).
+The program runs on one device: a sealed program is exported for exactly one
+(:mod:`algzu.program`), and a sealed run keeps the second core busy by tracing the next
+block while this one runs, not by splitting one program.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from algzu import meter
 from algzu.model import Model, ModelSpec, forward, init_params
@@ -34,13 +31,8 @@ def mc_estimate(model: Model, n_samples: int, key: jax.Array, chunk: int = CHUNK
     chunk = min(chunk, n_samples)
     n_chunks, rest = divmod(n_samples, chunk)
 
-    devices = jax.devices()
-    shard = len(devices) > 1 and chunk % len(devices) == 0
-
     def chunk_sum(k, size):
         x = task.sample(k, size, n)
-        if shard and size == chunk:
-            x = jax.lax.with_sharding_constraint(x, _batch_sharding(tuple(devices)))
         return jnp.sum(task.score(forward(model, x), x))
 
     def body(total, i):
@@ -50,11 +42,6 @@ def mc_estimate(model: Model, n_samples: int, key: jax.Array, chunk: int = CHUNK
     if rest:
         total = total + chunk_sum(jax.random.fold_in(key, n_chunks), rest)
     return total / n_samples
-
-
-@functools.lru_cache(maxsize=None)
-def _batch_sharding(devices: tuple[jax.Device, ...]) -> NamedSharding:
-    return NamedSharding(Mesh(devices, ("batch",)), PartitionSpec("batch"))
 
 
 def _example(spec: ModelSpec) -> tuple[Model, jax.Array]:
