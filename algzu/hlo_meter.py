@@ -62,24 +62,28 @@ get_tuple_element; custom calls
 **What is recognised, and how.** JAX lowers some single jaxpr primitives to many StableHLO
 ops. Where the jaxpr meter charges such a primitive a fixed price, this meter charges the same
 price for the lowered ops *only when they are identical to what JAX itself emits for the same
-types* (built by exporting the genuine JAX call on the trusted side and comparing structure,
-attributes and constants, never names or debug locations), so a look-alike cannot buy cheap
-compute; anything else is counted op by op. Three kinds:
+types*: the trusted side exports the genuine JAX call (cached per types) and compares
+structure, attributes and constants, never names, debug locations or the order of independent
+ops. A look-alike cannot buy cheap compute; anything else is counted op by op. Three kinds:
 
-* Private functions: ``_normal`` / ``_uniform`` / ``_randint`` (16 / 3 / 1 per sample,
-  ``jax.random``'s samplers), ``threefry2x32`` (1 per output word), ``_threefry_fold_in`` and
-  ``_threefry_split`` (1 per key word produced), each with every function it calls.
+* Private functions, with every function they call: ``_normal`` / ``_uniform`` /
+  ``_randint`` (16 / 3 / 1 per sample, ``jax.random``'s samplers; ``_uniform`` also as
+  ``jax.random.gumbel`` calls it), ``threefry2x32`` (1 per output word), ``_threefry_fold_in``
+  and ``_threefry_split`` (1 per key word produced).
 * Inline expansions: ``erf_inv``, ``erfc``, ``lgamma``, ``digamma``, ``bessel_i0e``,
   ``bessel_i1e``, ``logistic``, ``exp2``, ``igamma``, ``igammac`` (16 per element),
-  ``nextafter`` (1) and ``jax.random.bits`` (1 per 32-bit word). The expansion must be a closed
-  sub-graph in one block: no charged op inside it may feed anything outside it.
+  ``nextafter`` (1), ``jax.random.bits`` on a key or a ``vmap``-ed batch of keys (1 per 32-bit
+  word), and, free as in the jaxpr meter, a ``gather`` in ``fill`` mode (its out-of-bounds
+  mask), ``astype(bool)`` (``x != 0``) and ``jax.random.key(seed)`` (two bit operations). The
+  expansion must be a sub-graph of one block whose charged ops feed nothing outside it.
 * Region bodies: the reductions, cumulative windows and sort comparators above.
 
 **Loops.** A ``stablehlo.while`` is accepted only as a counted loop: the condition is a single
-``compare LT`` of an integer carry ``i`` against a bound known when metering (a constant,
-folded through scalar arithmetic and call arguments, or a carry the body returns unchanged
-whose initial value is known), and the body returns ``i + 1``. Trips = ``max(0, upper -
-lower)``. Two lowerings, charged as the jaxpr meter charges their source:
+``compare LT`` (signed for a signed counter, unsigned for an unsigned one) of an integer carry
+``i`` against a bound known when metering (a constant, folded through scalar arithmetic and
+call arguments, or a carry the body returns unchanged whose initial value is known), and the
+body returns ``i + 1``. Trips = ``max(0, upper - lower)``. Two lowerings, charged as the jaxpr
+meter charges their source:
 
 * ``lax.scan`` (and ``fori_loop`` with Python-int bounds, which becomes a scan) lowers to a
   loop whose bound is a constant: ``trips x (body - the counter's increment)``; the compare
@@ -87,38 +91,44 @@ lower)``. Two lowerings, charged as the jaxpr meter charges their source:
 * ``fori_loop`` with array bounds is a jaxpr ``while`` whose bound is a carry:
   ``trips x (body + cond) + cond``.
 
-**Known differences from the jaxpr meter** (the StableHLO is the program that actually runs;
-these are places where the jaxpr and its lowering do different work):
+**Known differences from the jaxpr meter.** The StableHLO is the program that runs; the
+jaxpr and its lowering do different work here:
 
-* ``integer_pow`` (``x ** 2``, ``x ** 3``): the jaxpr meter charges 16 per element; its
-  lowering is ``k`` multiplies (``x*x`` for ``x**2``), indistinguishable from ``jnp.square``,
-  so this meter charges the multiplies (1 for ``x**2``, 2 for ``x**3``, ...).
-* ``jnp.diagonal`` of a square matrix traces a ``platform_dependent`` ``cond`` (a Mosaic branch
-  ``sum(eye * a)`` and the default gather). The jaxpr meter charges the ``eye`` (an ``add``
-  and an ``eq`` on ``n x n`` elements) and the dearer branch; exported for CPU only the default
-  branch remains (``2 x`` (``lt`` + ``add`` + ``select``) = ``12 n``) and the ``eye`` is dead
-  code: this meter charges ``12 n`` where the jaxpr meter charges ``2n^2 + max(2n^2 - n, 12n)``.
-* Dead code in general: JAX drops unused results before lowering (e.g. the counter of a
-  ``fori_loop`` whose body does not read it), which the jaxpr meter still charges.
-* ``select_n`` with an integer selector lowers to a tree of ``compare`` + ``select`` (1 + 4
-  per level) where the jaxpr meter charges 4; a conversion to ``bool`` lowers to ``x != 0``
-  (1) where the jaxpr meter charges 0.
+* ``integer_pow`` (``x ** 2``, ``x ** 3``): the jaxpr meter charges 16 per element; the lowering
+  is square-and-multiply (``x*x`` for ``x**2``, indistinguishable from ``jnp.square``), charged
+  1 per multiply. ``moments``'s exact pair moments (``_bvn_cdf``) square with ``** 2`` once per
+  unit pair plus twice per Gauss node: 5.2e6 of its 5.9e7 FLOPs on ``2nd_argmax-d8-n5`` at 1e9.
+* ``jnp.diagonal`` of a square ``n x n`` matrix traces a ``platform_dependent`` ``cond``: a
+  Mosaic branch ``sum(eye * a)`` and the default gather. The jaxpr meter charges the ``eye``
+  (``add`` and ``eq``, ``2n^2``) and the dearer branch, ``max(2n^2 - n, 12n)``; exported for
+  CPU only the default branch is left (``12n``: two index normalisations of ``lt``, ``add``,
+  ``select``) and the ``eye`` is dead. ``moments`` calls it 2-3 times per RNN step: 1.3e6 of
+  its 3.6e8 FLOPs on M16,10 at 1e9.
+* Dead code in general: JAX drops what no output needs before lowering (a ``fori_loop``
+  counter the body never reads, the unused half of a JVP), which the jaxpr meter still charges.
+* ``select_n`` with an integer selector lowers to a tree of ``compare`` + ``select`` (5 per
+  level) where the jaxpr meter charges 4.
 * A ``while_loop`` written by hand with a constant bound (not ``fori_loop``) looks like a scan
-  here and is charged ``trips x (body - 1)`` where the jaxpr meter charges
-  ``trips x (body + 1) + 1``.
-* A sampler under ``vmap``, or any other body that is not JAX's own, is counted op by op in
-  both meters, but the ops differ (e.g. ``erf_inv`` is 16 in a jaxpr and its lowering here).
+  here: ``trips x (body - 1)`` where the jaxpr meter charges ``trips x (body + 1) + 1``.
+* Linear algebra: the LAPACK call is priced with flopscope's formula, but the lowering adds
+  ops the jaxpr meter never sees: a failed factorisation becomes NaN through a ``compare`` on
+  LAPACK's info code and a ``select`` on each output (1 + 4 per output element), LU adds its
+  pivots-to-permutation loop. QR's reduced/complete mode is not read: ``geqrf`` is charged
+  ``qr_cost(m, n, "reduced")`` and ``orgqr`` 0.
+* Host callbacks (``pure_callback``, ``io_callback``, ``jax.debug.callback`` / ``print``):
+  ``jax.export`` refuses to serialize them, so such a program cannot be sealed at all (the
+  jaxpr meter refuses the first two and counts the debug ones free).
 
-The pinning test (``tests/test_hlo_meter.py``) states, for every program the shipped JAX
-estimators produce on the suites' models at the default budgets, the two counts and that
-they are equal or differ only by the items above.
+``tests/test_hlo_meter.py`` pins this meter, on every program the shipped JAX estimators produce
+at every suite budget, to the jaxpr meter with exactly the first three rules changed; the
+``sampling`` and ``stratified`` programs cost exactly what the jaxpr meter charges.
 
-Safety. The bytes come from an adversary. :func:`deserialize` refuses custom pytree nodes and
-effects *before* JAX sees them (JAX's own deserializer would instantiate registered classes),
-so deserializing runs no Python of theirs; the module is parsed and verified by MLIR (C++);
-walking it is bounded by a step budget (:data:`MAX_STEPS`) and refuses recursion, so it cannot
-loop forever. Every op or custom call it does not know is refused (:class:`Refused`), never
-charged 0.
+**Safety.** The bytes come from an adversary. :func:`deserialize` refuses custom pytree nodes,
+effects and VJPs *before* JAX sees them (JAX's own deserializer would run registered classes'
+code on attacker data), so deserializing runs no Python of theirs; the module is parsed and
+verified by MLIR (C++). The walk refuses recursion and stops after :data:`MAX_STEPS` steps and
+:data:`MAX_REFERENCES` distinct reference lowerings, so it cannot loop forever. Every op or
+custom call it does not know is refused (:class:`Refused`), never charged 0.
 """
 
 from __future__ import annotations
@@ -330,7 +340,7 @@ _NP_DTYPES = {
     "f16": np.float16, "f32": np.float32, "f64": np.float64,
 }  # fmt: skip
 _WIDE = frozenset({"f64", "i64", "ui64", "complex<f64>"})
-_JAX_DTYPES = {"f32": jnp.float32, "f64": jnp.float64, "f16": jnp.float16, "bf16": jnp.bfloat16,
+_JAX_DTYPES = {"i1": jnp.bool_, "f32": jnp.float32, "f64": jnp.float64, "f16": jnp.float16, "bf16": jnp.bfloat16,
                "i8": jnp.int8, "i16": jnp.int16, "i32": jnp.int32, "i64": jnp.int64,
                "ui8": jnp.uint8, "ui16": jnp.uint16, "ui32": jnp.uint32, "ui64": jnp.uint64}  # fmt: skip
 
@@ -404,28 +414,45 @@ def _base(name: str) -> str:
 
 # --- structural fingerprints ---------------------------------------------------------------
 
+# Structure -> small int, shared by every module this process meters, so that a fingerprint
+# taken in a reference module compares with one taken in an untrusted module. Keys are
+# Merkle-style: an op's key holds the ids of its operands, never their position in the block.
+_INTERNED: dict[tuple, int] = {}
+# Past this many structures the table and every cache of reference fingerprints are dropped
+# (a long-running trusted process meters many hostile modules).
+_MAX_INTERNED = 1 << 21
+
+
+def _intern(key: tuple) -> int:
+    found = _INTERNED.get(key)
+    if found is None:
+        found = _INTERNED[key] = len(_INTERNED)
+    return found
+
 
 class _Fingerprints:
-    """Structure of functions and regions, without names or locations: two pieces of code with
-    equal fingerprints compute the same thing (callees are compared by *their* structure)."""
+    """Structural ids of functions and regions, without names, locations or op order: two
+    pieces of code with equal ids compute the same thing with the same ops (every op counts,
+    dead ones included; callees are compared by *their* structure)."""
 
     _SKIP_FUNC_ATTRS = frozenset({"sym_name", "sym_visibility", "arg_attrs", "res_attrs"})
 
     def __init__(self, funcs: Mapping[str, ir.Operation], tick: Callable[[], None]):
         self.funcs = funcs
         self.tick = tick
-        self.memo: dict[str, tuple] = {}
+        self.memo: dict[str, int] = {}
         self.active: set[str] = set()
+        self.ids: dict[ir.Value, int] = {}
         self.captured = False
 
-    def closed_region(self, region: ir.Region) -> tuple | None:
-        """A region's fingerprint, or None if it reads values from outside itself (their
-        values are not part of a fingerprint, so such a region is never taken as genuine)."""
+    def closed_region(self, region: ir.Region) -> int | None:
+        """A region's id, or None if it reads non-constant values from outside itself (their
+        values are not part of an id, so such a region is never taken as genuine)."""
         self.captured = False
-        fp = self.region(region)
+        fp = self.region(region, 1)
         return None if self.captured else fp
 
-    def func(self, name: str) -> tuple:
+    def func(self, name: str) -> int:
         if name in self.memo:
             return self.memo[name]
         if name not in self.funcs:
@@ -435,44 +462,41 @@ class _Fingerprints:
         self.active.add(name)
         op = self.funcs[name]
         attrs = tuple((k, str(v)) for k, v in _named(op) if k not in self._SKIP_FUNC_ATTRS)
-        fp = (attrs, self.region(op.regions[0]))
+        fp = _intern(("func", attrs, self.region(op.regions[0], 0)))
         self.active.discard(name)
         self.memo[name] = fp
         return fp
 
-    def region(self, region: ir.Region, env: dict | None = None) -> tuple:
-        env = {} if env is None else env
+    def region(self, region: ir.Region, level: int) -> int:
         blocks = []
         for block in region.blocks:
-            for arg in block.arguments:
-                env[arg] = ("arg", len(env))
-            blocks.append(
-                (
-                    tuple(str(a.type) for a in block.arguments),
-                    tuple(self.op(o.operation, env) for o in block.operations),
-                )
-            )
-        return tuple(blocks)
+            for i, arg in enumerate(block.arguments):
+                self.ids[arg] = _intern(("arg", level, i, str(arg.type)))
+            ops = [self.op(o.operation, level) for o in block.operations]
+            # Pure ops: the multiset of ops (the terminator's id holds what is returned).
+            blocks.append((len(block.arguments), tuple(sorted(ops))))
+        return _intern(("region", tuple(blocks)))
 
-    def op(self, op: ir.Operation, env: dict) -> tuple:
+    def op(self, op: ir.Operation, level: int) -> int:
         self.tick()
-        operands = []
-        for v in op.operands:
-            if v not in env:
-                # A value from an enclosing scope: a constant is compared by value (JAX hoists
-                # a comparator's constants out of it); anything else makes the code open.
-                owner = _owner(v)
-                if owner is not None and owner.name == "stablehlo.constant":
-                    env[v] = ("const", str(owner.attributes["value"]), str(v.type))
-                else:
-                    env[v] = ("outer", len(env))
-                    self.captured = True
-            operands.append(env[v])
-        key = self.key(op)
-        regions = tuple(self.region(r, env) for r in op.regions)
-        for r in op.results:
-            env[r] = ("res", len(env))
-        return (key, tuple(operands), regions)
+        operands = tuple(self.value(v, level) for v in op.operands)
+        regions = tuple(self.region(r, level + 1) for r in op.regions)
+        fp = _intern((self.key(op), operands, regions))
+        for i, r in enumerate(op.results):
+            self.ids[r] = _intern(("res", fp, i))
+        return fp
+
+    def value(self, v: ir.Value, level: int) -> int:
+        if v in self.ids:
+            return self.ids[v]
+        # A value from outside the code being fingerprinted: a constant is taken by value (JAX
+        # hoists a comparator's constants out of it); anything else leaves the code open.
+        owner = _owner(v)
+        if owner is not None and owner.name == "stablehlo.constant":
+            self.op(owner, level)
+            return self.ids[v]
+        self.captured = True
+        return _intern(("outer", str(v.type)))
 
     def key(self, op: ir.Operation) -> tuple:
         """Name, attributes (callee by structure) and result types of one op."""
@@ -492,10 +516,9 @@ class _Fingerprints:
 class _Reference:
     """A reference lowering as plain Python data (independent of any MLIR context)."""
 
-    fingerprint: tuple  # of the function or region of interest
-    graph: tuple = ()  # inline patterns: nodes (key, operands) in definition order
-    root: tuple = ()  # inline patterns: ("res", node, result number)
-    n_args: int = 0
+    graph: tuple  # nodes (op key, operands, region ids) in definition order
+    root: tuple  # ("res", node, result number) of the value the expansion returns
+    n_args: int
 
 
 def _export_reference(fn: Callable[..., Any], specs: Sequence[jax.ShapeDtypeStruct]) -> bytes | None:
@@ -554,14 +577,17 @@ def _walk_ops(op: ir.Operation):
 
 
 def _spec(t: str) -> jax.ShapeDtypeStruct:
+    """The JAX argument of tensor type ``t`` (KeyError if this process cannot trace one)."""
     with mlir.make_ir_context():
         shape, elem = _tensor(ir.Type.parse(t))
+    if elem in _WIDE and not jax.config.jax_enable_x64:
+        raise KeyError(elem)  # JAX would silently trace a 32-bit reference instead
     return jax.ShapeDtypeStruct(shape, _JAX_DTYPES[elem])
 
 
 @functools.lru_cache(maxsize=512)
-def _function_references(base: str, in_types: tuple[str, ...], out_types: tuple[str, ...]) -> tuple[tuple, ...]:
-    """Fingerprints of the functions JAX lowers for ``base`` at these types (one per way of
+def _function_references(base: str, in_types: tuple[str, ...], out_types: tuple[str, ...]) -> tuple[int, ...]:
+    """Structural ids of the functions JAX lowers for ``base`` at these types (one per way of
     calling it, e.g. with weak-typed or array bounds)."""
     try:
         ins = [_spec(t) for t in in_types]
@@ -595,7 +621,7 @@ def _normal_builders(ins, outs):
     return [(lambda k: jax.random.normal(jax.random.wrap_key_data(k), out.shape, out.dtype), [key])]
 
 
-def _bounded_builders(sampler: Callable[..., Any]):
+def _bounded_builders(sampler: Callable[..., Any], keyword_sampler: Callable[..., Any] | None = None):
     def builders(ins, outs):
         if len(ins) != 3 or ins[0].shape != (2,) or ins[0].dtype != jnp.uint32 or len(outs) != 1:
             return []
@@ -605,11 +631,20 @@ def _bounded_builders(sampler: Callable[..., Any]):
         def call(k, a, b):
             return sampler(jax.random.wrap_key_data(k), out.shape, out.dtype, a, b)
 
-        # Weak-typed (Python scalar) bounds and array bounds trace to different bodies.
+        def call_by_keyword(k, b, a):
+            # jax.random's own callers (gumbel, ...) pass the bounds to the private sampler by
+            # keyword; jit then orders them by name: maxval before minval.
+            return keyword_sampler(jax.random.wrap_key_data(k), out.shape, out.dtype, a, b)
+
+        calls = [(call, (lo, hi))] + ([(call_by_keyword, (lo, hi))] if keyword_sampler is not None else [])
+        # Weak-typed (Python scalar) bounds and array bounds trace to different bodies, and
+        # StableHLO does not say which each bound was.
         return [
-            (call, [key, *(jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=weak) for x in (lo, hi))])
-            for weak in (False, True)
-        ]
+            (fn, [key, jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=weak_x),
+                  jax.ShapeDtypeStruct(y.shape, y.dtype, weak_type=weak_y)])
+            for fn, (x, y) in calls
+            for weak_x in (False, True) for weak_y in (False, True)
+        ]  # fmt: skip
 
     return builders
 
@@ -635,9 +670,21 @@ def _split_builders(ins, outs):
     return [(lambda k: jax.random.key_data(jax.random.split(jax.random.wrap_key_data(k), shape)), ins)]
 
 
+def _keyword_uniform() -> Callable[..., Any] | None:
+    """jax.random's private ``_uniform`` called as ``jax.random.gumbel`` calls it (None if this
+    JAX has no such function: then only the public call is recognised)."""
+    try:
+        from jax._src.random.core import _uniform
+    except ImportError:
+        return None
+    return lambda k, shape, dtype, lo, hi: _uniform(k, minval=lo, maxval=hi, shape=shape, dtype=dtype)
+
+
 _FUNCTION_BUILDERS = {
     "_normal": _normal_builders,
-    "_uniform": _bounded_builders(lambda k, shape, dtype, lo, hi: jax.random.uniform(k, shape, dtype, lo, hi)),
+    "_uniform": _bounded_builders(
+        lambda k, shape, dtype, lo, hi: jax.random.uniform(k, shape, dtype, lo, hi), _keyword_uniform()
+    ),
     "_randint": _bounded_builders(lambda k, shape, dtype, lo, hi: jax.random.randint(k, shape, lo, hi, dtype)),
     "threefry2x32": _threefry_builders,
     "_threefry_fold_in": _fold_in_builders,
@@ -657,8 +704,10 @@ def _function_price(base: str, func: ir.Operation) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def _region_reference(kind: str, elems: tuple[str, ...], param: int = 0) -> tuple | None:
-    """Fingerprint of the body JAX gives a reduction / window / sort of this kind."""
+def _region_reference(kind: str, elems: tuple[str, ...], param: int = 0) -> int | None:
+    """Structural id of the body JAX gives a reduction / window / sort of this kind."""
+    if any(e in _WIDE for e in elems) and not jax.config.jax_enable_x64:
+        return None
     try:
         dtypes = [_JAX_DTYPES[e] for e in elems]
     except KeyError:
@@ -742,9 +791,12 @@ _INLINE = {
     "igammac": (lax.igammac, 2, TRANSCENDENTAL),
     "nextafter": (lax.nextafter, 2, 1),
 }
-# ... plus jax.random.bits (1 per 32-bit word) and a gather in "fill" mode (free: the jaxpr
-# meter counts gather as data movement, and its lowering masks out-of-bounds indices).
-_INLINE_KINDS = (*_INLINE, "random_bits", "gather_fill")
+# ... plus jax.random.bits (1 per 32-bit word), and three the jaxpr meter counts free: a gather
+# in "fill" mode (data movement; its lowering masks out-of-bounds indices), a conversion to
+# bool (its lowering is ``x != 0``) and jax.random.key(seed) (two bit operations on the seed).
+_FREE_KINDS = ("gather_fill", "to_bool", "random_seed")
+_INLINE_KINDS = (*_INLINE, "random_bits", *_FREE_KINDS)
+_SEED_TYPES = ("i32", "ui32", "i64", "ui64")
 _FLOATS = ("f32", "f64", "f16", "bf16")
 
 
@@ -755,6 +807,11 @@ def _inline_keys(kind: str, root: ir.Operation) -> list[tuple]:
     if kind == "random_bits":
         rank = len(_tensor(root.results[0].type)[0])
         return [(root_type, batch) for batch in range(rank + 1)]
+    if kind == "random_seed":
+        return [(root_type, seed) for seed in _SEED_TYPES]
+    if kind == "to_bool":
+        compare = _owner(root.operands[0])
+        return [] if compare is None or not compare.operands else [(root_type, str(compare.operands[0].type))]
     if kind != "gather_fill":
         return [(root_type,)]
     key = _gather_fill_key(root)
@@ -804,6 +861,13 @@ def _inline_builder(kind: str, key: tuple) -> tuple[Callable[..., Any], list] | 
                 [operand, indices],
             )  # fmt: skip
         out = _spec(key[0])
+        if kind == "to_bool":
+            return (lambda x: x.astype(jnp.bool_)), [_spec(key[1])]
+        if kind == "random_seed":
+            if out.shape != (2,) or out.dtype != jnp.uint32:
+                return None
+            seed = _spec(f"tensor<{key[1]}>")
+            return (lambda s: jax.random.key_data(jax.random.key(s))), [seed]
     except (Refused, KeyError, TypeError, ValueError):
         return None
     if kind == "random_bits":
@@ -846,7 +910,7 @@ def _inline_reference(kind: str, key: tuple) -> _Reference | None:
                 root = env[op.operands[0]]
                 if root[0] != "res" or nodes[root[1]][0][0] == "stablehlo.composite" or len(nodes) < 2:
                     return None  # a single op or a composite is priced directly, not as a pattern
-                return _Reference(fingerprint=(), graph=tuple(nodes), root=root, n_args=len(block.arguments))
+                return _Reference(graph=tuple(nodes), root=root, n_args=len(block.arguments))
             regions = tuple(fps.closed_region(r) for r in op.regions)
             if any(r is None for r in regions):
                 return None
@@ -868,7 +932,13 @@ def _inline_signature(kind: str, elem: str) -> tuple | None:
         return (
             ("stablehlo.select", (None, "stablehlo.gather", "stablehlo.broadcast_in_dim")) if elem in _FLOATS else None
         )
-    reference = _inline_reference(kind, (f"tensor<3x{elem}>",) + ((0,) if kind == "random_bits" else ()))
+    if kind == "to_bool":
+        canonical = ("tensor<3xi1>", "tensor<3xf32>") if elem == "i1" else None
+    elif kind == "random_seed":
+        canonical = ("tensor<2xui32>", "i32") if elem == "ui32" else None
+    else:
+        canonical = (f"tensor<3x{elem}>",) + ((0,) if kind == "random_bits" else ())
+    reference = None if canonical is None else _inline_reference(kind, canonical)
     if reference is None:
         return None
     nodes = reference.graph
@@ -889,7 +959,7 @@ def _signature_matches(signature: tuple, op: ir.Operation) -> bool:
 
 
 def _inline_price(kind: str, root: ir.Operation) -> int:
-    if kind == "gather_fill":
+    if kind in _FREE_KINDS:
         return 0
     shape, elem = _tensor(root.results[0].type)
     size = max(math.prod(shape), 1)
@@ -953,6 +1023,8 @@ class _Walk:
         self.funcs = _functions(module)
         if "main" not in self.funcs:
             raise Refused("the module has no main function")
+        if len(_INTERNED) > _MAX_INTERNED:
+            _forget_references()
         self.steps = 0
         self.fps = _Fingerprints(self.funcs, self.tick)
         self.memo: dict[tuple, int] = {}
@@ -1251,7 +1323,7 @@ class _Walk:
         absorbed: set[ir.Operation] = set()
         ops = [o.operation for o in block.operations]
         for op in reversed(ops):
-            if op in absorbed or len(op.results) != 1 or op.name in _FREE:
+            if op in absorbed or len(op.results) != 1 or op.name == "stablehlo.constant":
                 continue
             result_type = op.results[0].type
             if not isinstance(result_type, ir.RankedTensorType):
@@ -1323,6 +1395,13 @@ class _Walk:
                     if use.owner.operation not in image:
                         return None
         return image
+
+
+def _forget_references() -> None:
+    """Drop every structural id and every cached reference built from them."""
+    _INTERNED.clear()
+    for cache in (_function_references, _region_reference, _composite_reference, _inline_reference, _inline_signature):
+        cache.cache_clear()
 
 
 _HANDLERS: dict[str, Callable[..., int]] = {
