@@ -838,13 +838,16 @@ def _gather_fill_key(root: ir.Operation) -> tuple | None:
     flags = tuple(
         bool(_attr(gather, f)) and ir.BoolAttr(_attr(gather, f)).value for f in ("indices_are_sorted", "unique_indices")
     )
+    # The fill value by its bytes: a NaN (the usual fill) is not equal to itself, and as a
+    # float in the key it would defeat the cache of references.
+    fill = (str(value.dtype), value.tobytes())
     return (
         str(gather.operands[0].type),
         str(indices.type),
         dims,
         tuple(_ints(_attr(gather, "slice_sizes"))),
         flags,
-        value.item(),
+        fill,
     )
 
 
@@ -852,8 +855,9 @@ def _inline_builder(kind: str, key: tuple) -> tuple[Callable[..., Any], list] | 
     """(function, argument specs) whose lowering is the expansion ``kind`` for ``key``."""
     try:
         if kind == "gather_fill":
-            operand_type, indices_type, dims, slice_sizes, (is_sorted, unique), fill = key
+            operand_type, indices_type, dims, slice_sizes, (is_sorted, unique), (fill_dtype, fill_bytes) = key
             operand, indices = _spec(operand_type), _spec(indices_type)
+            fill = np.frombuffer(fill_bytes, fill_dtype)[0].item()
             numbers = lax.GatherDimensionNumbers(*dims)
             return (
                 lambda a, i: lax.gather(a, i, numbers, slice_sizes, indices_are_sorted=is_sorted, unique_indices=unique,
@@ -1031,6 +1035,7 @@ class _Walk:
         self.active: list[str] = []
         self.recognised: dict[str, int | None] = {}
         self.references: set[tuple] = set()
+        self.kinds: dict[tuple[str, str], list[tuple[str, tuple]]] = {}
 
     def reference(self, build: Callable[..., Any], *key: Any) -> Any:
         """``build(*key)``, a (cached) reference lowering. Each new one costs an export on the
@@ -1328,9 +1333,8 @@ class _Walk:
             result_type = op.results[0].type
             if not isinstance(result_type, ir.RankedTensorType):
                 continue
-            for kind in _INLINE_KINDS:
-                signature = self.reference(_inline_signature, kind, str(result_type.element_type))
-                if signature is None or not _signature_matches(signature, op):
+            for kind, signature in self.candidate_kinds(op.name, str(result_type.element_type)):
+                if not _signature_matches(signature, op):
                     continue
                 image = None
                 for key in _inline_keys(kind, op):
@@ -1348,6 +1352,15 @@ class _Walk:
                 absorbed |= charged - {op}
                 break
         return priced, absorbed
+
+    def candidate_kinds(self, name: str, elem: str) -> list[tuple[str, tuple]]:
+        """The inline kinds (with their signature) whose expansion can end in an op ``name``
+        with elements ``elem``."""
+        key = (name, elem)
+        if key not in self.kinds:
+            signatures = ((kind, self.reference(_inline_signature, kind, elem)) for kind in _INLINE_KINDS)
+            self.kinds[key] = [(kind, sig) for kind, sig in signatures if sig is not None and sig[0] == name]
+        return self.kinds[key]
 
     def match(self, reference: _Reference, root: ir.Operation, block: ir.Block) -> set | None:
         """The ops of ``block`` that form ``reference`` ending at ``root``, or None."""

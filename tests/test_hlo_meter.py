@@ -492,6 +492,29 @@ def test_a_genuine_sampler_with_one_constant_changed_is_counted_op_by_op(key):
     assert hlo_meter.exported_flops(edited) > 40 * 16
 
 
+def test_a_composite_with_an_altered_decomposition_costs_its_decomposition():
+    genuine = hlo_meter.export_program(lax.erf, X3)
+    assert _through_bytes(genuine) == 3 * 16
+    text = genuine.mlir_module()
+    # The decomposition is what runs: give it a dearer body under the genuine name.
+    edited = text.replace(
+        "%0 = stablehlo.clamp %cst_13, %arg0, %cst_14 : tensor<3xf32>",
+        "%e = stablehlo.exponential %arg0 : tensor<3xf32>\n    %0 = stablehlo.clamp %cst_13, %e, %cst_14 : tensor<3xf32>",
+    )
+    assert edited != text
+    assert _through_bytes(exported_from_text(edited)) > 3 * 16 + 3 * 16
+
+
+def test_a_call_to_a_function_without_a_body_is_refused():
+    text = _module(
+        """    %0 = call @outside(%arg0) : (tensor<3xf32>) -> tensor<3xf32>
+    return %0 : tensor<3xf32>""",
+        "  func.func private @outside(tensor<3xf32>) -> tensor<3xf32>",
+    )
+    with pytest.raises(Refused, match="no body"):
+        _through_bytes(exported_from_text(text))
+
+
 def test_an_inline_expansion_whose_inside_is_reused_is_counted_op_by_op():
     x = jnp.ones(5, F32)
     assert hlo_meter.count_flops(lax.erf_inv, x) == 5 * 16
