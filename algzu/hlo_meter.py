@@ -52,8 +52,11 @@ dynamic_(update_)slice gather
 concatenate pad reverse convert
 bitcast_convert real imag
 optimization_barrier tuple
-get_tuple_element; custom calls
-``Sharding``, ``SPMD*``
+get_tuple_element;
+sdy.sharding_constraint and the
+custom calls ``Sharding``,
+``SPMDFullToShardShape``,
+``SPMDShardToFullShape``
 ===============================  ==============================================================
 
 64-bit operands or results double the charge and every charged op costs at least 1, as in
@@ -1020,10 +1023,9 @@ class _Walk:
     """One metering walk over a module."""
 
     def __init__(self, module: ir.Module):
-        attrs = module.operation.attributes
-        for name in ("mhlo.num_partitions", "mhlo.num_replicas"):
-            if name in attrs and ir.IntegerAttr(attrs[name]).value != 1:
-                raise Refused(f"module has {name} = {ir.IntegerAttr(attrs[name]).value}; expected 1")
+        # A module partitioned over several devices describes the whole computation (sharding
+        # constraints are free annotations), so it is metered like any other; whether the
+        # trusted side runs it is :func:`check_signature`'s call (one device only).
         self.funcs = _functions(module)
         if "main" not in self.funcs:
             raise Refused("the module has no main function")
