@@ -72,11 +72,11 @@ def main() -> None:
                     start = time.perf_counter()
                     hlo_meter.count_flops(program, *abstract)
                     first = time.perf_counter() - start
-                t_jaxpr, flops = _best(lambda: meter.count_flops(program, *abstract), args.reps)
+                t_jaxpr, flops = _best(lambda p=program, a=abstract: meter.count_flops(p, *a), args.reps)
                 t_export, exported = _best(
-                    lambda: export.export(jax.jit(program), platforms=["cpu"])(*abstract), args.reps
+                    lambda p=program, a=abstract: export.export(jax.jit(p), platforms=["cpu"])(*a), args.reps
                 )
-                t_meter, hlo = _best(lambda: hlo_meter.exported_flops(exported), args.reps)
+                t_meter, hlo = _best(lambda e=exported: hlo_meter.exported_flops(e), args.reps)
                 ratio = (t_export + t_meter) / t_jaxpr
                 print(
                     f"| {name} | {model_id} | {budget:.0e} | {flops:,} / {hlo:,} | {1e3 * t_jaxpr:.0f} "
