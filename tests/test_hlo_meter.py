@@ -1,0 +1,654 @@
+"""The StableHLO meter: pinned to the jaxpr meter on every shipped program, and it refuses what
+it cannot price.
+
+Pinning rule. The StableHLO is what runs; it differs from the jaxpr in three known ways
+(``algzu/hlo_meter.py``'s docstring has the details): ``integer_pow`` is lowered to its
+multiplications, a ``platform_dependent`` branch for another platform is dropped, and dead code
+is removed. :func:`lowered_jaxpr_flops` is the jaxpr meter with exactly those three rules
+changed; every program here must cost the same in the StableHLO meter as there, and the
+shipped ``sampling`` and ``stratified`` programs must cost exactly what the jaxpr meter charges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from unittest import mock
+
+import jax
+import jax.extend.core as jcore
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import export, lax
+from jax._src.export import _export
+from jax._src.interpreters import mlir
+from jax._src.interpreters import partial_eval as pe
+from jax._src.lib.mlir import ir
+from jax.experimental import io_callback
+from test_meter import COMMON_OPS, SAME_WORK
+
+from algzu import hlo_meter, meter
+from algzu.errors import AlgzuError
+from algzu.estimator import get_estimator
+from algzu.model import Model, ModelSpec, init_params, rnn_forward
+from algzu.suites import SUITES
+from algzu.zoo import load_model
+
+Refused = hlo_meter.Refused
+F32 = jnp.float32
+
+
+# --- the jaxpr meter, as the program is lowered ---------------------------------------------
+
+_ORIGINAL = {name: getattr(meter, name) for name in ("_jaxpr_flops", "_eqn_flops", "_first_order_flops")}
+
+
+def _multiplies(y: int) -> int:
+    """Ops ``lax.integer_pow`` lowers to: square-and-multiply, and a divide for y < 0."""
+    if y == 0:
+        return 0
+    m = abs(y)
+    return (m.bit_length() - 1) + (m.bit_count() - 1) + (y < 0)
+
+
+def _default_branch(eqn: jcore.JaxprEqn) -> jcore.ClosedJaxpr | None:
+    """The branch a ``platform_dependent`` cond keeps on CPU (None for an ordinary cond)."""
+    platforms = eqn.params.get("branches_platforms") if eqn.primitive.name == "cond" else None
+    if not platforms:
+        return None
+    return next(b for b, p in zip(eqn.params["branches"], platforms) if p is None or "cpu" in p)
+
+
+def _reads(jaxpr: jcore.Jaxpr) -> set:
+    reads = {v for v in jaxpr.outvars if isinstance(v, jcore.Var)}
+    for eqn in jaxpr.eqns:
+        reads.update(v for v in eqn.invars if isinstance(v, jcore.Var))
+    return reads
+
+
+def _live_jaxpr_flops(jaxpr: jcore.Jaxpr, known: dict) -> int:
+    needed = {v for v in jaxpr.outvars if isinstance(v, jcore.Var)}
+    live = set()
+    for eqn in reversed(jaxpr.eqns):
+        if not eqn.effects and not any(v in needed for v in eqn.outvars):
+            continue  # dead: JAX does not lower it
+        live.add(id(eqn))
+        reads = eqn.invars
+        default = _default_branch(eqn)
+        if default is not None:  # the operands only the other platforms' branches read are dead
+            used = _reads(default.jaxpr)
+            reads = [eqn.invars[0]] + [v for v, inner in zip(eqn.invars[1:], default.jaxpr.invars) if inner in used]
+        needed.update(v for v in reads if isinstance(v, jcore.Var))
+    total = 0
+    for eqn in jaxpr.eqns:
+        if id(eqn) in live:
+            total += meter._eqn_flops(eqn, known)
+        meter._fold_constants(eqn, known)
+    return total
+
+
+def _lowered_eqn_flops(eqn: jcore.JaxprEqn, known: dict) -> int:
+    default = _default_branch(eqn)
+    if default is not None:
+        return meter._sub_flops(default)
+    return _ORIGINAL["_eqn_flops"](eqn, known)
+
+
+def _lowered_first_order_flops(eqn: jcore.JaxprEqn):
+    if eqn.primitive.name == "integer_pow":
+        return eqn.outvars[0].aval.size, _multiplies(eqn.params["y"])
+    return _ORIGINAL["_first_order_flops"](eqn)
+
+
+def lowered_jaxpr_flops(closed: jcore.ClosedJaxpr) -> int:
+    """The jaxpr meter's count with ``integer_pow`` charged its multiplications, each
+    ``platform_dependent`` cond charged its CPU branch, and dead code (after both) free."""
+    jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars), instantiate=True)
+    with (
+        mock.patch.object(meter, "_jaxpr_flops", _live_jaxpr_flops),
+        mock.patch.object(meter, "_eqn_flops", _lowered_eqn_flops),
+        mock.patch.object(meter, "_first_order_flops", _lowered_first_order_flops),
+    ):
+        return meter.jaxpr_flops(jcore.ClosedJaxpr(jaxpr, closed.consts))
+
+
+# --- pinning: every shipped JAX program at every suite budget -------------------------------
+
+SUITE_NAMES = ("default", "challenge-432", "m43")
+MODEL_IDS = sorted({case.model for name in SUITE_NAMES for case in SUITES[name].cases})
+
+
+def budgets(model_id: str) -> list[int]:
+    """The default suite's budgets (1e3..1e9), and those of every suite that scores the model."""
+    suites = [SUITES[name] for name in SUITE_NAMES if any(c.model == model_id for c in SUITES[name].cases)]
+    return sorted(set(SUITES["default"].budgets).union(*(s.budgets for s in suites)))
+
+
+SHIPPED = ("sampling", "stratified", "moments")
+
+
+def _program(estimator_name: str, spec: ModelSpec, budget: int):
+    """The program the sealed runner exports: weights and raw key data in, the estimate out."""
+    estimator = get_estimator(estimator_name)
+
+    def program(params, key_data):
+        return estimator.estimate(Model(spec, params), budget, jax.random.wrap_key_data(key_data))
+
+    return program
+
+
+def _abstract(spec: ModelSpec):
+    params = {name: jax.ShapeDtypeStruct(shape, F32) for name, shape in spec.param_shapes.items()}
+    return params, jax.ShapeDtypeStruct((2,), jnp.uint32)
+
+
+@functools.cache
+def shipped_counts(model_id: str, estimator_name: str) -> dict[int, tuple[int, int, int]]:
+    """``{budget: (jaxpr meter, jaxpr meter as lowered, StableHLO meter)}`` (cached per run)."""
+    spec = load_model(model_id).spec
+    abstract = _abstract(spec)
+    counts, metered = {}, {}
+    for budget in budgets(model_id):
+        program = _program(estimator_name, spec, budget)
+        closed = jax.make_jaxpr(program)(*abstract)
+        exported = export.export(jax.jit(program), platforms=["cpu"])(*abstract)
+        module = exported.mlir_module_serialized
+        if module not in metered:  # several budgets often give the same program
+            metered[module] = hlo_meter.exported_flops(exported)
+        counts[budget] = (meter.jaxpr_flops(closed), lowered_jaxpr_flops(closed), metered[module])
+    return counts
+
+
+CASES = [(m, e) for m in MODEL_IDS for e in SHIPPED if get_estimator(e).supports(load_model(m).spec)]
+
+
+@pytest.mark.parametrize("model_id, estimator_name", CASES, ids=[f"{e}-{m}" for m, e in CASES])
+def test_shipped_program_costs_what_the_jaxpr_meter_charges_its_lowering(model_id, estimator_name):
+    for budget, (jaxpr_count, lowered, hlo) in shipped_counts(model_id, estimator_name).items():
+        assert hlo == lowered, (budget, jaxpr_count, lowered, hlo)
+        assert hlo <= budget or jaxpr_count > budget  # what fits the jaxpr meter fits this one
+
+
+@pytest.mark.parametrize("estimator_name", ["sampling", "stratified"])
+def test_sampling_programs_cost_exactly_what_the_jaxpr_meter_charges(estimator_name):
+    for model_id in MODEL_IDS:
+        if not get_estimator(estimator_name).supports(load_model(model_id).spec):
+            continue
+        for budget, (jaxpr_count, _, hlo) in shipped_counts(model_id, estimator_name).items():
+            assert hlo == jaxpr_count, (model_id, budget)
+
+
+# Every moments program that does any work, (jaxpr meter, StableHLO meter): they differ by
+# integer_pow's multiplications and jnp.diagonal's dropped Mosaic branch (hlo_meter's docstring).
+MOMENTS_PINNED = {
+    ("algzoo/example_2nd_argmax", 10**8): (29_336_026, 28_436_826),
+    ("algzoo/example_2nd_argmax", 10**9): (362_989_146, 330_536_346),
+    ("algzoo/2nd_argmax-d2-n2", 10**4): (4_383, 4_063),
+    **{("algzoo/2nd_argmax-d2-n2", 10**k): (27_607, 25_111) for k in range(5, 10)},
+    **{("2nd_argmax-d4-n3", b): (28_502, 27_590) for b in (71_000, 10**5)},
+    **{("2nd_argmax-d4-n3", 10**k): (445_766, 405_518) for k in range(6, 10)},
+    ("2nd_argmax-d8-n5", 10**6): (593_776, 569_456),
+    ("2nd_argmax-d8-n5", 10**7): (9_863_216, 8_962_736),
+    **{("2nd_argmax-d8-n5", 10**k): (59_161_916, 53_761_436) for k in range(8, 10)},
+}
+
+
+def test_every_moments_program_is_pinned_to_its_stablehlo_count():
+    seen = {}
+    for model_id in MODEL_IDS:
+        if not get_estimator("moments").supports(load_model(model_id).spec):
+            continue
+        for budget, (jaxpr_count, _, hlo) in shipped_counts(model_id, "moments").items():
+            if jaxpr_count:  # 0: below its cheapest setting it returns the chance rate
+                seen[(model_id, budget)] = (jaxpr_count, hlo)
+    assert seen == MOMENTS_PINNED
+
+
+# --- pinning: the op-level cases of tests/test_meter.py -------------------------------------
+
+B, D, N = 8, 16, 10
+SPEC = ModelSpec("rnn", "2nd_argmax", D, N)
+
+
+def both(fn, *args) -> tuple[int, int, int]:
+    """(jaxpr meter, jaxpr meter as lowered, StableHLO meter) of ``fn(*args)``."""
+    return (
+        meter.count_flops(fn, *args),
+        lowered_jaxpr_flops(jax.make_jaxpr(fn)(*args)),
+        hlo_meter.count_flops(fn, *args),
+    )
+
+
+def test_rnn_forward_count_matches_closed_form():
+    params = init_params(SPEC, jax.random.key(1))
+    x = jnp.zeros((B, N), F32)
+    step0 = B * D + B * D
+    step = B * D + B * D * (2 * D - 1) + B * D + B * D  # mul, matmul, add, relu
+    readout = B * SPEC.n_outputs * (2 * D - 1)
+    assert hlo_meter.count_flops(rnn_forward, params, x) == step0 + (N - 1) * step + readout
+
+
+@pytest.mark.parametrize("name, jax_fn, shape", [(c[0], c[1], c[3]) for c in SAME_WORK], ids=[c[0] for c in SAME_WORK])
+def test_same_work_ops_cost_what_the_jaxpr_meter_charges(name, jax_fn, shape):
+    a = jnp.asarray(np.eye(*shape, dtype=np.float32) + 1.0)
+    jaxpr_count, lowered, hlo = both(jax_fn, a)
+    if name == "power":  # a**2 lowers to a*a: 1 per element, not integer_pow's 16
+        assert (jaxpr_count, hlo) == (16 * a.size, a.size)
+    else:
+        assert hlo == jaxpr_count
+    assert hlo == lowered
+
+
+def test_jax_random_samplers_and_keys_cost_what_the_jaxpr_meter_charges(key):
+    shape = (4, 10)
+    programs = {
+        lambda k: jax.random.normal(k, shape): 40 * 16,
+        lambda k: jax.random.uniform(k, shape, minval=-2.0, maxval=3.0): 40 * 3,
+        lambda k: jax.random.randint(k, shape, 0, 10): 40 * 1,
+        lambda k: jax.random.split(k, 3): 3 * 2,
+        lambda k: jax.random.fold_in(k, 7): 2,
+        lambda k: jax.random.bits(k, (5,)): 5,
+        lambda k: jax.vmap(lambda kk: jax.random.normal(kk, (4,)))(jax.random.split(k, 3)): None,
+    }
+    for fn, expected in programs.items():
+        jaxpr_count, _, hlo = both(fn, key)
+        assert hlo == jaxpr_count
+        assert expected is None or hlo == expected
+
+
+def test_sampler_lookalike_is_counted_op_by_op(key):
+    def _normal(k):  # noqa: PLW0621 - named like jax.random's private sampler on purpose
+        return jnp.exp(jax.random.uniform(k, (4, 10)))
+
+    assert hlo_meter.count_flops(jax.jit(_normal), key) == 40 * 3 + 40 * 16
+
+
+def test_scan_charges_body_times_length():
+    x = jnp.ones(3, F32)
+    assert (
+        hlo_meter.count_flops(lambda c: lax.scan(lambda c, _: (jnp.sin(c) * 2.0, None), c, None, length=7)[0], x)
+        == 7 * 3 * 17
+    )
+
+
+def test_fori_loops_charge_every_trip():
+    x = jnp.ones(3, F32)
+    body = lambda i, c: c * 2.0  # noqa: E731
+    # Python-int bounds: a scan; its counter is dead (the body ignores i), so JAX drops it:
+    # 5 trips of 3 multiplies where the jaxpr meter also charges the counter's 5 adds.
+    assert both(lambda c: lax.fori_loop(0, 5, body, c), x) == (5 * (3 + 1), 5 * 3, 5 * 3)
+    # Array bounds: a while loop, counter and test charged as in the jaxpr meter.
+    assert hlo_meter.count_flops(lambda c: lax.fori_loop(jnp.int32(1), jnp.int32(6), body, c), x) == 5 * (3 + 1 + 1) + 1
+    # A counter the body reads is kept and charged.
+    assert hlo_meter.count_flops(lambda c: lax.fori_loop(0, 5, lambda i, c: c * i.astype(F32), c), x) == 5 * (3 + 1)
+
+
+def test_cond_and_switch_charge_the_dearest_branch():
+    x = jnp.ones(5, F32)
+    cheap, dear = (lambda c: c * 2.0), jnp.exp
+    for branches in ((cheap, dear), (dear, cheap)):
+        assert hlo_meter.count_flops(lambda c, b=branches: lax.cond(jnp.sum(c) > 0, *b, c), x) == 4 + 1 + 5 * 16
+    assert hlo_meter.count_flops(lambda c: lax.switch(jnp.int32(0), [cheap, dear, cheap], c), x) == 2 + 5 * 16
+
+
+def test_64_bit_work_costs_double():
+    with jax.enable_x64(True):
+        assert hlo_meter.count_flops(lambda a: a + a, jnp.ones(4, jnp.float64)) == 8
+        assert hlo_meter.count_flops(lambda a: a + a, jnp.ones(4, jnp.float32)) == 4
+
+
+# Linear algebra: the LAPACK call is priced with flopscope's formula (as the jaxpr meter prices
+# the primitive), but its lowering adds ops the jaxpr meter never sees: a failed factorisation
+# becomes NaN through a compare on LAPACK's info code and a select on each output (1 + 4 per
+# output element), LU adds its pivots-to-permutation loop. (jaxpr meter, StableHLO meter):
+LINALG_PINNED = {
+    "eigh": (720, 801),  # + 1 + 4 * (4 eigenvalues + 16 eigenvector entries)
+    "qr": (556, 797),
+    "svd": (3008, 3489),  # + 1 + 4 * (16 + 4 + 100: U, S, V^T)
+    "solve": (162, 355),
+    "inv": (290, 483),
+    "slogdet": (329, 490),
+}
+
+
+@pytest.mark.parametrize("op", sorted(COMMON_OPS))
+def test_common_estimator_ops_cost_what_the_jaxpr_meter_charges_their_lowering(op, key):
+    x = jnp.ones((4, 10), F32)
+    fn = COMMON_OPS[op]
+    if op == "debug_print":  # a host callback: jax.export refuses it
+        with pytest.raises(Refused, match="host_callbacks"):
+            hlo_meter.count_flops(fn, x, key)
+        return
+    jaxpr_count, lowered, hlo = both(fn, x, key)
+    if op in LINALG_PINNED:
+        assert (jaxpr_count, hlo) == LINALG_PINNED[op]
+    else:
+        assert hlo == lowered
+
+
+def test_cholesky_adds_the_failure_check_to_flopscopes_formula():
+    a = jnp.asarray(np.eye(5, dtype=np.float32) + 1.0)
+    jaxpr_count, _, hlo = both(lambda m: lax.linalg.cholesky(m, symmetrize_input=False), a)
+    assert hlo == jaxpr_count + 1 + 4 * 25
+
+
+def test_count_flops_agrees_with_the_jaxpr_meter_on_model_and_key_arguments(key):
+    from algzu.baseline import mc_estimate
+
+    model = Model(SPEC, init_params(SPEC, jax.random.key(1)))
+    fn = lambda m, k: mc_estimate(m, 100, k)  # noqa: E731
+    assert hlo_meter.count_flops(fn, model, key) == meter.count_flops(fn, model, key)
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+X3 = jax.ShapeDtypeStruct((3,), F32)
+CALLBACKS = {
+    "pure_callback": lambda a: jax.pure_callback(np.sin, jax.ShapeDtypeStruct(a.shape, a.dtype), a),
+    "io_callback": lambda a: io_callback(np.sin, jax.ShapeDtypeStruct(a.shape, a.dtype), a),
+    "debug.callback": lambda a: (jax.debug.callback(lambda v: None, a), a * 2.0)[1],
+    "debug.print": lambda a: (jax.debug.print("{}", a), a * 2.0)[1],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CALLBACKS))
+def test_export_refuses_host_callbacks(name):
+    with pytest.raises(NotImplementedError, match="host_callbacks"):
+        export.export(jax.jit(CALLBACKS[name]), platforms=["cpu"])(X3)
+    with pytest.raises(Refused, match="host_callbacks"):
+        hlo_meter.count_flops(CALLBACKS[name], X3)
+
+
+@functools.cache
+def _base_exported() -> export.Exported:
+    return export.export(jax.jit(lambda a: a * 2.0), platforms=["cpu"])(X3)
+
+
+def exported_from_text(text: str) -> export.Exported:
+    """A genuine Exported of ``f32[3] -> f32[3]`` whose module is replaced by ``text``: what an
+    adversary could send by editing the bytes."""
+    with mlir.make_ir_context():
+        module = ir.Module.parse(text)
+        serialized = _export._module_to_bytecode(module)
+    return dataclasses.replace(_base_exported(), mlir_module_serialized=serialized)
+
+
+def _through_bytes(exported: export.Exported) -> int:
+    received = hlo_meter.deserialize(exported.serialize())
+    hlo_meter.check_signature(received, (X3,), X3)
+    return hlo_meter.exported_flops(received)
+
+
+def test_a_callback_sneaked_into_the_module_is_refused():
+    # JAX's own lowering of a pure_callback (what export refuses to serialize), sent as bytes.
+    lowered = jax.jit(CALLBACKS["pure_callback"]).lower(X3).as_text()
+    assert "python_cpu_callback" in lowered
+    with pytest.raises(Refused, match="host Python"):
+        _through_bytes(exported_from_text(lowered))
+
+
+def _module(body: str, extra: str = "") -> str:
+    return f"""module @m {{
+  func.func public @main(%arg0: tensor<3xf32>) -> tensor<3xf32> {{
+{body}
+  }}
+{extra}
+}}"""
+
+
+def test_unknown_custom_call_target_is_refused_by_name():
+    text = _module("""    %0 = stablehlo.custom_call @my_fast_estimate(%arg0) : (tensor<3xf32>) -> tensor<3xf32>
+    return %0 : tensor<3xf32>""")
+    with pytest.raises(Refused, match="my_fast_estimate"):
+        _through_bytes(exported_from_text(text))
+
+
+def test_unknown_op_is_refused_by_name():
+    text = _module("""
+    %0 = stablehlo.fft %arg0, type = RFFT, length = [3] : (tensor<3xf32>) -> tensor<2xcomplex<f32>>
+    %1 = stablehlo.real %0 : (tensor<2xcomplex<f32>>) -> tensor<2xf32>
+    %2 = stablehlo.slice %arg0 [0:1] : (tensor<3xf32>) -> tensor<1xf32>
+    %3 = stablehlo.concatenate %1, %2, dim = 0 : (tensor<2xf32>, tensor<1xf32>) -> tensor<3xf32>
+    return %3 : tensor<3xf32>""")
+    with pytest.raises(Refused, match="stablehlo.fft"):
+        _through_bytes(exported_from_text(text))
+
+
+def test_recursion_through_func_call_is_refused():
+    direct = """  func.func private @f(%arg0: tensor<3xf32>) -> tensor<3xf32> {
+    %0 = call @f(%arg0) : (tensor<3xf32>) -> tensor<3xf32>
+    return %0 : tensor<3xf32>
+  }"""
+    mutual = """  func.func private @f(%arg0: tensor<3xf32>) -> tensor<3xf32> {
+    %0 = call @g(%arg0) : (tensor<3xf32>) -> tensor<3xf32>
+    return %0 : tensor<3xf32>
+  }
+  func.func private @g(%arg0: tensor<3xf32>) -> tensor<3xf32> {
+    %0 = stablehlo.exponential %arg0 : tensor<3xf32>
+    %1 = call @f(%0) : (tensor<3xf32>) -> tensor<3xf32>
+    return %1 : tensor<3xf32>
+  }"""
+    call = """    %0 = call @f(%arg0) : (tensor<3xf32>) -> tensor<3xf32>
+    return %0 : tensor<3xf32>"""
+    for extra in (direct, mutual):
+        with pytest.raises(Refused, match="calls itself"):
+            _through_bytes(exported_from_text(_module(call, extra)))
+
+
+def test_data_dependent_while_loops_are_refused():
+    x = jnp.ones(3, F32)
+    with pytest.raises(Refused, match="data-dependent"):
+        hlo_meter.count_flops(lambda c: lax.while_loop(lambda c: jnp.sum(c) < 10.0, lambda c: c * 2.0, c), x)
+    with pytest.raises(Refused, match="data-dependent"):
+        hlo_meter.count_flops(lambda c, n: lax.fori_loop(0, n, lambda i, c: c * 2.0, c), x, jnp.int32(5))
+
+
+def _counted_loop_module(bound: int, compare_type: str) -> str:
+    return _module(f"""
+    %c0 = stablehlo.constant dense<0> : tensor<i32>
+    %c1 = stablehlo.constant dense<1> : tensor<i32>
+    %cb = stablehlo.constant dense<{bound}> : tensor<i32>
+    %0:2 = stablehlo.while(%i = %c0, %x = %arg0) : tensor<i32>, tensor<3xf32>
+    cond {{
+      %1 = stablehlo.compare LT, %i, %cb, {compare_type} : (tensor<i32>, tensor<i32>) -> tensor<i1>
+      stablehlo.return %1 : tensor<i1>
+    }} do {{
+      %1 = stablehlo.add %i, %c1 : tensor<i32>
+      %2 = stablehlo.exponential %x : tensor<3xf32>
+      stablehlo.return %1, %2 : tensor<i32>, tensor<3xf32>
+    }}
+    return %0#1 : tensor<3xf32>""")
+
+
+def test_a_hand_written_counted_loop_is_charged_its_trips_and_a_wrapping_one_is_refused():
+    assert _through_bytes(exported_from_text(_counted_loop_module(5, "SIGNED"))) == 5 * 3 * 16
+    # 0 <u -1 as unsigned: ~2^32 trips where max(0, upper - lower) would say 0.
+    with pytest.raises(Refused, match="data-dependent or unknown trip count"):
+        _through_bytes(exported_from_text(_counted_loop_module(-1, "UNSIGNED")))
+
+
+def test_huge_trip_counts_are_charged_every_trip():
+    x = jnp.ones(3, F32)
+    assert hlo_meter.count_flops(lambda c: lax.fori_loop(0, 10**9, lambda i, c: c * 2.0, c), x) == 3 * 10**9
+    assert (
+        hlo_meter.count_flops(lambda c: lax.scan(lambda c, _: (c * 2.0, None), c, None, length=2 * 10**9)[0], x)
+        == 6 * 10**9
+    )
+
+    def nested(c):
+        return lax.fori_loop(0, 10**6, lambda i, c: lax.fori_loop(0, 10**6, lambda j, d: d * 2.0, c), c)
+
+    assert hlo_meter.count_flops(nested, x) == 3 * 10**12
+
+
+def test_a_genuine_sampler_with_one_constant_changed_is_counted_op_by_op(key):
+    fn = lambda k: jax.random.normal(k, (4, 10))  # noqa: E731
+    exported = hlo_meter.export_program(fn, key)
+    assert hlo_meter.exported_flops(exported) == 40 * 16
+    with mlir.make_ir_context():
+        text = exported.mlir_module()
+    # One coefficient of the inverse-erf polynomial inside _normal, changed in the bytes.
+    assert text.count("2.83297682") == 1
+    edited = dataclasses.replace(
+        exported, mlir_module_serialized=exported_from_text(text.replace("2.83297682", "2.9")).mlir_module_serialized
+    )
+    assert hlo_meter.exported_flops(edited) > 40 * 16
+
+
+def test_a_composite_with_an_altered_decomposition_costs_its_decomposition():
+    genuine = hlo_meter.export_program(lax.erf, X3)
+    assert _through_bytes(genuine) == 3 * 16
+    text = genuine.mlir_module()
+    # The decomposition is what runs: give it a dearer body under the genuine name.
+    edited = text.replace(
+        "%0 = stablehlo.clamp %cst_13, %arg0, %cst_14 : tensor<3xf32>",
+        "%e = stablehlo.exponential %arg0 : tensor<3xf32>\n    %0 = stablehlo.clamp %cst_13, %e, %cst_14 : tensor<3xf32>",
+    )
+    assert edited != text
+    assert _through_bytes(exported_from_text(edited)) > 3 * 16 + 3 * 16
+
+
+def test_a_call_to_a_function_without_a_body_is_refused():
+    text = _module(
+        """    %0 = call @outside(%arg0) : (tensor<3xf32>) -> tensor<3xf32>
+    return %0 : tensor<3xf32>""",
+        "  func.func private @outside(tensor<3xf32>) -> tensor<3xf32>",
+    )
+    with pytest.raises(Refused, match="no body"):
+        _through_bytes(exported_from_text(text))
+
+
+def test_an_inline_expansion_whose_inside_is_reused_is_counted_op_by_op():
+    x = jnp.ones(5, F32)
+    assert hlo_meter.count_flops(lax.erf_inv, x) == 5 * 16
+    exported = hlo_meter.export_program(lax.erf_inv, x)
+    with mlir.make_ir_context():
+        text = exported.mlir_module()
+    # Return an intermediate of the expansion too: it can no longer be priced as one erf_inv.
+    lines = text.splitlines()
+    log1p = next(l.split("=")[0].strip() for l in lines if "log_plus_one" in l)
+    ret = next(i for i, l in enumerate(lines) if l.strip().startswith("return"))
+    returned = lines[ret].strip().split()[1]
+    lines[ret] = f"    %sum = stablehlo.add {returned}, {log1p} : tensor<5xf32>\n    return %sum : tensor<5xf32>"
+    edited = "\n".join(lines)
+    assert hlo_meter.module_flops(exported_from_text(edited).mlir_module_serialized) > 5 * 16 + 5
+
+
+def test_walking_a_module_is_bounded(monkeypatch):
+    # f_k(c) calls f_(k-1) on 2c and 2c+1: constants fold, so every call is a new case to
+    # meter and the walk would be exponential; it stops at the step budget instead.
+    funcs = [
+        """  func.func private @f0(%arg0: tensor<i32>) -> tensor<f32> {
+    %0 = stablehlo.convert %arg0 : (tensor<i32>) -> tensor<f32>
+    %1 = stablehlo.exponential %0 : tensor<f32>
+    return %1 : tensor<f32>
+  }"""
+    ]
+    depth = 24
+    for k in range(1, depth + 1):
+        funcs.append(f"""  func.func private @f{k}(%arg0: tensor<i32>) -> tensor<f32> {{
+    %c2 = stablehlo.constant dense<2> : tensor<i32>
+    %c1 = stablehlo.constant dense<1> : tensor<i32>
+    %0 = stablehlo.multiply %arg0, %c2 : tensor<i32>
+    %1 = stablehlo.add %0, %c1 : tensor<i32>
+    %2 = call @f{k - 1}(%0) : (tensor<i32>) -> tensor<f32>
+    %3 = call @f{k - 1}(%1) : (tensor<i32>) -> tensor<f32>
+    %4 = stablehlo.add %2, %3 : tensor<f32>
+    return %4 : tensor<f32>
+  }}""")
+    body = f"""    %c = stablehlo.constant dense<1> : tensor<i32>
+    %0 = call @f{depth}(%c) : (tensor<i32>) -> tensor<f32>
+    %1 = stablehlo.broadcast_in_dim %0, dims = [] : (tensor<f32>) -> tensor<3xf32>
+    return %1 : tensor<3xf32>"""
+    exported = exported_from_text(_module(body, "\n".join(funcs)))
+    monkeypatch.setattr(hlo_meter, "MAX_STEPS", 20_000)
+    start = time.perf_counter()
+    with pytest.raises(Refused, match="steps"):
+        hlo_meter.exported_flops(exported)
+    assert time.perf_counter() - start < 10
+
+
+def test_malformed_bytes_are_refused():
+    with pytest.raises(Refused):
+        hlo_meter.deserialize(b"\x00" * 64)
+    with pytest.raises(Refused):
+        hlo_meter.module_flops(b"not a module")
+
+
+# --- deserializing and checking -------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Custom:
+    value: jax.Array
+
+
+_DESERIALIZED: list[bytes] = []
+
+
+def _register_custom_node():
+    if _Custom in _export.serialization_registry:
+        return
+    jax.tree_util.register_pytree_node(_Custom, lambda c: ((c.value,), None), lambda aux, ch: _Custom(*ch))
+
+    def deserialize_aux(data: bytes):
+        _DESERIALIZED.append(data)  # stands for any code the registered class would run
+
+    export.register_pytree_node_serialization(
+        _Custom, serialized_name="tests._Custom", serialize_auxdata=lambda aux: b"attacker data",
+        deserialize_auxdata=deserialize_aux,
+    )  # fmt: skip
+
+
+def test_custom_pytree_nodes_fail_to_deserialize_before_jax_sees_them():
+    _register_custom_node()
+    exported = export.export(jax.jit(lambda c: c.value * 2.0), platforms=["cpu"])(_Custom(X3))
+    blob = exported.serialize()
+    _DESERIALIZED.clear()
+    with pytest.raises(Refused, match="custom node"):
+        hlo_meter.deserialize(blob)
+    assert _DESERIALIZED == []
+    export.deserialize(blob)  # JAX itself would run the registered class's code on the bytes
+    assert _DESERIALIZED == [b"attacker data"]
+
+
+def test_effects_are_refused_before_jax_instantiates_them():
+    from jax._src.lax.lax import NoDCEEffect
+
+    blob = dataclasses.replace(_base_exported(), ordered_effects=(NoDCEEffect(),)).serialize()
+    with pytest.raises(Refused, match="effects"):
+        hlo_meter.deserialize(blob)
+
+
+def test_the_sealed_programs_signature_is_accepted():
+    spec = load_model("2nd_argmax-d4-n3").spec
+    abstract = _abstract(spec)
+    exported = export.export(jax.jit(_program("sampling", spec, 10**5)), platforms=["cpu"])(*abstract)
+    received = hlo_meter.deserialize(exported.serialize())
+    hlo_meter.check_signature(received, abstract, jax.ShapeDtypeStruct((), F32))
+    assert hlo_meter.exported_flops(received) == meter.count_flops(_program("sampling", spec, 10**5), *abstract)
+
+
+def test_signatures_the_trusted_side_does_not_expect_are_refused():
+    base = _base_exported()
+    hlo_meter.check_signature(base, (X3,), X3)
+    wrong = {
+        "platforms": dataclasses.replace(base, platforms=("cpu", "cuda")),
+        "devices": dataclasses.replace(base, nr_devices=2),
+        "safety checks": export.export(
+            jax.jit(lambda a: a * 2.0), platforms=["cpu"], disabled_checks=[export.DisabledSafetyCheck.custom_call("x")]
+        )(X3),
+        "shapes": export.export(jax.jit(lambda a: a * 2.0), platforms=["cpu"])(jax.ShapeDtypeStruct((4,), F32)),
+        "dtypes": export.export(jax.jit(lambda a: a * 2), platforms=["cpu"])(jax.ShapeDtypeStruct((3,), jnp.int32)),
+        "tree": export.export(jax.jit(lambda a, b: a * b), platforms=["cpu"])(X3, X3),
+        "output": export.export(jax.jit(lambda a: jnp.sum(a)), platforms=["cpu"])(X3),
+        "polymorphic": export.export(jax.jit(lambda a: a * 2.0), platforms=["cpu"])(
+            jax.ShapeDtypeStruct(export.symbolic_shape("n"), F32)
+        ),
+    }
+    for what, exported in wrong.items():
+        with pytest.raises(Refused):
+            hlo_meter.check_signature(exported, (X3,), X3)
+        assert isinstance(Refused("x"), AlgzuError), what
