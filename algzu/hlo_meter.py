@@ -936,9 +936,7 @@ def _inline_signature(kind: str, elem: str) -> tuple | None:
     if kind == "gather_fill":
         # select(in-bounds mask, gather, broadcast fill value); the mask may be broadcast
         # first, so only the gather and the fill are checked here, the rest by the match.
-        return (
-            ("stablehlo.select", (None, "stablehlo.gather", "stablehlo.broadcast_in_dim")) if elem in _FLOATS else None
-        )
+        return ("stablehlo.select", (None, "stablehlo.gather", "stablehlo.broadcast_in_dim"))
     if kind == "to_bool":
         canonical = ("tensor<3xi1>", "tensor<3xf32>") if elem == "i1" else None
     elif kind == "random_seed":

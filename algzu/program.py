@@ -32,17 +32,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from algzu import hlo_meter
 from algzu.errors import AlgzuError
+from algzu.hlo_meter import Refused
 from algzu.model import Model, ModelSpec
 
 KEY_IMPL = "threefry2x32"  # jax.random.key's default; its data is uint32[2]
 KEY_SHAPE = (2,)
 PLATFORMS = ("cpu",)
-
-
-class Refused(AlgzuError):
-    """The trusted side will not run this program: it cannot be metered, or its signature
-    is not the one the harness asked for."""
 
 
 def abstract_inputs(spec: ModelSpec) -> tuple[dict[str, jax.ShapeDtypeStruct], jax.ShapeDtypeStruct]:
@@ -116,25 +113,17 @@ def load(blob: bytes, spec: ModelSpec) -> Program:
     """Trusted side: deserialize, check and meter a program received from the tracer.
 
     Raises:
-        Refused: the bytes are not a program, its signature is not the one asked for, or
-            the meter cannot price it (an unknown op, a host callback, a loop whose trip
-            count is not known before it runs).
+        Refused: the bytes are not a program (or could run code when deserialized), its
+            signature is not the one asked for, or the meter cannot price it (an unknown
+            op, a host callback, a loop whose trip count is not known before it runs).
         BadOutput: it does not return one real scalar.
     """
-    from jax import export
-
-    from algzu import hlo_meter
-
-    try:
-        exported = export.deserialize(bytearray(blob))
-    except Exception as e:  # noqa: BLE001 - anything that is not an Exported is refused
-        raise Refused(f"not a serialized jax.export program: {type(e).__name__}: {e}"[:300]) from None
-    params, key = abstract_inputs(spec)
-    hlo_meter.check_signature(exported, (params, key))
-    (out,) = exported.out_avals if len(exported.out_avals) == 1 else (None,)
-    if out is None or out.shape != () or not np.issubdtype(out.dtype, np.number) or np.issubdtype(
-            out.dtype, np.complexfloating):
-        raise BadOutput(f"expected a real scalar, got {', '.join(map(str, exported.out_avals)) or 'nothing'}")
+    exported = hlo_meter.deserialize(blob)
+    outs = exported.out_avals
+    if len(outs) != 1 or outs[0].shape != () or not np.issubdtype(outs[0].dtype, np.number) or np.issubdtype(
+            outs[0].dtype, np.complexfloating):
+        raise BadOutput(f"expected a real scalar, got {', '.join(map(str, outs)) or 'nothing'}")
+    hlo_meter.check_signature(exported, abstract_inputs(spec), jax.ShapeDtypeStruct((), outs[0].dtype))
     return Program(exported, hlo_meter.exported_flops(exported))
 
 

@@ -180,6 +180,27 @@ def test_sampling_programs_cost_exactly_what_the_jaxpr_meter_charges(estimator_n
             assert hlo == jaxpr_count, (model_id, budget)
 
 
+# Beyond the suites: every kind of model an estimator may declare (the conformance suite's),
+# so that an estimator planning with the jaxpr meter never finds its program over budget.
+KINDS = [ModelSpec("rnn", "argmax", 4, 3), ModelSpec("rnn", "argmedian", 4, 3), ModelSpec("rnn", "median", 2, 3),
+         ModelSpec("mlp", "2nd_argmax", 8, 3), ModelSpec("transformer", "longest_cycle", 2, 3, n_layers=1)]
+
+
+@pytest.mark.parametrize("spec", KINDS, ids=lambda s: f"{s.arch}-{s.task}-d{s.d}-n{s.n}")
+def test_programs_on_every_model_kind_cost_what_the_jaxpr_meter_charges_their_lowering(spec):
+    abstract = _abstract(spec)
+    checked = 0
+    for name in SHIPPED:
+        if not get_estimator(name).supports(spec):
+            continue
+        program = _program(name, spec, 10**6)
+        closed = jax.make_jaxpr(program)(*abstract)
+        exported = export.export(jax.jit(program), platforms=["cpu"])(*abstract)
+        assert hlo_meter.exported_flops(exported) == lowered_jaxpr_flops(closed), name
+        checked += 1
+    assert checked, "no shipped JAX estimator declares this kind of model"
+
+
 # Every moments program that does any work, (jaxpr meter, StableHLO meter): they differ by
 # integer_pow's multiplications and jnp.diagonal's dropped Mosaic branch (hlo_meter's docstring).
 MOMENTS_PINNED = {

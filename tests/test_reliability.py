@@ -387,18 +387,19 @@ def test_same_challenge_and_seed_give_identical_files(faulty, tmp_path, monkeypa
 
 
 def test_secret_from_a_file_gives_the_same_seed_and_bad_files_one_line(tmp_path):
-    from algzu.cli import _secret_seed
+    from algzu.cli import _read_secret, _secret_seed
 
     (tmp_path / "secret").write_text("correct horse\n")
-    assert _secret_seed(None, 0, tmp_path / "secret") == _secret_seed("correct horse", 0)
+    assert _read_secret(None, tmp_path / "secret") == "correct horse"
+    assert _secret_seed(_read_secret(None, tmp_path / "secret"), 0) == _secret_seed("correct horse", 0)
     (tmp_path / "empty").write_text("")
     (tmp_path / "binary").write_bytes(b"\xff\xfe")
     for path, message in [(tmp_path / "missing", "cannot read"), (tmp_path / "empty", "empty"),
                           (tmp_path / "binary", "not UTF-8"), (tmp_path, "cannot read")]:
         with pytest.raises(AlgzuError, match=message):
-            _secret_seed(None, 0, path)
+            _read_secret(None, path)
     with pytest.raises(AlgzuError, match="not both"):
-        _secret_seed("x", 0, tmp_path / "secret")
+        _read_secret("x", tmp_path / "secret")
 
 
 def test_held_out_runs_are_marked_and_the_secret_is_not_written(faulty, tmp_path):
