@@ -174,8 +174,12 @@ def leaderboard_markdown(suite: Suite, result: SuiteResult, held_out: bool = Fal
     return "\n".join(out)
 
 
-def plot_model(summary: pd.DataFrame, model: str) -> bytes:
-    """Log-log MSE vs FLOPs for one model, PNG bytes."""
+def plot_model(summary: pd.DataFrame, model: str, flops_per_sample: float | None = None) -> bytes:
+    """Log-log MSE vs FLOPs for one model, PNG bytes.
+
+    With ``flops_per_sample`` the two analytic references are drawn on a fine grid of
+    budgets (their steps at each extra sample); without it, through the suite's budgets.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,12 +188,17 @@ def plot_model(summary: pd.DataFrame, model: str) -> bytes:
     g = summary[summary["model"] == model]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     ref = g.drop_duplicates("budget_flops").sort_values("budget_flops")
-    finite = np.isfinite(ref["sampling_mse"])
-    ax.plot(ref["budget_flops"][finite], ref["sampling_mse"][finite], "k--", lw=1.5,
-            label="sampling (analytic)")
-    prior = ref["sampling_prior_mse"] > 0
-    ax.plot(ref["budget_flops"][prior], ref["sampling_prior_mse"][prior], "k-.", lw=1.5,
-            label="sampling+prior (analytic)")
+    budgets, sampling, prior = ref["budget_flops"], ref["sampling_mse"], ref["sampling_prior_mse"]
+    some = ref[ref["samples"] >= 1]
+    if flops_per_sample and len(some):
+        var, vbar = float(ref["constant_mse"].iloc[0]), float((some["sampling_mse"] * some["samples"]).iloc[0])
+        budgets = np.geomspace(budgets.min(), budgets.max(), 400)
+        n = np.floor(budgets / flops_per_sample)
+        with np.errstate(divide="ignore"):
+            sampling = np.where(n >= 1, vbar / n, np.nan)
+            prior = np.full(n.shape, np.nan) if not var > 0 else 1 / (1 / var + n / vbar)
+    ax.plot(budgets, sampling, "k--", lw=1.5, label="sampling (analytic)")
+    ax.plot(budgets, prior, "k-.", lw=1.5, label="sampling+prior (analytic)")
     if ref["constant_mse"].iloc[0] > 0:
         ax.axhline(ref["constant_mse"].iloc[0], color="0.5", ls=":", lw=1.5, label="best constant (V)")
     floor = max(float(g.loc[g["mse"] > 0, "mse"].min()) if (g["mse"] > 0).any() else 1e-12, 1e-14) / 10
@@ -237,7 +246,7 @@ def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, hel
     put("leaderboard.csv", leaderboard_table(result.summary).to_csv(index=False))
     put("leaderboard.md", leaderboard_markdown(suite, result, held_out, closed_book) + "\n")
     for model in result.summary["model"].unique():
-        put(f"mse_{model.replace('/', '_')}.png", plot_model(result.summary, model))
+        put(f"mse_{model.replace('/', '_')}.png", plot_model(result.summary, model, result.flops_per_sample[model]))
     config = dataclasses.asdict(suite)
     if held_out:  # the seed came from a secret: recording it would reveal the copies
         config["seed"] = "secret"

@@ -96,7 +96,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
@@ -121,12 +120,6 @@ def score_variance(ground_truth: np.ndarray, gt_stderr: np.ndarray, gt_samples: 
     if metric == "accuracy":
         return ground_truth * (1.0 - ground_truth) + gt_stderr**2
     return gt_stderr**2 * gt_samples
-
-
-def sampling_mse(variance: np.ndarray, budget_flops: float, flops_per_sample: float) -> float:
-    """Analytic MSE of plain Monte Carlo at a budget: mean variance / samples affordable."""
-    n = np.floor(budget_flops / flops_per_sample)
-    return float(np.mean(variance) / n) if n >= 1 else float("inf")
 
 
 def copy_columns(estimate: np.ndarray, truth: np.ndarray, gt_stderr: np.ndarray, gt_samples: np.ndarray,
@@ -172,19 +165,19 @@ def reference(name: str, n: float, k: int) -> Callable[[np.ndarray], tuple[np.nd
     c = k / (k - 1) if k > 1 else np.nan
 
     def d_log_v(m, V):  # gradient of log V through the means
-        g = np.zeros(m.shape)
-        g[..., _G], g[..., _G2], g[..., _S2] = -2 * c * m[..., _G] / V, c / V, -1 / V
-        return g
+        grad = np.zeros(m.shape)
+        grad[..., _G], grad[..., _G2], grad[..., _S2] = -2 * c * m[..., _G] / V, c / V, -1 / V
+        return grad
 
     def f(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(divide="ignore", invalid="ignore"):
             if name == "one":
                 return np.ones(m.shape[:-1]), np.zeros(m.shape)
             if name == "sampling":
-                g = np.zeros(m.shape)
-                g[..., _V] = 1 / m[..., _V]
+                grad = np.zeros(m.shape)
+                grad[..., _V] = 1 / m[..., _V]
                 r = m[..., _V] / n if n >= 1 else np.full(m.shape[:-1], np.nan)
-                return r, g
+                return r, grad
             V = _population_variance(m, k)
             if name == "constant":
                 return V, d_log_v(m, V)
@@ -193,9 +186,9 @@ def reference(name: str, n: float, k: int) -> Callable[[np.ndarray], tuple[np.nd
                 den = vbar + n * V
                 r = np.where(V > 0, V * vbar / den, np.where(np.isnan(V), np.nan, 0.0))
                 # log R = log V + log vbar - log(vbar + n V)
-                g = d_log_v(m, V) * (vbar / den)[..., None]
-                g[..., _V] += n * V / (vbar * den)
-                return r, g
+                grad = d_log_v(m, V) * (vbar / den)[..., None]
+                grad[..., _V] += n * V / (vbar * den)
+                return r, grad
         raise AssertionError(name)
 
     if name not in _COLUMNS:

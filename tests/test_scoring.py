@@ -138,3 +138,26 @@ def test_summary_is_deterministic():
     truth = np.clip(0.9 + 0.03 * rng.standard_normal(32), 0, 1)
     cells = _cells(truth + 0.02 * rng.standard_normal(32), truth, np.full(32, 1e-4))
     assert summarize(cells, {"m": 100.0}).equals(summarize(cells, {"m": 100.0}))
+
+
+@pytest.mark.parametrize("ref, n", [("one", 50), ("sampling", 50), ("constant", 50), ("sampling_prior", 0),
+                                    ("sampling_prior", 50), ("sampling_prior", 10**5)])
+def test_delta_method_standard_error_matches_the_jackknife(ref, n):
+    # The bootstrap-t's studentization: sqrt(grad' Cov grad / K) for log(mse / R), from the
+    # gradients in algzu.scoring.reference. The estimate errs by a constant 0.02, so the
+    # reference's own terms (V at small n, vbar at large n) carry the standard error, and a
+    # wrong gradient term misses the jackknife by far more than the 5% allowed at K = 400.
+    from algzu.scoring import _log_ratio, _moments, copy_columns, reference
+
+    rng = np.random.default_rng(5)
+    k = 400
+    p = np.clip(0.92 + 0.03 * rng.standard_normal(k), 0, 1)
+    truth = p + 1e-4 * rng.standard_normal(k)
+    cols = copy_columns(p + 0.02, truth, np.full(k, 1e-4), np.full(k, 1e7), "accuracy")
+    f = reference(ref, n, k)
+    m, second = (x[0] for x in _moments(cols, f.columns, np.full((1, k), 1.0 / k)))
+    _, log_r, se = _log_ratio(m, second, f, k)
+    leave_one_out = (cols.sum(axis=0) - cols) / (k - 1)  # means without copy i (V's centring is shift-free)
+    jack = np.array([np.log(leave_one_out[i, 0] / f(leave_one_out[i])[0]) for i in range(k)])
+    se_jack = np.sqrt((k - 1) / k * np.sum((jack - jack.mean()) ** 2))
+    assert se == pytest.approx(se_jack, rel=0.05), (se, se_jack)
