@@ -7,8 +7,9 @@ Files (all written atomically into the output folder):
 * ``summary.csv``: one row per model x estimator x budget (see :func:`algzu.scoring.summarize`,
   less ``seconds``).
 * ``timings.csv``: wall-clock seconds of every cell. Timings are the one thing that differs
-  between two runs of the same suite and seed, so they live apart: every other table
-  reproduces bit for bit.
+  between two runs of the same suite and seed on one machine type, so they live apart: every
+  other table reproduces byte for byte there (across CPU types, to about 3 significant
+  digits: see the README).
 * ``leaderboard.md``: per model, the headline (efficiency against sampling+prior), FVU and
   the efficiency against plain sampling of every estimator at every budget, with 95%
   intervals and failure counts. ``leaderboard.csv``: the headline table.
