@@ -164,13 +164,17 @@ def leaderboard_markdown(suite: Suite, result: SuiteResult, held_out: bool = Fal
     out += [f"**{'Closed' if closed_book else 'Open'}-book**: "
             + ("base models no estimator has seen." if closed_book else
                "public base models, which an estimator may have studied offline."), ""]
+    from algzu.challenge import verdict  # challenge builds on this module
+
     for model in result.summary["model"].unique():
         case = next(c for c in suite.cases if c.model == model)
+        rows = result.summary[result.summary["model"] == model]
         out += [f"## {model} (noise std {case.noise_std}, {suite.n_copies} copies, "
                 f"{result.flops_per_sample[model]:.0f} FLOPs per sample)", ""]
+        out += ["**Verdict.** " + verdict(rows, book="closed-book" if closed_book else "open-book"), ""]
         out += [markdown_table(references_table(result.summary, model), ".3g"), ""]
         for column, title in MEASURES.items():
-            table = leaderboard_table(result.summary[result.summary["model"] == model], column)
+            table = leaderboard_table(rows, column)
             out += [f"{title}:", "", markdown_table(table.drop(columns="model")), ""]
     return "\n".join(out)
 
