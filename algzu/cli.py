@@ -43,11 +43,20 @@ def _print_json(data) -> None:
     typer.echo(json.dumps(json_ready(data), indent=2, allow_nan=False, default=str))
 
 
-def _stderr_console():
-    """Progress goes to stderr, so that stdout stays the command's output (pure JSON with --json)."""
+@contextlib.contextmanager
+def _stderr_progress(*columns, transient: bool = False):
+    """A rich ``Progress`` on stderr, so that stdout stays the command's output (pure JSON with
+    --json). If the run fails, its last frame is not drawn: stderr keeps one ``error:`` line."""
     from rich.console import Console
+    from rich.progress import Progress
 
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    with Progress(*columns, transient=transient, console=console) as bar:
+        try:
+            yield bar
+        except BaseException:
+            console.quiet = True
+            raise
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> None:
@@ -132,15 +141,13 @@ def train_cmd(
     layers: int = typer.Option(2, help="Attention layers (transformer)."),
 ) -> None:
     """Train a zoo model with ARC's recipe; writes .safetensors + .json sidecar."""
-    from rich.progress import Progress
-
     from algzu.model import ModelSpec
     from algzu.train import train_and_save
 
     if seqs < 1 or seeds_count < 1:
         raise AlgzuError("--seqs and --seeds-count must be positive")
     spec = ModelSpec(arch, task, hidden, seq_len, n_layers=layers if arch == "transformer" else 1)
-    with Progress(console=_stderr_console()) as bar:
+    with _stderr_progress() as bar:
         job = bar.add_task(f"train {task} d={hidden} n={seq_len}", total=seqs * seeds_count)
         path = train_and_save(spec, seqs=seqs, seeds=range(seed, seed + seeds_count), out_dir=out,
                               progress=lambda done, total: bar.update(job, completed=done, total=total))
@@ -171,10 +178,10 @@ def estimators_cmd(
 @contextlib.contextmanager
 def _progress_bar(name: str, transient: bool = False):
     """A rich progress bar on stderr; yields the ``progress(description, done, total)`` callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=transient, console=_stderr_console()) as bar:
+    with _stderr_progress(*columns, transient=transient) as bar:
         job = bar.add_task(name, total=None)
         yield lambda description, done, total: bar.update(
             job, description=description[:60], completed=done, total=total)
