@@ -1,7 +1,10 @@
 """The ``algzu`` command line: zoo, eval, train, estimators, score, leaderboard, challenge.
 
-Every command that a tool might drive has ``--json``. A user error (unknown id, bad path,
-corrupt checkpoint, bad number) prints one line ``error: ...`` on stderr and exits with 2.
+Every command that a tool might drive has ``--json``: stdout then carries one JSON document
+and nothing else (progress bars and logs go to stderr); a float that is not finite is the
+string ``"inf"`` or ``"-inf"``, and an undefined one ``null`` (:func:`algzu.report.json_ready`).
+A user error (unknown id, bad path, corrupt checkpoint, bad number) prints one line
+``error: ...`` on stderr and exits with 2.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
 from algzu.errors import AlgzuError
@@ -47,7 +49,25 @@ ZOO_DIR = typer.Option(None, "--zoo-dir",
 
 
 def _print_json(data) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=float))
+    from algzu.report import json_ready
+
+    typer.echo(json.dumps(json_ready(data), indent=2, allow_nan=False, default=str))
+
+
+@contextlib.contextmanager
+def _stderr_progress(*columns, transient: bool = False):
+    """A rich ``Progress`` on stderr, so that stdout stays the command's output (pure JSON with
+    --json). If the run fails, its last frame is not drawn: stderr keeps one ``error:`` line."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    with Progress(*columns, transient=transient, console=console) as bar:
+        try:
+            yield bar
+        except BaseException:
+            console.quiet = True
+            raise
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> None:
@@ -132,15 +152,13 @@ def train_cmd(
     layers: int = typer.Option(2, help="Attention layers (transformer)."),
 ) -> None:
     """Train a zoo model with ARC's recipe; writes .safetensors + .json sidecar."""
-    from rich.progress import Progress
-
     from algzu.model import ModelSpec
     from algzu.train import train_and_save
 
     if seqs < 1 or seeds_count < 1:
         raise AlgzuError("--seqs and --seeds-count must be positive")
     spec = ModelSpec(arch, task, hidden, seq_len, n_layers=layers if arch == "transformer" else 1)
-    with Progress() as bar:
+    with _stderr_progress() as bar:
         job = bar.add_task(f"train {task} d={hidden} n={seq_len}", total=seqs * seeds_count)
         path = train_and_save(spec, seqs=seqs, seeds=range(seed, seed + seeds_count), out_dir=out,
                               progress=lambda done, total: bar.update(job, completed=done, total=total))
@@ -172,11 +190,11 @@ def estimators_cmd(
 
 @contextlib.contextmanager
 def _progress_bar(name: str, transient: bool = False):
-    """A rich progress bar; yields the ``progress(description, done, total)`` callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """A rich progress bar on stderr; yields the ``progress(description, done, total)`` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=transient) as bar:
+    with _stderr_progress(*columns, transient=transient) as bar:
         job = bar.add_task(name, total=None)
         yield lambda description, done, total: bar.update(
             job, description=description[:60], completed=done, total=total)
@@ -276,20 +294,24 @@ def score_cmd(
     with _block_runner(sealed, isolate, timeout, memory_mb) as runner:
         result = _progress_runner(suite, cache_dir=cache, estimators=[estimator], held_out=held_out,
                                   block_runner=runner)
-    cols = ["sealed", "budget_flops", "flops", "seconds", "mse", "mse_lo", "mse_hi", "sampling_mse", "efficiency",
-            "efficiency_lo", "efficiency_hi", "failures"]
-    rows = result.summary[cols]
+    rows = result.summary.drop(columns=["model", "estimator", "mechanistic"])
     if as_json:
-        _print_json([{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
-                     for r in rows.to_dict("records")])
+        _print_json(rows.to_dict("records"))
     else:
+        from algzu.report import format_value as f
+        from algzu.report import interval_cell
+
+        def cell(r, column):
+            return interval_cell(r, column, flag_failures=False)
+
         _table(f"{estimator} on {model} (noise std {noise_std}, {copies} copies"
-               f"{'' if rows['sealed'].all() else ', UNSEALED'})",
-               ["budget", "flops", "seconds", "mse", "mse 95% CI", "sampling mse", "efficiency",
-                "efficiency 95% CI", "failures"],
-               [[f"{r.budget_flops:.0e}", f"{r.flops:.3g}", f"{r.seconds:.3g}", f"{r.mse:.3g}",
-                 f"[{r.mse_lo:.3g}, {r.mse_hi:.3g}]", f"{r.sampling_mse:.3g}", f"{r.efficiency:.3g}",
-                 f"[{r.efficiency_lo:.3g}, {r.efficiency_hi:.3g}]", r.failures] for r in rows.itertuples()])
+               f"{'' if rows['sealed'].all() else ', UNSEALED: never counts for a verdict'}; "
+               "headline: efficiency against sampling+prior)",
+               ["budget", "n", "flops", "s", "mse [95% CI]", "ref. mse: sampling", "sampling+prior", "constant",
+                "eff. vs sampling+prior", "fvu", "eff. vs sampling", "failed"],
+               [[f"{r['budget_flops']:.0e}", int(r["samples"]), f(r["flops"]), f(r["seconds"]), cell(r, "mse"),
+                 f(r["sampling_mse"]), f(r["sampling_prior_mse"]), f(r["constant_mse"]), cell(r, "prior_efficiency"),
+                 cell(r, "fvu"), cell(r, "efficiency"), int(r["failures"])] for _, r in rows.iterrows()])
 
 
 @app.command("leaderboard")

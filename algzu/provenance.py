@@ -41,6 +41,23 @@ def versions() -> dict[str, str]:
     return found
 
 
+def cpu() -> dict[str, object]:
+    """The CPU's model name and the vector instruction sets float results can depend on
+    (tables reproduce byte for byte on the same machine type; see the README)."""
+    flags, name = set(), platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {"model": name, "isa": [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f") if f in flags]}
+
+
 def provenance(config: dict | None = None, seeds: dict | None = None) -> dict:
     """A provenance record: config, seeds, git hash, package versions, date and host."""
     import jax
@@ -55,6 +72,7 @@ def provenance(config: dict | None = None, seeds: dict | None = None) -> dict:
             "name": socket.gethostname(),
             "platform": platform.platform(),
             "cpus": __import__("os").cpu_count(),
+            "cpu": cpu(),
             "jax_devices": [str(d) for d in jax.devices()],
         },
     }

@@ -7,12 +7,23 @@ Files (all written atomically into the output folder):
 * ``summary.csv``: one row per model x estimator x budget (see :func:`algzu.scoring.summarize`,
   less ``seconds``).
 * ``timings.csv``: wall-clock seconds of every cell. Timings are the one thing that differs
-  between two runs of the same suite and seed, so they live apart: every other table
-  reproduces bit for bit.
-* ``leaderboard.md`` and ``leaderboard.csv``: efficiency per estimator and model at every
-  budget, with 95% intervals and failure counts.
-* ``mse_<model>.png``: log-log MSE versus FLOPs per model, sampling as the reference line.
-* ``provenance.json``: suite config, seeds, git hash, package versions, date, host.
+  between two runs of the same suite and seed on one machine type, so they live apart: every
+  other table reproduces byte for byte there (across CPU types, to about 3 significant
+  digits: see the README).
+* ``leaderboard.md``: per model, the headline (efficiency against sampling+prior), FVU and
+  the efficiency against plain sampling of every estimator at every budget, with 95%
+  intervals and failure counts. ``leaderboard.csv``: the headline table.
+* ``mse_<model>.png``: log-log MSE versus FLOPs per model, with the three references
+  (plain sampling, sampling+prior, the best constant).
+* ``provenance.json``: suite config, seeds, git hash, package versions, date, host, how
+  intervals are computed, and whether the suite is closed-book.
+
+Special values. In the CSV files an infinite value is written ``inf`` and an undefined one
+(NaN) is left empty. In every JSON file (results and ``--json`` output) a float that is
+not finite is written as the string ``"inf"`` or ``"-inf"``, and an undefined one as
+``null`` (:func:`json_ready`): infinite efficiency means the estimator's MSE is
+indistinguishable from 0; undefined means there is no reference to compare with (below the
+cost of one sample for plain sampling).
 """
 
 from __future__ import annotations
@@ -26,75 +37,157 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from algzu import scoring
 from algzu.io import atomic_write_bytes, atomic_write_text
 from algzu.leaderboard import SuiteResult
 from algzu.provenance import provenance
 from algzu.suites import Suite
 
+HEADLINE = "prior_efficiency"
+# Summary columns shown as "value [lo, hi]" tables, with their titles.
+MEASURES = {
+    "prior_efficiency": "Efficiency against sampling+prior (the headline; > 1 beats sampling that knows the protocol)",
+    "fvu": "FVU = MSE / V (1: no better than the best constant; < 0: MSE indistinguishable from 0)",
+    "efficiency": "Efficiency against plain sampling (> 1 beats sampling that ignores the protocol)",
+}
+EXPLANATION = (
+    "Three references at every budget B, where n = floor(B / c) samples are affordable (c: metered FLOPs "
+    "per sample): the best constant (the mean of the copies' true scores; its MSE is their variance V), "
+    "plain sampling (MSE vbar / n, vbar the mean variance of one sample's score) and sampling+prior, "
+    "sampling that also knows the protocol's mean and variance (MSE 1 / (1/V + n/vbar), the Bayes risk of "
+    "shrinking n samples towards the mean; V at n = 0). Efficiency = reference MSE / estimator MSE. The "
+    "headline is the efficiency against sampling+prior: knowing the protocol alone cannot beat it. "
+    "Intervals are 95% over noisy copies (the union of a studentized bootstrap on the log ratio and a "
+    "percentile bootstrap, paired). MSE has the ground truth's variance subtracted. ∞: the estimator's MSE "
+    "is indistinguishable from 0 at that budget (for `sampling` at large budgets: the ground truth's own "
+    "noise dominates). –: undefined (below the cost of one sample there is no plain-sampling baseline). "
+    "sealed: the estimator's code never held the weights it was scored on; an unsealed row never counts "
+    "for a verdict."
+)
 
-def _fmt_eff(v: float) -> str:
-    if not math.isfinite(v):
-        return "∞" if v > 0 else "–"
+
+def format_value(v: float) -> str:
+    """Three significant digits; ∞ for infinite, – for undefined (NaN)."""
+    if math.isnan(v):
+        return "–"
+    if math.isinf(v):
+        return "∞" if v > 0 else "-∞"
     return f"{v:.3g}"
 
 
-def efficiency_cell(row: pd.Series) -> str:
-    """``eff [lo, hi]`` for one summary row; failures are flagged."""
-    text = f"{_fmt_eff(row.efficiency)} [{_fmt_eff(row.efficiency_lo)}, {_fmt_eff(row.efficiency_hi)}]"
-    if row.failures:
+def interval_cell(row: pd.Series, column: str = HEADLINE, flag_failures: bool = True) -> str:
+    """``value [lo, hi]`` of one summary column for one row; failures are flagged."""
+    lo, hi = row[column + "_lo"], row[column + "_hi"]
+    text = f"{format_value(row[column])} [{format_value(lo)}, {format_value(hi)}]"
+    if flag_failures and row.failures:
         text += f" ({row.failures} failed)"
     return text
+
+
+def efficiency_cell(row: pd.Series) -> str:
+    """``eff [lo, hi]`` of the efficiency against plain sampling for one summary row."""
+    return interval_cell(row, "efficiency")
+
+
+def json_ready(obj, digits: int | None = None):
+    """``obj`` with every non-finite float made strict JSON: ``"inf"``, ``"-inf"`` or ``None`` (NaN).
+
+    numpy scalars become Python numbers; with ``digits``, floats are rounded to that many
+    significant digits (as the CSV files are), so JSON results reproduce like the tables.
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v, digits) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return float(f"{v:.{digits}g}") if digits else v
+    return obj
+
+
+def dumps_json(obj, digits: int | None = None) -> str:
+    """Strict JSON text (never ``NaN``/``Infinity`` tokens) of :func:`json_ready` ``(obj)``."""
+    return json.dumps(json_ready(obj, digits), indent=2, allow_nan=False, default=str) + "\n"
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     """A pipe table of a DataFrame (no tabulate dependency)."""
     def cell(v):
-        return format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v)
+        if isinstance(v, (float, np.floating)):
+            return format(v, floatfmt) if math.isfinite(v) else format_value(v)
+        return str(v)
 
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
 
-def leaderboard_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Wide table: one row per model x estimator, one efficiency column per budget."""
+def leaderboard_table(summary: pd.DataFrame, column: str = HEADLINE) -> pd.DataFrame:
+    """Wide table: one row per model x estimator, one ``value [lo, hi]`` cell per budget.
+
+    Args:
+        summary: from :func:`algzu.scoring.summarize` (plus ``mechanistic``).
+        column: the measure: ``prior_efficiency`` (the headline), ``fvu`` or ``efficiency``.
+    """
     rows = []
     for (model, est), g in summary.groupby(["model", "estimator"], sort=False):
         row = {"model": model, "estimator": est, "mechanistic": bool(g["mechanistic"].iloc[0]),
                "sealed": bool(g["sealed"].iloc[0]) if "sealed" in g else False,
                "failures": int(g["failures"].sum())}
         for _, r in g.sort_values("budget_flops").iterrows():
-            row[f"{r.budget_flops:.0e}"] = efficiency_cell(r)
+            row[f"{r.budget_flops:.0e}"] = interval_cell(r, column)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def references_table(summary: pd.DataFrame, model: str) -> pd.DataFrame:
+    """The three reference MSEs of one model at every budget, and the samples affordable."""
+    g = summary[summary["model"] == model].drop_duplicates("budget_flops").sort_values("budget_flops")
+    return pd.DataFrame({"budget": [f"{b:.0e}" for b in g["budget_flops"]], "samples n": g["samples"].to_list(),
+                         "sampling MSE": g["sampling_mse"].to_list(),
+                         "sampling+prior MSE": g["sampling_prior_mse"].to_list(),
+                         "constant MSE (V)": g["constant_mse"].to_list()})
+
+
 def leaderboard_markdown(suite: Suite, result: SuiteResult, held_out: bool = False) -> str:
-    """The leaderboard as markdown: per model, efficiency of every estimator at every budget."""
-    table = leaderboard_table(result.summary)
-    out = [f"# Leaderboard: suite `{suite.name}`", "", suite.description, "",
-           "Efficiency = sampling MSE at the same FLOP budget / estimator MSE (> 1 beats sampling), "
-           "with a 95% bootstrap interval over noisy copies. MSE has the ground truth's variance "
-           "subtracted. ∞: the estimator's MSE is indistinguishable from 0 at that budget (for "
-           "`sampling` itself at large budgets: the ground truth's own noise dominates). –: the "
-           "budget is below the cost of one sample, so there is no sampling baseline. sealed: the "
-           "estimator's code never held the weights it was scored on (an unsealed row never counts for a "
-           "verdict).", ""]
-    out += ["**Closed-book**: every base model is held out (fresh, never published), so no estimator's "
-            "author can have studied it." if suite.closed_book else
-            "**Open-book**: the base models are public; work done offline on them is free at scoring time.", ""]
+    """The leaderboard as markdown: per model, the references, then the headline, FVU and the
+    efficiency against plain sampling of every estimator at every budget."""
+    out = [f"# Leaderboard: suite `{suite.name}`", "", suite.description, "", EXPLANATION, ""]
     if held_out:
         out += ["**Held-out seeds**: noise seed drawn from a secret.", ""]
-    for model, g in table.groupby("model", sort=False):
+    closed_book = suite.closed_book
+    out += [f"**{'Closed' if closed_book else 'Open'}-book**: "
+            + ("base models no estimator has seen (held out: fresh, never published)." if closed_book else
+               "public base models, which an estimator's author may have studied offline."), ""]
+    from algzu.challenge import verdict  # challenge builds on this module
+
+    for model in result.summary["model"].unique():
         case = next(c for c in suite.cases if c.model == model)
+        rows = result.summary[result.summary["model"] == model]
         out += [f"## {model} (noise std {case.noise_std}, {suite.n_copies} copies, "
                 f"{result.flops_per_sample[model]:.0f} FLOPs per sample)", ""]
-        out += [markdown_table(g.drop(columns="model")), ""]
+        out += ["**Verdict.** " + verdict(rows, book="closed-book" if closed_book else "open-book"), ""]
+        out += [markdown_table(references_table(result.summary, model), ".3g"), ""]
+        for column, title in MEASURES.items():
+            table = leaderboard_table(rows, column)
+            out += [f"{title}:", "", markdown_table(table.drop(columns="model")), ""]
     return "\n".join(out)
 
 
-def plot_model(summary: pd.DataFrame, model: str) -> bytes:
-    """Log-log MSE vs FLOPs for one model, PNG bytes."""
+def plot_model(summary: pd.DataFrame, model: str, flops_per_sample: float | None = None) -> bytes:
+    """Log-log MSE vs FLOPs for one model, PNG bytes.
+
+    With ``flops_per_sample`` the two analytic references are drawn on a fine grid of
+    budgets (their steps at each extra sample); without it, through the suite's budgets.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,9 +196,19 @@ def plot_model(summary: pd.DataFrame, model: str) -> bytes:
     g = summary[summary["model"] == model]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     ref = g.drop_duplicates("budget_flops").sort_values("budget_flops")
-    finite = np.isfinite(ref["sampling_mse"])
-    ax.plot(ref["budget_flops"][finite], ref["sampling_mse"][finite], "k--", lw=1.5,
-            label="sampling (analytic)")
+    budgets, sampling, prior = ref["budget_flops"], ref["sampling_mse"], ref["sampling_prior_mse"]
+    some = ref[ref["samples"] >= 1]
+    if flops_per_sample and len(some):
+        var, vbar = float(ref["constant_mse"].iloc[0]), float((some["sampling_mse"] * some["samples"]).iloc[0])
+        budgets = np.geomspace(budgets.min(), budgets.max(), 400)
+        n = np.floor(budgets / flops_per_sample)
+        with np.errstate(divide="ignore"):
+            sampling = np.where(n >= 1, vbar / n, np.nan)
+            prior = np.full(n.shape, np.nan) if not var > 0 else 1 / (1 / var + n / vbar)
+    ax.plot(budgets, sampling, "k--", lw=1.5, label="sampling (analytic)")
+    ax.plot(budgets, prior, "k-.", lw=1.5, label="sampling+prior (analytic)")
+    if ref["constant_mse"].iloc[0] > 0:
+        ax.axhline(ref["constant_mse"].iloc[0], color="0.5", ls=":", lw=1.5, label="best constant (V)")
     floor = max(float(g.loc[g["mse"] > 0, "mse"].min()) if (g["mse"] > 0).any() else 1e-12, 1e-14) / 10
     for est, e in g.groupby("estimator"):
         e = e.sort_values("budget_flops")
@@ -131,7 +234,11 @@ def plot_model(summary: pd.DataFrame, model: str) -> bytes:
 
 def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, held_out: bool = False,
                   extra: dict | None = None) -> list[Path]:
-    """Write every results file of a suite run; returns their paths."""
+    """Write every results file of a suite run; returns their paths.
+
+    Whether the suite is closed-book (``suite.closed_book``: its base models are unseen by
+    estimators) is recorded in the leaderboard and provenance; verdicts say which.
+    """
     out = Path(out_dir)
     written = []
 
@@ -147,7 +254,7 @@ def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, hel
     put("leaderboard.csv", leaderboard_table(result.summary).to_csv(index=False))
     put("leaderboard.md", leaderboard_markdown(suite, result, held_out) + "\n")
     for model in result.summary["model"].unique():
-        put(f"mse_{model.replace('/', '_')}.png", plot_model(result.summary, model))
+        put(f"mse_{model.replace('/', '_')}.png", plot_model(result.summary, model, result.flops_per_sample[model]))
     config = dataclasses.asdict(suite)
     if held_out:  # the seed came from a secret: recording it would reveal the copies
         config["seed"] = "secret"
@@ -156,6 +263,10 @@ def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, hel
         seeds = {"suite": suite.seed, "held_out": False, "ground_truth_inputs": suite.seed + 1}
     meta = provenance(config=config, seeds=seeds)
     meta["flops_per_sample"] = result.flops_per_sample
+    meta["closed_book"] = suite.closed_book
+    meta["scoring"] = {"headline": HEADLINE, "references": list(scoring.REFERENCES), "level": scoring.LEVEL,
+                       "interval": "union of bootstrap-t on the log ratio and percentile, paired over copies",
+                       "bootstrap_resamples": scoring.N_BOOTSTRAP, "bootstrap_seed": scoring.BOOTSTRAP_SEED}
     meta.update(extra or {})
-    put("provenance.json", json.dumps(meta, indent=2, default=str) + "\n")
+    put("provenance.json", dumps_json(meta, digits=10))
     return written

@@ -1,6 +1,8 @@
-"""The machine-readable CLI: zoo list, eval and train, driven as other tools would."""
+"""The machine-readable CLI: zoo list, eval, train and score, driven as other tools would."""
 
 import json
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
@@ -48,3 +50,26 @@ def test_train_writes_a_checkpoint_whose_sidecar_reproduces_it(tmp_path):
     sidecar = checkpoint.read_sidecar(path)
     assert model.spec.d == 2 and sidecar["training"]["seqs"] == 4096
     assert "--seed 3" in sidecar["training"]["command"]
+
+
+def test_score_json_piped_is_pure_json_and_undefined_is_null(tmp_path):
+    # A real process with stdout piped, as `algzu score ... --json > out.json` runs: the
+    # progress bar must go to stderr. Budget 100 is below one sample's cost (182 FLOPs),
+    # so the efficiency against plain sampling is undefined (null); the headline is not.
+    cmd = [sys.executable, "-m", "algzu.cli", "score", "sampling", "--model", "2nd_argmax-d4-n3", "--noise-std",
+           "0.05", "--copies", "2", "--budgets", "100", "--gt-samples", "4096", "--cache", str(tmp_path), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert "sampling on 2nd_argmax-d4-n3" in done.stderr  # the progress bar, on stderr
+    assert row["samples"] == 0 and row["efficiency"] is None and row["efficiency_lo"] is None
+    assert row["sampling_mse"] is None
+    assert isinstance(row["prior_efficiency"], float) and isinstance(row["fvu"], float)
+
+
+def test_json_tells_infinite_from_undefined():
+    from algzu.report import dumps_json
+
+    text = dumps_json({"efficiency": float("inf"), "lo": float("-inf"), "undefined": float("nan"), "x": 0.5})
+    assert json.loads(text) == {"efficiency": "inf", "lo": "-inf", "undefined": None, "x": 0.5}
+    assert "NaN" not in text and "Infinity" not in text

@@ -27,3 +27,12 @@ def test_writing_results_does_not_mark_the_code_dirty(tmp_path):
 
 def test_outside_a_checkout_the_hash_is_unknown(tmp_path):
     assert git_hash(tmp_path) == "unknown"
+
+
+def test_provenance_records_the_cpu_type():
+    # Tables are byte-identical only on one machine type: provenance says which.
+    from algzu.provenance import cpu
+
+    found = cpu()
+    assert set(found) == {"model", "isa"} and isinstance(found["model"], str)
+    assert set(found["isa"]) <= {"sse4_2", "avx", "avx2", "fma", "avx512f"}

@@ -1,4 +1,4 @@
-"""Noise, ground truth and scoring: determinism, caching, unbiasedness, intervals."""
+"""Noise, ground truth and scoring: determinism, caching, unbiasedness, references, intervals."""
 
 import numpy as np
 import pandas as pd
@@ -42,10 +42,10 @@ def test_ground_truth_is_cached_by_content(tmp_path, official):
     assert single[0] == first[1]
 
 
-def _cells(estimate, truth, stderr, errors=None):
+def _cells(estimate, truth, stderr, errors=None, budget=1e4):
     k = len(truth)
     return pd.DataFrame({
-        "model": "m", "copy": range(k), "estimator": "e", "budget_flops": 1e4,
+        "model": "m", "copy": range(k), "estimator": "e", "budget_flops": budget,
         "estimate": estimate, "flops": 1e4, "seconds": 0.1, "error": errors or [""] * k,
         "ground_truth": truth, "gt_stderr": stderr, "gt_samples": 1 << 20, "metric": "accuracy",
     })
@@ -77,3 +77,87 @@ def test_failed_cells_score_as_the_worst_trivial_estimate():
     s = summarize(_cells([0.8, 0.3], truth, np.zeros(2), errors=["timeout", "exception"]), {"m": 100.0}).iloc[0]
     assert s.failures == 2
     assert s.mse == pytest.approx((0.8**2 + 0.7**2) / 2)
+
+
+def test_population_variance_subtracts_ground_truth_noise_and_is_unbiased():
+    rng = np.random.default_rng(1)
+    k, sd, se = 4000, 0.02, 0.01
+    true = 0.9 + sd * rng.standard_normal(k)
+    truth = true + se * rng.standard_normal(k)  # independent ground-truth errors, variance se^2
+    s = summarize(_cells(truth, truth, np.full(k, se)), {"m": 100.0}).iloc[0]
+    # The raw sample variance is sd^2 + se^2 = 5e-4; V subtracts se^2. Its standard error
+    # is ~ (sd^2 + se^2) sqrt(2 / k) = 1.1e-5: 4 of them.
+    assert abs(s.constant_mse - sd**2) < 4 * 1.1e-5, s.constant_mse
+    assert truth.var(ddof=1) - s.constant_mse == pytest.approx(se**2)
+
+
+def test_references_at_a_budget_and_below_one_sample():
+    rng = np.random.default_rng(2)
+    truth = np.clip(0.9 + 0.03 * rng.standard_normal(16), 0, 1)
+    est = truth + 0.01 * rng.standard_normal(16)
+    var = truth.var(ddof=1)
+    vbar = np.mean(truth * (1 - truth))
+    s = summarize(_cells(est, truth, np.zeros(16)), {"m": 100.0}).iloc[0]  # n = 1e4 / 100
+    assert s.samples == 100
+    assert s.constant_mse == pytest.approx(var)
+    assert s.sampling_mse == pytest.approx(vbar / 100)
+    assert s.sampling_prior_mse == pytest.approx(1 / (1 / var + 100 / vbar))
+    assert s.sampling_prior_mse < min(s.sampling_mse, s.constant_mse)
+    assert s.prior_efficiency == pytest.approx(s.sampling_prior_mse / s.mse)
+    assert s.fvu == pytest.approx(s.mse / var)
+    assert s.prior_efficiency_lo <= s.prior_efficiency <= s.prior_efficiency_hi
+    assert s.fvu_lo <= s.fvu <= s.fvu_hi
+    # Below one sample: no sampling baseline (undefined), but sampling+prior is the constant.
+    s0 = summarize(_cells(est, truth, np.zeros(16)), {"m": 2e4}).iloc[0]
+    assert s0.samples == 0 and np.isnan(s0.sampling_mse) and np.isnan(s0.efficiency)
+    assert np.isnan(s0.efficiency_lo) and np.isnan(s0.efficiency_hi)
+    assert s0.sampling_prior_mse == pytest.approx(var)
+    assert s0.prior_efficiency == pytest.approx(1 / s0.fvu)
+
+
+def test_no_constant_beats_the_constant_reference():
+    rng = np.random.default_rng(3)
+    truth = np.clip(0.9 + 0.03 * rng.standard_normal(64), 0, 1)
+    for c in (truth.mean(), 0.903, 0.95):  # the copies' own mean is the best a constant can do
+        s = summarize(_cells(np.full(64, c), truth, np.zeros(64), budget=50.0), {"m": 100.0}).iloc[0]
+        assert s.fvu >= (64 - 1) / 64 - 1e-12  # mean (c - g)^2 >= (K-1)/K V
+        assert s.fvu_hi >= 1.0 and s.prior_efficiency_lo <= 1.0  # n = 0: sampling+prior is the constant
+
+
+def test_exact_estimates_have_infinite_efficiency_and_a_defined_fvu():
+    truth = np.array([0.8, 0.9, 0.7, 0.85])
+    s = summarize(_cells(truth, truth, np.full(4, 1e-3)), {"m": 100.0}).iloc[0]
+    # MSE = -mean s^2 < 0: indistinguishable from exact.
+    assert s.mse == pytest.approx(-1e-6)
+    assert np.isinf(s.efficiency) and np.isinf(s.prior_efficiency) and np.isinf(s.efficiency_hi)
+    assert s.fvu < 0 and np.isfinite(s.fvu)
+
+
+def test_summary_is_deterministic():
+    rng = np.random.default_rng(4)
+    truth = np.clip(0.9 + 0.03 * rng.standard_normal(32), 0, 1)
+    cells = _cells(truth + 0.02 * rng.standard_normal(32), truth, np.full(32, 1e-4))
+    assert summarize(cells, {"m": 100.0}).equals(summarize(cells, {"m": 100.0}))
+
+
+@pytest.mark.parametrize("ref, n", [("one", 50), ("sampling", 50), ("constant", 50), ("sampling_prior", 0),
+                                    ("sampling_prior", 50), ("sampling_prior", 10**5)])
+def test_delta_method_standard_error_matches_the_jackknife(ref, n):
+    # The bootstrap-t's studentization: sqrt(grad' Cov grad / K) for log(mse / R), from the
+    # gradients in algzu.scoring.reference. The estimate errs by a constant 0.02, so the
+    # reference's own terms (V at small n, vbar at large n) carry the standard error, and a
+    # wrong gradient term misses the jackknife by far more than the 5% allowed at K = 400.
+    from algzu.scoring import _log_ratio, _moments, copy_columns, reference
+
+    rng = np.random.default_rng(5)
+    k = 400
+    p = np.clip(0.92 + 0.03 * rng.standard_normal(k), 0, 1)
+    truth = p + 1e-4 * rng.standard_normal(k)
+    cols = copy_columns(p + 0.02, truth, np.full(k, 1e-4), np.full(k, 1e7), "accuracy")
+    f = reference(ref, n, k)
+    m, second = (x[0] for x in _moments(cols, f.columns, np.full((1, k), 1.0 / k)))
+    _, log_r, se = _log_ratio(m, second, f, k)
+    leave_one_out = (cols.sum(axis=0) - cols) / (k - 1)  # means without copy i (V's centring is shift-free)
+    jack = np.array([np.log(leave_one_out[i, 0] / f(leave_one_out[i])[0]) for i in range(k)])
+    se_jack = np.sqrt((k - 1) / k * np.sum((jack - jack.mean()) ** 2))
+    assert se == pytest.approx(se_jack, rel=0.05), (se, se_jack)
