@@ -62,37 +62,33 @@ SUITE = Suite(name="redteam", cases=(ModelCase("2nd_argmax-d4-n3", 0.05),), n_co
 # Stable codes a contained attack may end with: today's, and the sealed meter's refusal.
 STABLE_CODES = frozenset(ERROR_CODES) | {"refused"}
 
-# Attacks that beat sampling on today's main under the default isolated runner.
-WINS_TODAY = frozenset({
-    "attack_np_tolist", "attack_np_buffer", "attack_np_scalar_reads", "attack_debug_callback",
-    "attack_stack_walk", "attack_gc_walk", "attack_compile_time_eval", "attack_patch_meter",
-    "attack_trace_time_truth", "attack_forge_channel", "attack_tmpdir_state", "attack_free_scatter",
+# JAX attacks that beat sampling on 6f819d9 (before sealing) under the default isolated
+# runner: sealed scoring must stop every one of them.
+SEALED_AWAY = frozenset({
+    "attack_debug_callback", "attack_stack_walk", "attack_gc_walk", "attack_compile_time_eval",
+    "attack_patch_meter", "attack_trace_time_truth", "attack_tmpdir_state", "attack_free_scatter",
 })  # fmt: skip
-# Contained by today's isolated runner: callbacks refused by the meter; no ground truth and
-# no cache reachable from the sandboxed worker, and no secret in this test process's /proc
-# (run through `algzu score` with one below).
-CONTAINED_TODAY = frozenset({
+# numpy attacks (their code must hold the weights to compute on them): they cannot be
+# sealed, so they run in an unsealed worker and their rows say so; they never count for a
+# verdict. Those that beat sampling there still do.
+UNSEALED_BY_DESIGN = frozenset({
+    "attack_np_tolist", "attack_np_buffer", "attack_np_scalar_reads", "attack_forge_channel",
+})  # fmt: skip
+# Contained before sealing already: callbacks refused by the meter; no ground truth and no
+# cache reachable from the sandboxed worker, no secret readable in /proc.
+CONTAINED_BEFORE = frozenset({
     "attack_pure_callback", "attack_io_callback", "attack_gt_cache", "attack_stack_truth",
     "attack_secret_proc",
 })  # fmt: skip
-# Run through `algzu score` (in-process today) with a held-out secret in the environment.
+WINS_BEFORE = SEALED_AWAY | UNSEALED_BY_DESIGN
+CONTAINED_TODAY = CONTAINED_BEFORE
+# Run through `algzu score` with a held-out secret in the environment (it ran estimators
+# in-process before sealing).
 CLI_SCORE = ("attack_secret_proc", "attack_gt_cache", "attack_stack_truth")
 # Legal under issue #10 (no harness data read); judged by issue #11's headline instead.
 LEGAL = frozenset({"attack_protocol_constant", "attack_open_book", "attack_public_copies"})
-# Issue #11 adds the `sampling+prior` reference and makes its efficiency the headline: set
-# this to that column's prefix (its interval is `<prefix>_lo`, `<prefix>_hi`) when it lands.
-HEADLINE = "efficiency"
-# Issue #11: the closed-book twin of SUITE with held-out copies (run with held_out=True),
-# the kind of suite a verdict may be drawn from. Public seed and public base today.
-LEGAL_SUITE = SUITE
-
-SEALED_NOT_LANDED = pytest.mark.xfail(strict=True, reason="sealed scoring (#10) not landed")
-HONEST_VERDICTS_NOT_LANDED = pytest.mark.xfail(
-    strict=True, reason="honest verdicts (#11) not landed: plain sampling's headline, public seed and base")
-
-
-def _params(names, mark_when):
-    return [pytest.param(n, marks=[SEALED_NOT_LANDED] if n in mark_when else []) for n in sorted(names)]
+# The headline (issue #11): efficiency against sampling+prior, interval `<prefix>_lo/_hi`.
+HEADLINE = "prior_efficiency"
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +107,12 @@ def attacks():
 @pytest.fixture(scope="module")
 def scoring_runner(attacks):
     """The block runner ``algzu leaderboard`` uses by default, with the CLI's default
-    settings. The sealed-scoring change switches this fixture to the sealed runner."""
-    from algzu.cli import ISOLATE, MEMORY_MB, TIMEOUT, _block_runner
+    settings: the sealed runner."""
+    from algzu.cli import ISOLATE, MEMORY_MB, SEALED, TIMEOUT, _block_runner
+    from algzu.isolation import SealedRunner
 
-    with _block_runner(ISOLATE.default, TIMEOUT.default, MEMORY_MB.default) as runner:
+    with _block_runner(SEALED.default, ISOLATE.default, TIMEOUT.default, MEMORY_MB.default) as runner:
+        assert isinstance(runner, SealedRunner)
         yield runner
 
 
@@ -137,7 +135,8 @@ def _describe(result) -> str:
 
 
 def assert_contained(result) -> None:
-    """Every cell failed with a stable code, or the estimator beat sampling at no budget."""
+    """Every cell failed with a stable code, or the estimator beat sampling at no budget:
+    not even plain sampling, whose efficiency is never below the headline's."""
     cells = result.cells
     codes = set(cells.error.fillna("")) - {""}
     assert codes <= STABLE_CODES, f"unstable error codes {codes - STABLE_CODES}\n{_describe(result)}"
@@ -147,14 +146,24 @@ def assert_contained(result) -> None:
     assert beats.empty, f"beats sampling (or undecided) where cells ran:\n{_describe(result)}"
 
 
+def assert_never_counted(result) -> None:
+    """Every row is marked unsealed, and no verdict names the estimator."""
+    from algzu.challenge import verdict
+
+    assert not result.cells.sealed.any() and not result.summary.sealed.any()
+    text = verdict(result.summary, book="open-book")
+    assert "No sealed mechanistic estimator was scored here" in text and "unsealed" in text, text
+
+
 def test_every_attack_file_is_classified_and_documented():
     """Each attack is in exactly one group above, registers one ``attack_*`` estimator named
     after its file, and its docstring says its class, what it exploits and what a sound
     harness must do."""
     assert len(ATTACK_FILES) >= 12
-    assert set(ATTACK_FILES) == WINS_TODAY | CONTAINED_TODAY | LEGAL
-    assert not (WINS_TODAY & CONTAINED_TODAY) and not (LEGAL & (WINS_TODAY | CONTAINED_TODAY))
-    assert set(CLI_SCORE) <= CONTAINED_TODAY
+    assert set(ATTACK_FILES) == SEALED_AWAY | UNSEALED_BY_DESIGN | CONTAINED_BEFORE | LEGAL
+    groups = [SEALED_AWAY, UNSEALED_BY_DESIGN, CONTAINED_BEFORE, LEGAL]
+    assert sum(map(len, groups)) == len(ATTACK_FILES), "an attack is in two groups"
+    assert set(CLI_SCORE) <= CONTAINED_BEFORE
     for name, path in ATTACK_FILES.items():
         tree = ast.parse(path.read_text())
         doc = ast.get_docstring(tree) or ""
@@ -172,12 +181,21 @@ def test_attacks_are_never_discovered_by_the_normal_leaderboard():
     assert not [n for n in out.strip().split(",") if n.startswith("attack_")]
 
 
-@pytest.mark.parametrize("name", _params(WINS_TODAY | CONTAINED_TODAY, WINS_TODAY))
-def test_attack_is_refused_or_charged_and_does_not_beat_sampling(scoring_runner, cache, name):
-    """Under the default scoring runner the attack ends as failed or refused cells with a
+@pytest.mark.parametrize("name", sorted(SEALED_AWAY | (CONTAINED_BEFORE - {"attack_gt_cache", "attack_stack_truth"})))
+def test_sealed_attack_is_refused_or_charged_and_does_not_beat_sampling(scoring_runner, cache, name):
+    """Under the default (sealed) runner a JAX attack ends as failed or refused cells with a
     stable error code, or does not beat sampling at any budget."""
     result = run_suite(SUITE, cache_dir=cache, estimators=[name], block_runner=scoring_runner)
+    assert result.cells.sealed.all()
     assert_contained(result)
+
+
+@pytest.mark.parametrize("name", sorted(UNSEALED_BY_DESIGN | {"attack_gt_cache", "attack_stack_truth"}))
+def test_numpy_attack_runs_unsealed_and_never_counts(scoring_runner, cache, name):
+    """A numpy attack cannot be sealed: it runs (in a sandboxed worker) but its rows say
+    unsealed and no verdict counts them, whatever they score."""
+    result = run_suite(SUITE, cache_dir=cache, estimators=[name], block_runner=scoring_runner)
+    assert_never_counted(result)
 
 
 # --- `algzu score`: attacks on the in-process scorer, a held-out secret in the environment ---
@@ -225,7 +243,6 @@ def cli_scores(tmp_path_factory):
     return out
 
 
-@SEALED_NOT_LANDED
 @pytest.mark.parametrize("name", CLI_SCORE)
 def test_algzu_score_gives_no_truth_no_cache_and_no_secret(cli_scores, name):
     """``algzu score`` (held out) on an attack that reads the ground truth from the scorer's
@@ -237,22 +254,52 @@ def test_algzu_score_gives_no_truth_no_cache_and_no_secret(cli_scores, name):
                         f"{r['efficiency_hi']}], failures {r['failures']}" for r in rows)
     for r in rows:
         if r["failures"] < SUITE.n_copies:
-            # `score --json` writes an infinite efficiency (an exact answer) as null today.
-            hi = float("inf") if r["efficiency_hi"] is None else float(r["efficiency_hi"])
-            assert hi < 1, f"beats sampling (null: infinite or undefined):\n{summary}"
+            # `score --json` writes an infinite efficiency (an exact answer) as "inf", undefined as null.
+            hi = float("nan") if r["efficiency_hi"] is None else float(r["efficiency_hi"])
+            assert hi < 1, f"beats sampling (or undefined):\n{summary}"
 
 
 # --- legal attacks: judged by issue #11's honest headline --------------------------------------
 
 
-@HONEST_VERDICTS_NOT_LANDED
-@pytest.mark.parametrize("name", sorted(LEGAL))
-def test_legal_open_book_work_does_not_win_the_headline(scoring_runner, cache, name):
-    """A zero-information constant tuned to the protocol, open-book precomputation on the
-    public base, public-seed copies regenerated: legal, so they run; on a suite a verdict
-    may come from, the headline (efficiency against ``sampling+prior``, issue #11) must be
-    at most 1 within its interval at every budget."""
-    result = run_suite(LEGAL_SUITE, cache_dir=cache, estimators=[name], block_runner=scoring_runner)
-    assert not (result.cells.error.fillna("") != "").any(), _describe(result)  # legal: it must run
-    lo = result.summary[f"{HEADLINE}_lo"]
-    assert (lo <= 1).all(), f"wins the headline:\n{_describe(result)}"
+def test_protocol_constant_does_not_win_the_headline(scoring_runner, cache):
+    """The zero-information constant tuned to the protocol (the copies' mean accuracy): legal,
+    so it runs, but against sampling+prior it wins nowhere (interval lower end <= 1)."""
+    result = run_suite(SUITE, cache_dir=cache, estimators=["attack_protocol_constant"], block_runner=scoring_runner)
+    assert not (result.cells.error.fillna("") != "").any(), _describe(result)
+    assert (result.summary[f"{HEADLINE}_lo"] <= 1).all(), f"wins the headline:\n{_describe(result)}"
+
+
+@pytest.fixture(scope="module")
+def closed_book(tmp_path_factory):
+    """SUITE's closed-book twin with held-out copies: a fresh base drawn from a secret
+    (trained on 2^13 sequences here, to stay cheap) and a noise seed from the same secret."""
+    import algzu.heldout as heldout
+    from algzu.cli import _secret_seed
+
+    secret = "red-team closed-book secret"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(heldout, "family_recipe", lambda spec: (1 << 13, 1))
+        twin, bases = heldout.closed_book(SUITE, secret=secret, cache_dir=tmp_path_factory.mktemp("bases"))
+    seed, held_out = _secret_seed(secret, None)
+    return twin.with_overrides(seed=seed), bases
+
+
+@pytest.mark.parametrize("name", ["attack_open_book", "attack_public_copies"])
+def test_open_book_work_does_not_win_closed_book(scoring_runner, cache, closed_book, name):
+    """Open-book precomputation on the public base, and the public-seed copies regenerated
+    and looked up: legal, so they run; on held-out copies of a closed-book base (the kind of
+    suite a claim may rest on) they win no headline."""
+    twin, bases = closed_book
+    result = run_suite(twin, cache_dir=cache, estimators=[name], block_runner=scoring_runner, held_out=True,
+                       bases=bases)
+    assert not (result.cells.error.fillna("") != "").any(), _describe(result)
+    assert (result.summary[f"{HEADLINE}_lo"] <= 1).all(), f"wins the headline closed-book:\n{_describe(result)}"
+
+
+def test_public_copies_win_open_book_so_open_book_verdicts_prove_nothing(scoring_runner, cache):
+    """Why verdicts need closed-book, held-out runs: on public bases with a public seed the
+    copies themselves are public, and looking them up beats sampling+prior for ~0 FLOPs."""
+    result = run_suite(SUITE, cache_dir=cache, estimators=["attack_public_copies"], block_runner=scoring_runner)
+    assert result.cells.sealed.all()
+    assert (result.summary[f"{HEADLINE}_lo"] > 1).all(), _describe(result)
