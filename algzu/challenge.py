@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from algzu.html_report import write_html_report
 from algzu.io import atomic_write_text
 from algzu.leaderboard import SuiteResult, run_suite
 from algzu.report import markdown_table, write_results
@@ -114,4 +115,5 @@ def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | No
                # tables, is the same on every run of the same seed.
                "summary": json.loads(result.summary.drop(columns="seconds").to_json(orient="records"))}
     atomic_write_text(out / "challenge.json", json.dumps(summary, indent=2, default=float) + "\n")
+    write_html_report(out)  # again, now with the verdict and copy statistics of challenge.json
     return summary

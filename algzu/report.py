@@ -13,6 +13,7 @@ Files (all written atomically into the output folder):
   budget, with 95% intervals and failure counts.
 * ``mse_<model>.png``: log-log MSE versus FLOPs per model, sampling as the reference line.
 * ``provenance.json``: suite config, seeds, git hash, package versions, date, host.
+* ``index.html``: all of the above as one self-contained web page (:mod:`algzu.html_report`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from algzu.html_report import load_report_data, render_html
 from algzu.io import atomic_write_bytes, atomic_write_text
 from algzu.leaderboard import SuiteResult
 from algzu.provenance import provenance
@@ -151,4 +153,6 @@ def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, hel
     meta["flops_per_sample"] = result.flops_per_sample
     meta.update(extra or {})
     put("provenance.json", json.dumps(meta, indent=2, default=str) + "\n")
+    # Last: the page is built from the files just written, as `algzu report` rebuilds it.
+    put("index.html", render_html(load_report_data(out)))
     return written
