@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from algzu.html_report import write_html_report
 from algzu.io import atomic_write_text
 from algzu.leaderboard import SuiteResult, run_suite
 from algzu.report import HEADLINE, dumps_json, format_value, markdown_table, write_results
@@ -156,4 +157,5 @@ def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | No
                "summary": result.summary.drop(columns="seconds").to_dict("records")}
     text = dumps_json(summary, digits=10)
     atomic_write_text(out / "challenge.json", text)
+    write_html_report(out)  # again, now with the verdict and copy statistics of challenge.json
     return json.loads(text)

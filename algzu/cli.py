@@ -1,4 +1,4 @@
-"""The ``algzu`` command line: zoo, eval, train, estimators, score, leaderboard, challenge.
+"""The ``algzu`` command line: zoo, eval, train, estimators, score, leaderboard, challenge, report.
 
 Every command that a tool might drive has ``--json``: stdout then carries one JSON document
 and nothing else (progress bars and logs go to stderr); a float that is not finite is the
@@ -449,6 +449,16 @@ def challenge_cmd(
         _print_json(summary)
     else:
         typer.echo((folder / "challenge.md").read_text())
+
+
+@app.command("report")
+def report_cmd(
+    results_dir: Path = typer.Argument(..., help="A results folder written by leaderboard or challenge."),
+) -> None:
+    """Rebuild the folder's index.html (the results as one web page) from its files; nothing is recomputed."""
+    from algzu.html_report import write_html_report
+
+    typer.echo(str(write_html_report(results_dir)))
 
 
 def use_every_cpu_core() -> None:

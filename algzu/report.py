@@ -17,6 +17,7 @@ Files (all written atomically into the output folder):
   (plain sampling, sampling+prior, the best constant).
 * ``provenance.json``: suite config, seeds, git hash, package versions, date, host, how
   intervals are computed, and whether the suite is closed-book.
+* ``index.html``: all of the above as one self-contained web page (:mod:`algzu.html_report`).
 
 Special values. In the CSV files an infinite value is written ``inf`` and an undefined one
 (NaN) is left empty. In every JSON file (results and ``--json`` output) a float that is
@@ -38,12 +39,13 @@ import numpy as np
 import pandas as pd
 
 from algzu import scoring
+from algzu.scoring import HEADLINE
+from algzu.html_report import load_report_data, render_html
 from algzu.io import atomic_write_bytes, atomic_write_text
 from algzu.leaderboard import SuiteResult
 from algzu.provenance import provenance
 from algzu.suites import Suite
 
-HEADLINE = "prior_efficiency"
 # Summary columns shown as "value [lo, hi]" tables, with their titles.
 MEASURES = {
     "prior_efficiency": "Efficiency against sampling+prior (the headline; > 1 beats sampling that knows the protocol)",
@@ -157,9 +159,21 @@ def references_table(summary: pd.DataFrame, model: str) -> pd.DataFrame:
                          "constant MSE (V)": g["constant_mse"].to_list()})
 
 
-def leaderboard_markdown(suite: Suite, result: SuiteResult, held_out: bool = False) -> str:
-    """The leaderboard as markdown: per model, the references, then the headline, FVU and the
-    efficiency against plain sampling of every estimator at every budget."""
+def model_verdicts(suite: Suite, summary: pd.DataFrame) -> dict[str, str]:
+    """One verdict line per model (:func:`algzu.challenge.verdict` on its rows), saying
+    open-book or closed-book."""
+    from algzu.challenge import verdict  # challenge builds on this module
+
+    book = "closed-book" if suite.closed_book else "open-book"
+    return {model: verdict(summary[summary["model"] == model], book=book) for model in summary["model"].unique()}
+
+
+def leaderboard_markdown(suite: Suite, result: SuiteResult, held_out: bool = False,
+                         verdicts: dict[str, str] | None = None) -> str:
+    """The leaderboard as markdown: per model, its verdict (:func:`model_verdicts` unless
+    given), the references, then the headline, FVU and the efficiency against plain
+    sampling of every estimator at every budget."""
+    verdicts = verdicts if verdicts is not None else model_verdicts(suite, result.summary)
     out = [f"# Leaderboard: suite `{suite.name}`", "", suite.description, "", EXPLANATION, ""]
     if held_out:
         out += ["**Held-out seeds**: noise seed drawn from a secret.", ""]
@@ -167,14 +181,12 @@ def leaderboard_markdown(suite: Suite, result: SuiteResult, held_out: bool = Fal
     out += [f"**{'Closed' if closed_book else 'Open'}-book**: "
             + ("base models no estimator has seen (held out: fresh, never published)." if closed_book else
                "public base models, which an estimator's author may have studied offline."), ""]
-    from algzu.challenge import verdict  # challenge builds on this module
-
     for model in result.summary["model"].unique():
         case = next(c for c in suite.cases if c.model == model)
         rows = result.summary[result.summary["model"] == model]
         out += [f"## {model} (noise std {case.noise_std}, {suite.n_copies} copies, "
                 f"{result.flops_per_sample[model]:.0f} FLOPs per sample)", ""]
-        out += ["**Verdict.** " + verdict(rows, book="closed-book" if closed_book else "open-book"), ""]
+        out += ["**Verdict.** " + verdicts[model], ""]
         out += [markdown_table(references_table(result.summary, model), ".3g"), ""]
         for column, title in MEASURES.items():
             table = leaderboard_table(rows, column)
@@ -252,7 +264,8 @@ def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, hel
     put("summary.csv", result.summary.drop(columns="seconds").to_csv(index=False, float_format="%.10g"))
     put("timings.csv", result.cells[timing_keys].to_csv(index=False, float_format="%.4g"))
     put("leaderboard.csv", leaderboard_table(result.summary).to_csv(index=False))
-    put("leaderboard.md", leaderboard_markdown(suite, result, held_out) + "\n")
+    verdicts = model_verdicts(suite, result.summary)
+    put("leaderboard.md", leaderboard_markdown(suite, result, held_out, verdicts) + "\n")
     for model in result.summary["model"].unique():
         put(f"mse_{model.replace('/', '_')}.png", plot_model(result.summary, model, result.flops_per_sample[model]))
     config = dataclasses.asdict(suite)
@@ -264,9 +277,12 @@ def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, hel
     meta = provenance(config=config, seeds=seeds)
     meta["flops_per_sample"] = result.flops_per_sample
     meta["closed_book"] = suite.closed_book
+    meta["verdicts"] = verdicts
     meta["scoring"] = {"headline": HEADLINE, "references": list(scoring.REFERENCES), "level": scoring.LEVEL,
                        "interval": "union of bootstrap-t on the log ratio and percentile, paired over copies",
                        "bootstrap_resamples": scoring.N_BOOTSTRAP, "bootstrap_seed": scoring.BOOTSTRAP_SEED}
     meta.update(extra or {})
     put("provenance.json", dumps_json(meta, digits=10))
+    # Last: the page is built from the files just written, as `algzu report` rebuilds it.
+    put("index.html", render_html(load_report_data(out)))
     return written

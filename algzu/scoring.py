@@ -101,6 +101,8 @@ N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
 REFERENCES = ("constant", "sampling", "sampling_prior")
+# The efficiency a verdict is drawn from: against sampling that knows the protocol.
+HEADLINE = "prior_efficiency"
 
 # Columns of the per-copy table the statistics are smooth functions of (means over copies):
 # squared error q, score variance v, centred truth g - mean g, its square, s^2.
