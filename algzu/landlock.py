@@ -33,6 +33,7 @@ _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
 # /proc files libraries read at start (CPU count, memory size); nothing of other processes.
 _PROC_FILES = ("/proc/cpuinfo", "/proc/meminfo", "/proc/stat")
 _SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/etc", "/sys", "/dev")
+_PINNED: list[int] = []  # file descriptors kept open for the life of the process (see confine)
 
 
 def confine(readable_dirs: list[str], readable_files: list[str]) -> bool:
@@ -75,7 +76,14 @@ def confine(readable_dirs: list[str], readable_files: list[str]) -> bool:
                 if libc.syscall(_ADD_RULE, ruleset, _RULE_PATH_BENEATH, rule, 0) < 0:
                     return False
             finally:
-                os.close(fd)
+                if path.startswith("/proc/"):
+                    # A rule binds an inode, and procfs makes a new inode for an entry whenever
+                    # its dentry was reclaimed: keeping this fd open pins the dentry, so later
+                    # opens of /proc/self/... keep matching the rule (without it, once the
+                    # dentry cache was dropped, every read of /proc/self/statm was denied).
+                    _PINNED.append(fd)
+                else:
+                    os.close(fd)
         if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return False
         return libc.syscall(_RESTRICT_SELF, ruleset, 0) == 0

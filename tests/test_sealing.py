@@ -154,3 +154,39 @@ def test_numpy_estimators_run_unsealed_and_say_so(sealed, small):
     assert not sealed.seals(est)
     [result] = sealed(est, spec, stacked, 10**6, keys(0), [0])
     assert result.error == "" and result.flops > 0
+
+
+_READ_STATM_CONFINED = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("algzu_landlock", sys.argv[1])
+landlock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(landlock)
+print("confined" if landlock.confine([sys.prefix], []) else "unconfined", flush=True)
+sys.stdin.readline()  # the parent drops the dentry cache meanwhile
+with open("/proc/self/statm") as f:
+    print(f.read().split()[0])
+"""
+
+
+def test_a_confined_worker_still_reads_its_own_proc_entry_after_the_dentry_cache_is_dropped():
+    """Landlock binds a rule to an inode; procfs makes a new one for /proc/PID when its dentry
+    is reclaimed. Workers read /proc/self/statm for the memory cap: this failed now and then
+    under memory pressure until the confinement pinned the entry."""
+    import subprocess
+    import sys
+
+    import algzu
+
+    drop = Path("/proc/sys/vm/drop_caches")
+    if os.geteuid() != 0 or not os.access(drop, os.W_OK):
+        pytest.skip("dropping the dentry cache needs root")
+    boot = Path(algzu.__file__).with_name("landlock.py")
+    proc = subprocess.Popen([sys.executable, "-c", _READ_STATM_CONFINED, str(boot)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    state = proc.stdout.readline().strip()
+    if state != "confined":
+        proc.kill()
+        pytest.skip("Landlock is not available on this kernel")
+    drop.write_text("2\n")
+    out, _ = proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0 and out.strip().isdigit(), out
