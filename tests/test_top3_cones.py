@@ -115,9 +115,11 @@ def test_budget_ladder_is_respected_and_the_cheapest_rung_fits_1e7_on_m16_10(key
     assert below.value == pytest.approx(1 / small.n) and below.flops == 0
 
 
-def test_declares_rnn_order_tasks_from_three_inputs():
+def test_declares_the_m16_10_kind_only():
     est = get_estimator("top3_cones")
     assert est.mechanistic and est.backend == "jax"
     assert est.supports(ModelSpec("rnn", "2nd_argmax", 16, 10))
-    assert not est.supports(ModelSpec("rnn", "2nd_argmax", 2, 2))
+    assert est.supports(ModelSpec("rnn", "2nd_argmax", 22, 10))  # handcrafted/2nd_argmax-n10
+    assert not est.supports(ModelSpec("rnn", "2nd_argmax", 16, 5))
+    assert not est.supports(ModelSpec("rnn", "2nd_argmax", 8, 10))
     assert not est.supports(ModelSpec("mlp", "2nd_argmax", 8, 3))
