@@ -353,12 +353,16 @@ def _relu_moments(mu: jax.Array, var: jax.Array) -> tuple[jax.Array, jax.Array, 
     return mean, jnp.maximum(second - mean * mean, 0.0), cdf
 
 
-def _conditional_orthant(mean: jax.Array, cov: jax.Array, counted: jax.Array) -> jax.Array:
+def _conditional_orthant(
+    mean: jax.Array, cov: jax.Array, counted: jax.Array, skew: jax.Array | None = None
+) -> jax.Array:
     """P(D_k > 0 for the counted k | D_k > 0 for the others) for D ~ N(mean, cov), by Mendell-Elston.
 
     The uncounted components (``counted[k]`` False) are conditioned on first, in index
     order; each step multiplies in ``Phi(mean_k / s_k)`` if counted, then updates the other
-    components with the truncated-normal mean and variance of ``D_k | D_k > 0``.
+    components with the truncated-normal mean and variance of ``D_k | D_k > 0``. With
+    ``skew`` (the components' skewness), each probability gets the one-term Edgeworth
+    correction ``P(D_k > 0) = Phi(a) + skew_k / 6 (a^2 - 1) phi(a)``, ``a = mean_k / s_k``.
     """
     def condition(k, carry):
         mean, cov, log_p = carry
@@ -366,8 +370,11 @@ def _conditional_orthant(mean: jax.Array, cov: jax.Array, counted: jax.Array) ->
         s = jnp.sqrt(var)
         # Phi underflows in float32 below -12; such a pattern contributes ~1e-33 anyway.
         a = jnp.maximum(mean[k] / s, _MIN_Z)
+        pdf = jnp.exp(-0.5 * a * a) * _INV_SQRT_2PI
         cdf = ndtr(a)
-        mills = jnp.exp(-0.5 * a * a) * _INV_SQRT_2PI / cdf  # phi(a) / Phi(a)
+        if skew is not None:
+            cdf = jnp.clip(cdf + skew[k] / 6 * (a * a - 1) * pdf, 1e-12, 1.0)
+        mills = pdf / cdf  # phi(a) / Phi(a)
         shrink = jnp.clip(mills * (mills + a), 0.0, 1.0)  # 1 - Var(Z | Z > -a)
         col = cov[:, k]
         log_p = log_p + jnp.where(counted[k], jnp.log(cdf), 0.0)
@@ -446,9 +453,11 @@ def mlp_pattern_accuracy(
     return _readout(w_out, h_mean, h_cov, h_x, target, x_mean, x_cov, order)
 
 
-def _readout(w_out, h_mean, h_cov, h_x, target, x_mean, x_cov, order) -> jax.Array:
+def _readout(w_out, h_mean, h_cov, h_x, target, x_mean, x_cov, order, margin_skew=None) -> jax.Array:
     """P(logit_target > every other logit | ordering constraints) under the joint Gaussian of
-    the inputs and the last hidden layer (see :func:`pattern_accuracy`)."""
+    the inputs and the last hidden layer (see :func:`pattern_accuracy`); ``margin_skew``
+    ``(n,)``, the skewness of each margin ``L_target - L_k``, adds Edgeworth corrections
+    (n > 2 only)."""
     n = x_mean.shape[0]
     logit_mean = w_out @ h_mean
     logit_cov = w_out @ h_cov @ w_out.T
@@ -470,7 +479,8 @@ def _readout(w_out, h_mean, h_cov, h_x, target, x_mean, x_cov, order) -> jax.Arr
         rho = jnp.clip(d_cov[0, margin_index] / (sd[0] * sd[margin_index]), -1.0, 1.0)
         return jnp.clip(_bvn_cdf(z_order, z_margin, rho) / ndtr(z_order), 0.0, 1.0)
     counted = jnp.concatenate([jnp.zeros(n - 1, bool), pick == 0])
-    return _conditional_orthant(d_mean, d_cov, counted)
+    skew = None if margin_skew is None else jnp.concatenate([jnp.zeros(n - 1, x_mean.dtype), margin_skew])
+    return _conditional_orthant(d_mean, d_cov, counted, skew)
 
 
 def moments_estimate(model: Model, level: int, exact_pairs: bool = True) -> jax.Array:
