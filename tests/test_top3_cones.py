@@ -119,7 +119,6 @@ def test_declares_the_m16_10_kind_only():
     est = get_estimator("top3_cones")
     assert est.mechanistic and est.backend == "jax"
     assert est.supports(ModelSpec("rnn", "2nd_argmax", 16, 10))
-    assert est.supports(ModelSpec("rnn", "2nd_argmax", 22, 10))  # handcrafted/2nd_argmax-n10
     assert not est.supports(ModelSpec("rnn", "2nd_argmax", 16, 5))
     assert not est.supports(ModelSpec("rnn", "2nd_argmax", 8, 10))
     assert not est.supports(ModelSpec("mlp", "2nd_argmax", 8, 3))
