@@ -66,7 +66,8 @@ the region geometry and the weights. The surrogate itself is the approximation (
 inputs below the third largest and the negative parts are dropped); for M16,10 its error
 is the 0.74-point RMS above, which is what bounds this estimator at large budgets.
 
-Cost (metered): capacity 1 costs 9.53e6 FLOPs on M16,10 (about 1,200 region-steps of
+Cost (metered): capacity 1 costs 9.53e6 FLOPs on M16,10 by the jaxpr meter it plans with,
+8.94e6 by the StableHLO meter of sealed scoring (about 1,200 region-steps of
 ~2.4e3 FLOPs, a 16 x 16 x 3 product each, and 810 readouts of ~8e3, ten line clips and a
 Green's-theorem integral each); capacity 2 costs 9.5e7, 8 costs 3.8e8 (each cut of a
 splittable region clips both sides and measures one, ~1.9e3 FLOPs per neuron). It grows
