@@ -126,7 +126,7 @@ def budgets(model_id: str) -> list[int]:
     return sorted(set(SUITES["default"].budgets).union(*(s.budgets for s in suites)))
 
 
-SHIPPED = ("sampling", "stratified", "moments")
+SHIPPED = ("sampling", "stratified", "moments", "top3_cones")
 
 
 def _program(estimator_name: str, spec: ModelSpec, budget: int):
@@ -203,17 +203,9 @@ def test_programs_on_every_model_kind_cost_what_the_jaxpr_meter_charges_their_lo
 
 # Every moments program that does any work, (jaxpr meter, StableHLO meter): they differ by
 # integer_pow's multiplications and jnp.diagonal's dropped Mosaic branch (hlo_meter's docstring).
-MOMENTS_PINNED = {
-    ("algzoo/example_2nd_argmax", 10**8): (29_336_026, 28_436_826),
-    ("algzoo/example_2nd_argmax", 10**9): (362_989_146, 330_536_346),
-    ("algzoo/2nd_argmax-d2-n2", 10**4): (4_383, 4_063),
-    **{("algzoo/2nd_argmax-d2-n2", 10**k): (27_607, 25_111) for k in range(5, 10)},
-    **{("2nd_argmax-d4-n3", b): (28_502, 27_590) for b in (71_000, 10**5)},
-    **{("2nd_argmax-d4-n3", 10**k): (445_766, 405_518) for k in range(6, 10)},
-    ("2nd_argmax-d8-n5", 10**6): (593_776, 569_456),
-    ("2nd_argmax-d8-n5", 10**7): (9_863_216, 8_962_736),
-    **{("2nd_argmax-d8-n5", 10**k): (59_161_916, 53_761_436) for k in range(8, 10)},
-}
+# Since issue 12 moments declares MLPs only (worse than a constant on every suite RNN), so
+# no suite model runs it; its MLP program is checked on the model kinds below.
+MOMENTS_PINNED: dict = {}
 
 
 def test_every_moments_program_is_pinned_to_its_stablehlo_count():
