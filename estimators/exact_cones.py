@@ -830,18 +830,26 @@ def _plan_flops(plan: _Plan) -> int:
 
 
 def _largest_gamma(spec: ModelSpec, budget_flops: int, dtype: str) -> int | None:
-    """Index in _GAMMAS of the largest growth factor whose metered program fits (cost grows
-    with gamma), or None if even the smallest does not."""
-    if _plan_flops(_plan(spec, dtype, _GAMMAS[0])) > budget_flops:
+    """Index in _GAMMAS of the largest growth factor whose metered program fits, or None if
+    even the smallest does not.
+
+    Cost grows about linearly with gamma: two meterings give a secant, the guess on it is
+    metered, and then the next one up or down until the answer is certain (3-4 meterings,
+    where a bisection needs 5; each is a trace of the whole program).
+    """
+    cost = lambda i: _plan_flops(_plan(spec, dtype, _GAMMAS[i]))  # noqa: E731
+    top = len(_GAMMAS) - 1
+    if cost(0) > budget_flops:
         return None
-    lo, hi = 0, len(_GAMMAS) - 1
-    while lo < hi:  # invariant: _GAMMAS[lo] fits
-        mid = (lo + hi + 1) // 2
-        if _plan_flops(_plan(spec, dtype, _GAMMAS[mid])) <= budget_flops:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    j = _GAMMAS.index(2.0)
+    slope = (cost(j) - cost(0)) / (_GAMMAS[j] - _GAMMAS[0])
+    guess = _GAMMAS[0] + (budget_flops - cost(0)) / max(slope, 1.0)
+    i = max([k for k, g in enumerate(_GAMMAS) if g <= guess], default=0)
+    while i > 0 and cost(i) > budget_flops:
+        i -= 1
+    while i < top and cost(i + 1) <= budget_flops:
+        i += 1
+    return i
 
 
 @functools.lru_cache(maxsize=256)
