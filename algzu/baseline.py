@@ -6,7 +6,7 @@ so memory stays flat at any budget. :func:`samples_within` finds the most sample
 *metered* program fits a budget, and :func:`flops_per_sample` is the metered marginal cost
 of one sample, the ``c`` of the analytic baseline ``mean_k v_k / floor(B / c)``.
 
-On several JAX devices (``jax.devices()``, e.g. both cores of a CPU machine with
+On several JAX devices (``jax.local_devices()``, e.g. both cores of a CPU machine with
 ``jax.config.update("jax_num_cpu_devices", 2)``) each chunk's inputs are sharded along the
 batch over all of them. The inputs are the same on any number of devices (JAX's random
 numbers are partitionable), so accuracy estimates are identical; the metered cost is too
@@ -34,7 +34,9 @@ def mc_estimate(model: Model, n_samples: int, key: jax.Array, chunk: int = CHUNK
     chunk = min(chunk, n_samples)
     n_chunks, rest = divmod(n_samples, chunk)
 
-    devices = jax.devices()
+    # This process's devices: an estimator's program runs on one process, also when several
+    # processes share a run (jax.devices() would then list every process's devices).
+    devices = jax.local_devices()
     shard = len(devices) > 1 and chunk % len(devices) == 0
 
     def chunk_sum(k, size):
