@@ -42,6 +42,7 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -117,6 +118,10 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     except (RuntimeError, ValueError, TypeError) as e:  # JaxRuntimeError is a RuntimeError
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AlgzuError(f"cannot start JAX's distributed runtime: {first}") from None
+    # JAX's preemption notifier takes SIGTERM (to let training jobs checkpoint) and the
+    # process carries on; here SIGTERM (scancel, a job's time limit, kill) must stop the
+    # process, and its peers with it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return True
 
 
