@@ -117,7 +117,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                                    heartbeat_timeout_seconds=max(1, round(heartbeat_timeout_s)))
     except (RuntimeError, ValueError, TypeError) as e:  # JaxRuntimeError is a RuntimeError
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AlgzuError(f"cannot start JAX's distributed runtime: {first}") from None
+        hint = ("; outside SLURM, Open MPI and Kubernetes give --coordinator, --num-processes and --process-id"
+                if auto and not all(given) else "")
+        raise AlgzuError(f"cannot start JAX's distributed runtime: {first}{hint}") from None
     # JAX's preemption notifier takes SIGTERM (to let training jobs checkpoint) and the
     # process carries on; here SIGTERM (scancel, a job's time limit, kill) must stop the
     # process, and its peers with it.
