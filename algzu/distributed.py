@@ -44,6 +44,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -56,9 +57,10 @@ from algzu.errors import AlgzuError
 # the same time (process 0's list of missing blocks, each process's answer). Waiting for a
 # *block* has no limit: a block may run for hours, and a dead process is caught by JAX.
 PROTOCOL_TIMEOUT_S = 600.0
-# How often a waiting process checks that every process is still alive (JAX's heartbeat
-# check also catches a dead one, and stops every process).
-_LIVENESS_EVERY_S = 10.0
+# A waiting process asks for its key once a second (to keep its own protocol timeouts). It
+# does not poll the runtime's list of live processes: that call blocks until every listed
+# process makes it too. A dead peer is caught by JAX's heartbeat check, which stops every
+# process.
 _POLL_MS = 1000
 
 _calls = itertools.count()
@@ -116,14 +118,15 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                                    process_id=process_id, initialization_timeout=max(1, round(init_timeout_s)),
                                    heartbeat_timeout_seconds=max(1, round(heartbeat_timeout_s)))
     except (RuntimeError, ValueError, TypeError) as e:  # JaxRuntimeError is a RuntimeError
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else type(e).__name__
         hint = ("; outside SLURM, Open MPI and Kubernetes give --coordinator, --num-processes and --process-id"
                 if auto and not all(given) else "")
         raise AlgzuError(f"cannot start JAX's distributed runtime: {first}{hint}") from None
     # JAX's preemption notifier takes SIGTERM (to let training jobs checkpoint) and the
     # process carries on; here SIGTERM (scancel, a job's time limit, kill) must stop the
     # process, and its peers with it.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return True
 
 
@@ -174,7 +177,7 @@ def _fingerprint(keys: Sequence[str]) -> str:
 def _wait(key: str, *, waiting_for: str, timeout_s: float | None) -> str:
     """The value of ``key`` in JAX's key-value store once some process has set it."""
     client = _client()
-    start = last_check = time.monotonic()
+    start = time.monotonic()
     while True:
         try:
             return client.blocking_key_value_get(key, _POLL_MS)
@@ -182,18 +185,9 @@ def _wait(key: str, *, waiting_for: str, timeout_s: float | None) -> str:
             if "DEADLINE_EXCEEDED" not in str(e):
                 raise AlgzuError(f"lost JAX's distributed runtime while waiting for {waiting_for}: "
                                  f"{str(e).splitlines()[0]}") from None
-        now = time.monotonic()
-        if timeout_s is not None and now - start > timeout_s:
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
             raise AlgzuError(f"no answer within {timeout_s:.0f} s from {waiting_for}; are all processes running "
                              "the same command?")
-        if now - last_check >= _LIVENESS_EVERY_S:
-            last_check = now
-            count = jax.process_count()
-            live = client.get_live_nodes(list(range(count)))
-            gone = sorted(set(range(count)) - set(live))
-            if gone:
-                raise AlgzuError(f"process(es) {', '.join(map(str, gone))} stopped while this one waited for "
-                                 f"{waiting_for}; rerun the same command on every process to resume")
 
 
 def from_leader(make: Callable[[], Any], *, fingerprint: Sequence[str], what: str) -> Any:
