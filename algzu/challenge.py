@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from algzu.html_report import write_html_report
+from algzu import distributed
 from algzu.io import atomic_write_text
 from algzu.leaderboard import SuiteResult, run_suite
 from algzu.report import HEADLINE, dumps_json, format_value, markdown_table, write_results
@@ -129,6 +130,8 @@ def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | No
     # it is shared with the leaderboard and never committed with the results.
     result = run_suite(suite, cache_dir=cache_dir or out.parent / "cache", estimators=estimators, held_out=held_out,
                        progress=progress, **kwargs)
+    if not distributed.is_leader():  # a multi-process run: process 0 alone writes
+        return {"challenge": which, "suite": suite.name, "out": str(out)}
     stats = copy_statistics(result)
     text = verdict(result.summary, book="closed-book" if suite.closed_book else "open-book")
     extra = {**(extra or {}), "challenge": which, "copy_statistics": stats, "verdict": text}

@@ -46,6 +46,19 @@ HELDOUT = typer.Option(False, "--heldout",
 ZOO_DIR = typer.Option(None, "--zoo-dir",
                        help="Closed-book: read each family's base model from this private folder "
                             "(FAMILY.safetensors or FAMILY.pth, FAMILY as in the zoo, e.g. 2nd_argmax-d16-n10).")
+# Options of the commands that can run on several processes (algzu.distributed).
+COORDINATOR = typer.Option(None, "--coordinator",
+                           help="host:port of process 0's coordinator: run on several processes with JAX's "
+                                "distributed runtime (with --num-processes and --process-id).")
+NUM_PROCESSES = typer.Option(None, "--num-processes", help="How many processes take part (multi-process runs).")
+PROCESS_ID = typer.Option(None, "--process-id", help="This process's index, 0..N-1; process 0 writes the results.")
+DISTRIBUTED = typer.Option(False, "--distributed",
+                           help="Join a multi-process run, taking what the flags above do not give from the "
+                                "cluster (SLURM, Open MPI, Kubernetes), as jax.distributed.initialize() does.")
+INIT_TIMEOUT = typer.Option(300.0, "--init-timeout", help="Seconds to wait for every process to join.")
+HEARTBEAT_TIMEOUT = typer.Option(100.0, "--heartbeat-timeout",
+                                 help="Seconds without a heartbeat after which a process counts as dead and "
+                                      "every process stops (resume by rerunning the same command).")
 
 
 def _print_json(data) -> None:
@@ -201,11 +214,32 @@ def _progress_bar(name: str, transient: bool = False):
 
 
 def _progress_runner(suite, **kwargs):
-    """Run a suite under a rich progress bar."""
+    """Run a suite under a rich progress bar (drawn by process 0 alone in a multi-process run)."""
+    from algzu import distributed
     from algzu.leaderboard import run_suite
 
+    if not distributed.is_leader():
+        return run_suite(suite, **kwargs)
     with _progress_bar(suite.name) as progress:
         return run_suite(suite, progress=progress, **kwargs)
+
+
+def _join(coordinator: str | None, num_processes: int | None, process_id: int | None, auto: bool,
+          init_timeout: float, heartbeat_timeout: float) -> bool:
+    """Join a multi-process run if asked (before anything starts JAX); whether this process
+    writes the results (process 0, or the only process)."""
+    from algzu import distributed
+
+    distributed.initialize(coordinator, num_processes, process_id, auto=auto, init_timeout_s=init_timeout,
+                           heartbeat_timeout_s=heartbeat_timeout)
+    return distributed.is_leader()
+
+
+def _not_leader_note() -> None:
+    from algzu import distributed
+
+    typer.echo(f"process {distributed.process_index()} of {distributed.process_count()}: done "
+               "(process 0 writes the results)")
 
 
 def _read_secret(secret: str | None, secret_file: Path | None) -> str | None:
@@ -275,11 +309,18 @@ def score_cmd(
     isolate: bool = ISOLATE,
     timeout: float = TIMEOUT,
     memory_mb: int = MEMORY_MB,
+    coordinator: Optional[str] = COORDINATOR,
+    num_processes: Optional[int] = NUM_PROCESSES,
+    process_id: Optional[int] = PROCESS_ID,
+    distributed: bool = DISTRIBUTED,
+    init_timeout: float = INIT_TIMEOUT,
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
 ) -> None:
     """Score one estimator on one model: MSE and efficiency per budget."""
     from algzu.estimator import get_estimator
     from algzu.suites import ModelCase, Suite, geometric_budgets
 
+    leader = _join(coordinator, num_processes, process_id, distributed, init_timeout, heartbeat_timeout)
     _include(include)
     get_estimator(estimator)
     seed, held_out = _secret_seed(_read_secret(secret, secret_file), seed)
@@ -294,6 +335,9 @@ def score_cmd(
     with _block_runner(sealed, isolate, timeout, memory_mb) as runner:
         result = _progress_runner(suite, cache_dir=cache, estimators=[estimator], held_out=held_out,
                                   block_runner=runner)
+    if not leader:
+        _not_leader_note()
+        return
     rows = result.summary.drop(columns=["model", "estimator", "mechanistic"])
     if as_json:
         _print_json(rows.to_dict("records"))
@@ -329,12 +373,19 @@ def leaderboard_cmd(
     isolate: bool = ISOLATE,
     timeout: float = TIMEOUT,
     memory_mb: int = MEMORY_MB,
+    coordinator: Optional[str] = COORDINATOR,
+    num_processes: Optional[int] = NUM_PROCESSES,
+    process_id: Optional[int] = PROCESS_ID,
+    distributed: bool = DISTRIBUTED,
+    init_timeout: float = INIT_TIMEOUT,
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
 ) -> None:
     """Run every registered estimator on a suite; write tables, plots and provenance."""
     from algzu.estimator import get_estimator
     from algzu.report import write_results
     from algzu.suites import get_suite
 
+    leader = _join(coordinator, num_processes, process_id, distributed, init_timeout, heartbeat_timeout)
     _include(include)
     for name in estimators or []:
         get_estimator(name)  # an unknown name fails before anything is written
@@ -342,14 +393,18 @@ def leaderboard_cmd(
     seed, held_out = _secret_seed(secret, seed)
     suite = get_suite(suite_name).with_overrides(seed=seed)
     block_runner = _block_runner(sealed, isolate, timeout, memory_mb)  # validates before anything is written
-    with block_runner as runner, _progress_bar(suite.name) as progress:
+    bar = _progress_bar(suite.name) if leader else contextlib.nullcontext(None)
+    with block_runner as runner, bar as progress:
         suite, bases = _closed_book(suite, heldout, zoo_dir, secret, progress)
         folder = out / suite.name
-        _check_writable(folder)
+        _check_writable(folder if leader else out / "cache")
         from algzu.leaderboard import run_suite
 
         result = run_suite(suite, cache_dir=out / "cache", estimators=estimators, held_out=held_out,
                            block_runner=runner, bases=bases, progress=progress)
+    if not leader:
+        _not_leader_note()
+        return
     for path in write_results(folder, suite, result, held_out=held_out, extra=_runner_provenance(runner)):
         typer.echo(str(path))
 
@@ -428,23 +483,33 @@ def challenge_cmd(
     isolate: bool = ISOLATE,
     timeout: float = TIMEOUT,
     memory_mb: int = MEMORY_MB,
+    coordinator: Optional[str] = COORDINATOR,
+    num_processes: Optional[int] = NUM_PROCESSES,
+    process_id: Optional[int] = PROCESS_ID,
+    distributed: bool = DISTRIBUTED,
+    init_timeout: float = INIT_TIMEOUT,
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
 ) -> None:
     """Reproduce ARC's challenge: MSE vs FLOPs of every estimator against sampling, and a verdict."""
     from algzu.challenge import CHALLENGES, run_challenge
 
     if which not in CHALLENGES:
         raise AlgzuError(f"unknown challenge {which!r}; valid: {', '.join(CHALLENGES)}")
+    leader = _join(coordinator, num_processes, process_id, distributed, init_timeout, heartbeat_timeout)
     _include(include)
     secret = _read_secret(secret, secret_file)
     seed, held_out = _secret_seed(secret, seed)
     closed = heldout or zoo_dir is not None
     folder = out or Path("results") / f"challenge-{which}{'-closed-book' if closed else ''}"
     block_runner = _block_runner(sealed, isolate, timeout, memory_mb)  # validates before anything is written
-    _check_writable(folder)
-    with block_runner as runner, _progress_bar(which, transient=as_json) as progress:
+    _check_writable(folder if leader else folder.parent / "cache")
+    with block_runner as runner, (_progress_bar(which, transient=as_json) if leader else contextlib.nullcontext(None)) as progress:
         summary = run_challenge(which, folder, seed=seed, held_out=held_out, block_runner=runner,
                                 progress=progress, extra=_runner_provenance(runner),
                                 closed_book=lambda suite: _closed_book(suite, heldout, zoo_dir, secret, progress))
+    if not leader:
+        _not_leader_note()
+        return
     if as_json:
         _print_json(summary)
     else:
@@ -482,13 +547,30 @@ def use_every_cpu_core() -> None:
 
 
 def main() -> None:
-    """Entry point: run the app; user errors become one line on stderr and exit code 2."""
+    """Entry point: run the app; user errors become one line on stderr and exit code 2.
+
+    In a multi-process run a process that fails ends at once (:func:`algzu.distributed.exit_now`),
+    so that JAX stops its peers rather than leave them waiting for it.
+    """
+    from algzu.distributed import exit_now, is_multi_process
+
     try:
         use_every_cpu_core()
         app()
     except AlgzuError as e:
         typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        exit_now(2)
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            exit_now(e.code if isinstance(e.code, int) else 1)
+        raise
+    except BaseException:
+        if not is_multi_process():
+            raise
+        import traceback
+
+        traceback.print_exc()
+        exit_now(1)
 
 
 if __name__ == "__main__":

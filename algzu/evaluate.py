@@ -17,12 +17,20 @@ How the sampled path is fast (figures for M16,10 on 2 CPU cores are in ``results
   over ``d``. XLA's CPU backend then compiles the whole unrolled recurrence of every copy
   into one fused kernel instead of one small matmul kernel per time step. Other
   architectures use :func:`algzu.model.forward` under ``vmap``.
+* **Inputs drawn where the kernel reads them.** A batch is drawn straight into the lanes
+  layout ``(n, B)`` by an unrolled threefry (:func:`_normal_lanes`), bit for bit the
+  values of ``task.sample`` (``jax.random.normal``), and the target is ``task.target``
+  mapped over the columns. The scan carries the next batch's inputs, so they are
+  materialised once rather than fused into every reduction that reads them. With one
+  copy, input generation and the target cost as much as the model itself: this is what
+  puts ``evaluate`` (one model) near the kernel's rate.
 * **Per-batch sums, summed on the host in float64.** Each batch's score sum is exact in
   float32 for 0/1 scores; batches are keyed by ``fold_in(key, batch_index)``, so the result
   does not depend on how batches are grouped into calls or spread over devices.
 
 Inputs are drawn by the task's own :meth:`algzu.task.Task.sample` (i.i.d. N(0, 1) for
-Gaussian tasks), so the distribution is exactly the task's.
+Gaussian tasks), so the distribution is exactly the task's: batch ``i`` of seed ``s`` is
+``task.sample(fold_in(key(s), i), batch, n)``, whichever way it is computed.
 
 Multi-device and multi-host
 ---------------------------
@@ -31,17 +39,19 @@ mesh (axis ``"batch"``): device j runs batches ``j*steps ... (j+1)*steps - 1`` o
 and the per-batch sums are all-gathered, so every process holds the whole result. Because
 batch i always sees the inputs of ``fold_in(key, i)``, the answer is the same on 1 device,
 on 2 (``XLA_FLAGS=--xla_force_host_platform_device_count=2`` before JAX starts, which
-also puts both cores of a small CPU machine to work), or on many hosts.
+also puts both cores of a small CPU machine to work), or on many processes and hosts
+(tested with two processes in ``tests/test_distributed.py``).
 
-On several hosts, start JAX's distributed runtime in every process *before* anything else
-touches JAX, then call :func:`expected_scores` with the same arguments in every process
-(SPMD); each process gets the full list of evaluations::
+On several processes, join JAX's distributed runtime in every process *before* anything
+else touches JAX (:func:`algzu.distributed.initialize`, or ``jax.distributed.initialize``),
+then call :func:`expected_scores` with the same arguments in every process (SPMD); each
+process gets the full list of evaluations::
 
-    import jax
-    jax.distributed.initialize()          # coordinator/process ids from the cluster env
+    from algzu import distributed
+    distributed.initialize(auto=True)     # coordinator/process ids from the cluster env
     evs = expected_scores(spec, params, samples=1 << 26, seed=0)   # same call everywhere
 
-``jax.devices()`` then lists the devices of all hosts and the mesh spans them.
+``jax.devices()`` then lists the devices of all processes and the mesh spans them.
 """
 
 from __future__ import annotations
@@ -122,44 +132,132 @@ def _uses_default_score(task: Task) -> bool:
     return type(task).score is Task.score
 
 
-def _copy_scores(spec: ModelSpec, params, x: jax.Array) -> jax.Array:
-    """Scores ``(K, B)`` of K stacked weight sets on one shared batch ``x`` ``(B, n)``."""
+def _uses_default_sample(task: Task) -> bool:
+    return type(task).sample is Task.sample
+
+
+# Threefry-2x32's rotation constants (Salmon et al., "Parallel random numbers: as easy as
+# 1, 2, 3", SC 2011), as JAX's implementation uses them.
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Threefry-2x32 with 20 rounds, unrolled: the hash behind ``jax.random``'s default key.
+
+    JAX lowers the same hash on CPU as a rolled 5-step loop whose every step is a pass over
+    memory; unrolled, XLA fuses all 20 rounds into one kernel (2.8x the rate of
+    ``jax.random.normal`` for a (10, 4096) batch, ``bench/ground_truth.py``).
+    """
+    ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for step in range(5):
+        for r in _THREEFRY_ROTATIONS[step % 2]:
+            x0 = x0 + x1
+            x1 = (x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))
+            x1 = x0 ^ x1
+        x0 = x0 + ks[(step + 1) % 3]
+        x1 = x1 + ks[(step + 2) % 3] + np.uint32(step + 1)
+    return x0, x1
+
+
+def _normal_lanes(key: jax.Array, batch: int, n: int) -> jax.Array:
+    """``jax.random.normal(key, (batch, n), float32).T``, bit for bit, computed in place.
+
+    Partitionable threefry (JAX's default since 0.5) draws element ``(b, t)`` from the hash
+    of its row-major position ``b * n + t``; computing that position for the transposed
+    layout yields the transposed array with no data movement. The uniform-to-normal map is
+    ``jax.random.normal``'s: 23 random mantissa bits, a uniform on ``(-1, 1)``,
+    ``sqrt(2) * erf_inv``. :func:`_fast_normals_exact` checks the equality once per process.
+    """
+    k = jax.random.key_data(key)
+    position = (jax.lax.broadcasted_iota(jnp.uint32, (n, batch), 1) * np.uint32(n)
+                + jax.lax.broadcasted_iota(jnp.uint32, (n, batch), 0))
+    b0, b1 = _threefry2x32(k[0], k[1], jnp.zeros_like(position), position)
+    mantissa = ((b0 ^ b1) >> np.uint32(9)) | np.uint32(0x3F800000)
+    unit = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - np.float32(1)
+    lo, hi = np.nextafter(np.float32(-1), np.float32(0)), np.float32(1)
+    u = jnp.maximum(lo, unit * (hi - lo) + lo)
+    return np.float32(np.sqrt(2)) * jax.lax.erf_inv(u)
+
+
+@functools.lru_cache(maxsize=None)
+def _fast_normals_exact() -> bool:
+    """Whether :func:`_normal_lanes` reproduces ``jax.random.normal`` bit for bit here.
+
+    False with a non-default PRNG (``jax_default_prng_impl``), with
+    ``jax_threefry_partitionable`` off, or if a JAX release changes its normal sampler:
+    inputs are then drawn by ``jax.random.normal`` itself, slower but the same stream.
+    """
+    try:
+        key = jax.random.fold_in(jax.random.key(12345), 6789)
+        want = jax.jit(lambda k: jax.random.normal(k, (515, 7), jnp.float32).T)(key)
+        got = jax.jit(lambda k: _normal_lanes(k, 515, 7))(key)
+        want, got = np.asarray(want), np.asarray(got)
+    except Exception:  # noqa: BLE001 - any failure (another key layout, say) means: not exact
+        return False
+    return want.shape == got.shape and want.dtype == got.dtype and np.array_equal(want.view(np.uint32),
+                                                                                 got.view(np.uint32))
+
+
+def _lanes_inputs(task: Task, key: jax.Array, batch: int, n: int, fast_normals: bool) -> jax.Array:
+    """``task.sample(key, batch, n).T``: one batch of the input stream, inputs on the minor axis."""
+    if fast_normals and task.input_kind == "gaussian" and _uses_default_sample(task) and batch * n < 2**32:
+        return _normal_lanes(key, batch, n)
+    return task.sample(key, batch, n).T
+
+
+def _copy_scores(spec: ModelSpec, params, xt: jax.Array) -> jax.Array:
+    """Scores ``(K, B)`` of K stacked weight sets on one shared batch ``xt`` ``(n, B)``.
+
+    The batch comes in the lanes layout (input ``b`` is the column ``xt[:, b]``), as the
+    fused RNN kernel reads it; the target is ``task.target`` mapped over the columns, which
+    is the task's own function on every input.
+    """
     task = spec.task_obj
     n_copies = next(iter(params.values())).shape[0]
-    batch = x.shape[0]
+    batch = xt.shape[1]
     r = _segments(n_copies, batch)
     if spec.arch == "rnn" and _uses_default_score(task) and n_copies * r > 1:
         if r == 1:  # (n, 1, B): broadcast over the copies inside the fused kernel
-            xt, rows = x.T[:, None, :], params
+            rows_x, rows = xt[:, None, :], params
         else:  # row k*r + j is copy k on segment j of the batch
-            xt = jnp.broadcast_to(x.T.reshape(spec.n, 1, r, batch // r), (spec.n, n_copies, r, batch // r))
-            xt = xt.reshape(spec.n, n_copies * r, batch // r)
+            rows_x = jnp.broadcast_to(xt.reshape(spec.n, 1, r, batch // r), (spec.n, n_copies, r, batch // r))
+            rows_x = rows_x.reshape(spec.n, n_copies * r, batch // r)
             rows = {k: jnp.repeat(v, r, axis=0) for k, v in params.items()}
-        logits = _rnn_logits_lanes(rows, xt)  # (K * r, n_out, B / r)
+        logits = _rnn_logits_lanes(rows, rows_x)  # (K * r, n_out, B / r)
         logits = logits.reshape(n_copies, r, logits.shape[1], batch // r)
-        target = task.target(x).reshape(1, r, batch // r)
+        target = jax.vmap(task.target, in_axes=1)(xt).reshape(1, r, batch // r)
         if task.output_kind == "positions":
             scores = (jnp.argmax(logits, axis=2) == target).astype(jnp.float32)
         else:
             scores = jnp.square(logits[:, :, 0, :] - target).astype(jnp.float32)
         return scores.reshape(n_copies, batch)
+    x = xt.T
     return jax.vmap(lambda p: task.score(forward(Model(spec, p), x), x))(params)
 
 
-def _batch_moments(spec: ModelSpec, params, key_data: jax.Array, indices: jax.Array, batch: int):
+def _batch_moments(spec: ModelSpec, params, key_data: jax.Array, indices: jax.Array, batch: int,
+                   fast_normals: bool = True):
     """Per-batch score sums and sums of squares, ``(len(indices), K)`` each.
 
-    Batch ``i`` draws its inputs from ``fold_in(key, i)``, whatever device runs it.
+    Batch ``i`` draws its inputs from ``fold_in(key, i)``, whatever device runs it. The scan
+    carries the next batch's inputs: drawn in one step and scored in the next, they are
+    materialised between the two, rather than fused into (and recomputed by) every
+    reduction that reads them, which cost up to 10x at one copy.
     """
     task = spec.task_obj
     key = jax.random.wrap_key_data(key_data)
 
-    def one_batch(carry, i):
-        x = task.sample(jax.random.fold_in(key, i), batch, spec.n)
-        s = _copy_scores(spec, params, x)
-        return carry, (jnp.sum(s, axis=1), jnp.sum(s * s, axis=1))
+    def inputs(i):
+        return _lanes_inputs(task, jax.random.fold_in(key, i), batch, spec.n, fast_normals)
 
-    _, (s, s2) = jax.lax.scan(one_batch, None, indices)
+    def one_batch(xt, i_next):
+        s = _copy_scores(spec, params, xt)
+        return inputs(i_next), (jnp.sum(s, axis=1), jnp.sum(s * s, axis=1))
+
+    # The last step draws one batch more than it scores (the first one again): 1/len(indices)
+    # of the input work, for one program per step.
+    _, (s, s2) = jax.lax.scan(one_batch, inputs(indices[0]), jnp.roll(indices, -1))
     return s, s2
 
 
@@ -179,9 +277,10 @@ def _sharded_moments(spec: ModelSpec, batch: int, devices: tuple[jax.Device, ...
     """The jitted, batch-sharded :func:`_batch_moments` for one spec, batch and device set."""
     mesh = _mesh(devices)
     rep = PartitionSpec()
+    fast_normals = _fast_normals_exact()
 
     def local(params, key_data, indices):
-        s, s2 = _batch_moments(spec, params, key_data, indices, batch)
+        s, s2 = _batch_moments(spec, params, key_data, indices, batch, fast_normals)
         # Every device (and so every host) gets every batch's sums, in batch order.
         return (jax.lax.all_gather(s, _AXIS, tiled=True), jax.lax.all_gather(s2, _AXIS, tiled=True))
 

@@ -5,6 +5,11 @@ numbers across copies, or exhaustively for small discrete tasks). Results are ca
 disk, one small JSON file per copy, keyed by a content hash of the copy's weights, the
 spec, the sample count and the seed, so a rerun is instant and an interrupted run loses at
 most the copies in flight. Files are written atomically.
+
+In a multi-process run (:mod:`algzu.distributed`) every process calls :func:`ground_truth`
+with the same arguments: process 0 says which copies its cache holds, the others are
+evaluated by all processes together on all their devices, and process 0 alone writes
+the cache.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from algzu import distributed
 from algzu.checkpoint import spec_to_dict
 from algzu.evaluate import Evaluation, expected_scores
 from algzu.io import atomic_write_text
@@ -60,23 +66,30 @@ def ground_truth(
     n_copies = next(iter(stacked.values())).shape[0]
     copies = [{n: v[k] for n, v in stacked.items()} for k in range(n_copies)]
     keys = [cache_key(spec, p, samples, seed) for p in copies]
-    found: dict[int, Evaluation] = {}
     cache = Path(cache_dir) if cache_dir is not None else None
-    if cache is not None:
+
+    def cached() -> dict[str, dict]:
+        found = {}
         for k, key in enumerate(keys):
-            path = cache / f"gt-{key}.json"
-            if path.exists():
+            path = cache / f"gt-{key}.json" if cache is not None else None
+            if path is not None and path.exists():
                 try:
-                    found[k] = Evaluation(**json.loads(path.read_text())["evaluation"])
+                    found[str(k)] = dataclasses.asdict(Evaluation(**json.loads(path.read_text())["evaluation"]))
                 except (json.JSONDecodeError, KeyError, TypeError):
                     pass  # a damaged cache entry is recomputed
+        return found
+
+    # Process 0's cache decides what is computed, so every process makes the same calls.
+    found = {int(k): Evaluation(**v) for k, v in
+             distributed.from_leader(cached, fingerprint=keys, what="the ground-truth copies").items()}
+    write = cache is not None and distributed.is_leader()
     missing = [k for k in range(n_copies) if k not in found]
     for start in range(0, len(missing), chunk):
         part = missing[start : start + chunk]
         sub = {n: v[part] for n, v in stacked.items()}
         for k, ev in zip(part, expected_scores(spec, sub, samples=samples, seed=seed)):
             found[k] = ev
-            if cache is not None:
+            if write:
                 atomic_write_text(cache / f"gt-{keys[k]}.json",
                                   json.dumps({"key": keys[k], "evaluation": dataclasses.asdict(ev)}) + "\n")
     return [found[k] for k in range(n_copies)]

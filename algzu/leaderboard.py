@@ -6,6 +6,10 @@ Data flows one way: zoo model -> noisy copies (:mod:`algzu.noise`) -> ground tru
 estimator, model and budget, all copies) is cached on disk under a hash of everything it
 depends on, so an interrupted run resumes where it stopped and a finished one reruns from
 cache in seconds.
+
+On several processes (:mod:`algzu.distributed`) every process runs :func:`run_suite` with
+the same arguments: ground truth is computed by all of them together, the blocks are
+divided among them (:func:`_run_blocks`), and every process returns the same result.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from algzu import baseline
+from algzu import baseline, distributed
 from algzu.errors import AlgzuError
 from algzu.estimator import Estimator, estimator_names, get_estimator
 from algzu.model import Model
@@ -39,6 +43,10 @@ CELL_COLUMNS = (
     "gt_method", "seed", "held_out", "closed_book",
 )
 CACHE_VERSION = 3  # 3: blocks keyed by whether they ran sealed; JAX programs metered as exported
+# A block's fixed cost (tracing, compiling, messages to its worker) in FLOPs of budget, to
+# weigh blocks when dividing them among processes: ~0.4 s, beside ~40 s for sampling's 32
+# cells at 1e9 FLOPs (results/default/timings.csv).
+_BLOCK_OVERHEAD_FLOPS = 10**7
 
 
 def _source(obj) -> bytes:
@@ -119,13 +127,13 @@ def run_suite(
     fps: dict[str, float] = {}
     models = [(c, bases[c.model] if bases and c.model in bases else load_model(c.model)) for c in suite.cases]
     total = sum(len(suite.budgets) * sum(e.supports(m.spec) for e in ests) for _, m in models)
-    done = 0
+    prepared = []
     for case, model in models:
         spec = model.spec
         noise = NoiseSpec(case.noise_std, suite.n_copies, suite.seed)
         stacked = noisy_params(model, case.model, noise)
         if progress:
-            progress(f"ground truth {case.model}", done, total)
+            progress(f"ground truth {case.model}", 0, total)
         truth = ground_truth(spec, stacked, samples=suite.gt_samples, seed=suite.seed + 1,
                              cache_dir=cache / "ground_truth")
         fps[case.model] = baseline.flops_per_sample(spec)
@@ -135,31 +143,22 @@ def run_suite(
             "noise_std": case.noise_std, "seed": -1 if held_out else suite.seed, "held_out": held_out,
             "closed_book": suite.closed_book,
         }
-        for est in ests:
-            if not est.supports(spec):
-                continue
-            sealed = bool(seals(est))
-            for budget in suite.budgets:
-                key = _block_key(est, case.model, spec.task_obj, stacked, noise, budget, sealed)
-                path = cache / "cells" / f"{key}.json"
-                results = _load_block(path)
-                if results is None:
-                    copies = list(range(suite.n_copies))
-                    keys = [cell_key(suite.seed, est.name, case.model, budget, k) for k in copies]
-                    results = block_runner(est, spec, stacked, budget, keys, copies)
-                    atomic_write_text(path, json.dumps([dataclasses.asdict(r) for r in results]) + "\n")
-                rows = []
-                for r in results:
-                    gt = truth[r.copy]
-                    rows.append({**base, "copy": r.copy, "estimator": est.name, "mechanistic": est.mechanistic,
-                                 "sealed": sealed, "budget_flops": budget, "estimate": r.estimate, "flops": r.flops,
-                                 "seconds": r.seconds, "error": r.error, "message": r.message,
-                                 "ground_truth": gt.value, "gt_stderr": gt.stderr, "gt_samples": gt.samples,
-                                 "gt_method": gt.method})
-                frames.append(pd.DataFrame(rows))
-                done += 1
-                if progress:
-                    progress(f"{est.name} on {case.model} at {budget:.0e} FLOPs", done, total)
+        prepared.append((case, spec, noise, stacked, truth, base))
+    blocks = [_Block(j, case, spec, noise, stacked, est, budget, bool(seals(est)))
+              for j, (case, spec, noise, stacked, _, _) in enumerate(prepared)
+              for est in ests if est.supports(spec) for budget in suite.budgets]
+    results = _run_blocks(suite, blocks, cache, block_runner, progress)
+    for block, block_results in zip(blocks, results):
+        truth, base = prepared[block.case_index][4:]
+        rows = []
+        for r in block_results:
+            gt = truth[r.copy]
+            rows.append({**base, "copy": r.copy, "estimator": block.est.name, "mechanistic": block.est.mechanistic,
+                         "sealed": block.sealed, "budget_flops": block.budget, "estimate": r.estimate, "flops": r.flops,
+                         "seconds": r.seconds, "error": r.error, "message": r.message,
+                         "ground_truth": gt.value, "gt_stderr": gt.stderr, "gt_samples": gt.samples,
+                         "gt_method": gt.method})
+        frames.append(pd.DataFrame(rows))
     if not frames:
         raise AlgzuError(f"no estimator among {', '.join(names)} supports any model of suite {suite.name}")
     cells = pd.concat(frames, ignore_index=True)[list(CELL_COLUMNS)]
@@ -171,10 +170,68 @@ def run_suite(
     return SuiteResult(cells, summary, fps)
 
 
-def _load_block(path: Path) -> list[CellResult] | None:
+@dataclasses.dataclass(frozen=True)
+class _Block:
+    """One estimator on all copies of one model at one budget: the unit of work and cache."""
+
+    case_index: int
+    case: object
+    spec: object
+    noise: NoiseSpec
+    stacked: dict
+    est: Estimator
+    budget: int
+    sealed: bool
+
+
+def _run_blocks(suite: Suite, blocks: list[_Block], cache: Path, block_runner: BlockRunner,
+                progress: Callable[[str, int, int], None] | None) -> list[list[CellResult]]:
+    """Every block's cell results: read from the cache, or run by ``block_runner``.
+
+    The partition + gather layer: on one process the blocks run in order; on several
+    (:func:`algzu.distributed.share`) each block runs on one process and its JSON reaches
+    every process, so all of them return the same results, and process 0 caches them all.
+    """
+    paths = [cache / "cells" / f"{_block_key(b.est, b.case.model, b.spec.task_obj, b.stacked, b.noise, b.budget, b.sealed)}.json"
+             for b in blocks]
+
+    def load(i: int) -> str | None:
+        return _read_block(paths[i])
+
+    def compute(i: int) -> str:
+        b = blocks[i]
+        copies = list(range(suite.n_copies))
+        keys = [cell_key(suite.seed, b.est.name, b.case.model, b.budget, k) for k in copies]
+        results = block_runner(b.est, b.spec, b.stacked, b.budget, keys, copies)
+        text = json.dumps([dataclasses.asdict(r) for r in results]) + "\n"
+        atomic_write_text(paths[i], text)
+        return text
+
+    def save(i: int, text: str) -> None:
+        if _read_block(paths[i]) is None:  # not already there (a shared cache folder)
+            atomic_write_text(paths[i], text)
+
+    def report(i: int, done: int) -> None:
+        b = blocks[i]
+        progress(f"{b.est.name} on {b.case.model} at {b.budget:.0e} FLOPs", done, len(blocks))
+
+    texts = distributed.share([p.stem for p in paths], load=load, compute=compute, save=save,
+                              weights=[b.budget + _BLOCK_OVERHEAD_FLOPS for b in blocks],
+                              progress=report if progress and distributed.is_leader() else None)
+    return [_parse_block(t) for t in texts]
+
+
+def _parse_block(text: str) -> list[CellResult]:
+    return [CellResult(**r) for r in json.loads(text)]
+
+
+def _read_block(path: Path) -> str | None:
+    """A cached block's JSON, or None if it is missing or damaged (then it is recomputed)."""
     if not path.exists():
         return None
     try:
-        return [CellResult(**r) for r in json.loads(path.read_text())]
-    except (json.JSONDecodeError, TypeError):
-        return None  # a damaged block is recomputed
+        text = path.read_text()
+        _parse_block(text)
+    except (OSError, json.JSONDecodeError, TypeError):
+        return None
+    return text

@@ -14,7 +14,11 @@ best round (wall clock) and the throughput per CPU-second of the process (less s
 to other load; x cores for an idle-machine estimate when the contender uses every core).
 
 algzu runs in worker processes so that each can set ``XLA_FLAGS`` (host device count)
-before JAX starts. PyTorch is optional: measured when importable, skipped with a note
+before JAX starts. The ``evaluate`` rows run :func:`algzu.evaluate.evaluate` (one model, what
+``algzu eval`` runs: 4,096-input batches) on 2^22 inputs, and the run ends with their rate
+as a fraction of the 32-copy kernel's, round by round. Rows marked ``(6f819d9)`` run
+``algzu/evaluate.py`` as it was at that commit (read with ``git show``; skipped outside a
+git checkout): the code before inputs were drawn in the lanes layout. PyTorch is optional: measured when importable, skipped with a note
 otherwise (it is not a dependency of algzu).
 """
 
@@ -213,12 +217,42 @@ def _previous_expected_scores(spec, params, *, samples: int, seed: int, batch: i
     return [types.SimpleNamespace(value=float(t / (n_batches * batch)), samples=n_batches * batch) for t in total]
 
 
+BEFORE_LANES_INPUTS = "6f819d9"  # the last commit before inputs were drawn in the lanes layout
+
+
+def _evaluate_module(revision: str | None):
+    """algzu.evaluate, or the file as it was at ``revision`` (imported from ``git show``)."""
+    import importlib
+    import importlib.util
+    import tempfile
+
+    if revision is None:
+        return importlib.import_module("algzu.evaluate")
+    source = subprocess.run(["git", "show", f"{revision}:algzu/evaluate.py"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp()) / f"evaluate_{revision}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"evaluate_{revision}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def git_revision_available(revision: str) -> bool:
+    out = subprocess.run(["git", "cat-file", "-e", f"{revision}:algzu/evaluate.py"], cwd=ROOT, capture_output=True)
+    return out.returncode == 0
+
+
 def worker(args) -> None:
     import jax
     import jax.numpy as jnp
 
-    from algzu.evaluate import expected_scores
+    from algzu.model import Model
     from algzu.zoo import load_model
+
+    evaluate_module = _evaluate_module(args.revision)
+    expected_scores = evaluate_module.expected_scores
 
     model = load_model(MODEL_ID)
     task = model.spec.task_obj
@@ -236,6 +270,9 @@ def worker(args) -> None:
     def job(seed):
         if args.previous:
             return _previous_expected_scores(model.spec, stacked, samples=args.samples, seed=seed)
+        if args.evaluate:  # one model, as `algzu eval` runs it
+            one = Model(model.spec, {n: v[0] for n, v in stacked.items()})
+            return [evaluate_module.evaluate(one, samples=args.samples, seed=seed)]
         return expected_scores(model.spec, stacked, samples=args.samples, seed=seed)
 
     job(0)  # compile
@@ -270,7 +307,8 @@ def reference_worker(args) -> None:
 
 
 def run_worker(kind: str, *, samples: int, reps: int, devices: int = 1, copies: int = 1,
-               threads: int = 1, argsort_target: bool = False, previous: bool = False) -> dict:
+               threads: int = 1, argsort_target: bool = False, previous: bool = False, evaluate: bool = False,
+               revision: str | None = None) -> dict:
     n = str(threads)
     env = dict(os.environ, JAX_PLATFORMS="cpu", OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
     if kind == "algzu":  # numpy/torch get the given threads; XLA sizes its own pools
@@ -282,7 +320,8 @@ def run_worker(kind: str, *, samples: int, reps: int, devices: int = 1, copies: 
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
     cmd = [sys.executable, __file__, "--worker", kind, "--copies", str(copies), "--samples", str(samples),
            "--reps", str(reps), "--threads", n] + (["--argsort-target"] if argsort_target else []) + (
-        ["--previous"] if previous else [])
+        ["--previous"] if previous else []) + (["--evaluate"] if evaluate else []) + (
+        ["--revision", revision] if revision else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"{kind} worker failed:\n{out.stderr[-3000:]}")
@@ -308,6 +347,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--argsort-target", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--previous", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--evaluate", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--revision", default=None, help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds over all contenders")
     p.add_argument("--quick", action="store_true", help="one round, fewer sequences")
     p.add_argument("--only", default=None, help="regex: only contenders whose name matches")
@@ -321,6 +362,7 @@ def main() -> None:
     rounds = 1 if args.quick else args.rounds
     ref_seqs = 1 << 18 if args.quick else 1 << 20
     gt_samples = 1 << 17 if args.quick else args.samples
+    eval_samples = 1 << 20 if args.quick else 1 << 22  # `algzu eval`'s default
     reps = args.reps
 
     info = machine()
@@ -339,8 +381,10 @@ def main() -> None:
         f"algzu K=32, {cores} devices": dict(kind="algzu", copies=32, devices=cores, samples=gt_samples // 2),
         f"algzu K=16, {cores} devices, argsort target (before)": dict(
             kind="algzu", copies=16, devices=cores, samples=gt_samples, argsort_target=True),
-        "algzu K=1 (evaluate), 1 device": dict(kind="algzu", copies=1, devices=1, samples=gt_samples),
-        f"algzu K=1 (evaluate), {cores} devices": dict(kind="algzu", copies=1, devices=cores, samples=gt_samples),
+        "algzu K=1 (evaluate), 1 device": dict(kind="algzu", copies=1, devices=1, samples=eval_samples,
+                                               evaluate=True),
+        f"algzu K=1 (evaluate), {cores} devices (CLI default)": dict(kind="algzu", copies=1, devices=cores,
+                                                                    samples=eval_samples, evaluate=True),
         "previous algzu (82aaaec) K=16": dict(kind="algzu", copies=16, devices=1, samples=gt_samples // 4,
                                               previous=True),
         "previous algzu (82aaaec) K=1": dict(kind="algzu", copies=1, devices=1, samples=gt_samples // 4,
@@ -348,6 +392,13 @@ def main() -> None:
         "numpy reference, 1 thread": dict(kind="numpy", threads=1, samples=ref_seqs),
         f"numpy reference, {cores} threads": dict(kind="numpy", threads=cores, samples=ref_seqs),
     }
+    if git_revision_available(BEFORE_LANES_INPUTS):
+        contenders[f"algzu K=32, {cores} devices ({BEFORE_LANES_INPUTS})"] = dict(
+            kind="algzu", copies=32, devices=cores, samples=gt_samples // 2, revision=BEFORE_LANES_INPUTS)
+        contenders[f"algzu K=1 (evaluate), {cores} devices ({BEFORE_LANES_INPUTS})"] = dict(
+            kind="algzu", copies=1, devices=cores, samples=eval_samples, evaluate=True, revision=BEFORE_LANES_INPUTS)
+    else:
+        print(f"commit {BEFORE_LANES_INPUTS} not in this checkout: its rows are skipped")
     if torch_version is not None:
         contenders[f"torch {torch_version} nn.RNN, 1 thread"] = dict(kind="torch", threads=1, samples=ref_seqs)
         contenders[f"torch {torch_version} nn.RNN, {cores} threads"] = dict(
@@ -359,11 +410,14 @@ def main() -> None:
 
         contenders = {k: v for k, v in contenders.items() if re.search(args.only, k)}
     results: dict[str, list[dict]] = {name: [] for name in contenders}
+    by_round: dict[str, list[float]] = {name: [] for name in contenders}  # best rate of each round
     peaks = []
     for r in range(rounds):
         peaks.append(sgemm_peak_gflops())
         for name, kw in contenders.items():
-            results[name] += run_worker(reps=reps, **kw)["rows"]
+            rows = run_worker(reps=reps, **kw)["rows"]
+            results[name] += rows
+            by_round[name].append(max(row["seqs"] / row["wall"] for row in rows))
         print(f"round {r + 1}/{rounds} done, load average {os.getloadavg()[0]:.1f}", flush=True)
 
     peak = max(peaks)
@@ -392,6 +446,13 @@ def main() -> None:
         algzu_best = max(algzu_rates)
         print(f"\nbest algzu over torch's forward alone on given inputs (a ceiling for torch, "
               f"not the job): {algzu_best / best[forward_only[0]]:.1f}x")
+    kernel = f"algzu K=32, {cores} devices"
+    for name in (f"algzu K=1 (evaluate), {cores} devices (CLI default)",
+                 f"algzu K=1 (evaluate), {cores} devices ({BEFORE_LANES_INPUTS})"):
+        if name in by_round and kernel in by_round:
+            ratios = [a / b for a, b in zip(by_round[name], by_round[kernel])]
+            print(f"\n{name} / {kernel}: {best[name] / best[kernel]:.2f} best to best; per round "
+                  + ", ".join(f"{x:.2f}" for x in ratios))
     print()
     print("reference figures before algzu (same machine, quieter): " +
           "; ".join(f"{k} {v}" for k, v in REFERENCE.items()))

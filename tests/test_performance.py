@@ -38,7 +38,7 @@ def test_lanes_rnn_scores_equal_the_plain_forward(official, n_copies):
     stacked = {k: v * (1 + 0.01 * np.arange(n_copies, dtype=np.float32).reshape((-1,) + (1,) * (v.ndim - 1)))
                for k, v in stacked.items()}
     x = jax.random.normal(jax.random.key(3), (DEFAULT_BATCH, model.spec.n), jnp.float32)
-    fast = np.asarray(jax.jit(lambda p, x: _copy_scores(model.spec, p, x))(stacked, x))
+    fast = np.asarray(jax.jit(lambda p, x: _copy_scores(model.spec, p, x.T))(stacked, x))
     assert fast.shape == (n_copies, DEFAULT_BATCH)
     np.testing.assert_array_equal(fast, _reference_scores(model.spec, stacked, x))
 
@@ -57,7 +57,7 @@ def test_scalar_task_lanes_scores_match_the_plain_definition():
     spec = ModelSpec("rnn", "median", d=4, n=5)
     stacked = _noisy_copies(spec, 2)
     x = jax.random.normal(jax.random.key(5), (DEFAULT_BATCH, spec.n), jnp.float32)
-    fast = np.asarray(_copy_scores(spec, {k: jnp.asarray(v) for k, v in stacked.items()}, x))
+    fast = np.asarray(_copy_scores(spec, {k: jnp.asarray(v) for k, v in stacked.items()}, x.T))
     np.testing.assert_allclose(fast, _reference_scores(spec, stacked, x), rtol=1e-5, atol=1e-6)
 
 
@@ -105,13 +105,15 @@ _SHARDED_SCRIPT = textwrap.dedent("""
                for k, v in model.params.items()}
     # 7 batches of 512: on 2 devices one padding batch is computed and dropped.
     evs = evaluate_module.expected_scores(model.spec, stacked, samples=7 * 512 - 100, seed=11)
+    # evaluate(): one copy in the lanes layout, 5 batches of 4096 (on 2 devices: one padding).
+    ev = evaluate_module.evaluate(model, samples=5 * evaluate_module.EVALUATE_BATCH - 7, seed=2)
     # The sampling baseline's program (one device by contract): its estimate and cost must not move.
     from algzu import baseline, meter
     n_mc = 3 * baseline.CHUNK + 100
     mc = jax.jit(lambda m, k: baseline.mc_estimate(m, n_mc, k))(model, jax.random.key(5))
     flops = meter.count_flops(lambda m, k: baseline.mc_estimate(m, n_mc, k), model, jax.random.key(5))
     print(json.dumps({"devices": len(jax.devices()), "mc": float(mc), "mc_flops": flops,
-                      "evs": [[e.value, e.stderr, e.samples] for e in evs]}))
+                      "evs": [[e.value, e.stderr, e.samples] for e in evs], "eval": [ev.value, ev.stderr, ev.samples]}))
 """)
 
 
@@ -131,5 +133,31 @@ def test_ground_truth_sharded_over_two_devices_and_sampling_are_identical_to_one
     two_many_calls = _run_on_devices(2, max_steps=1)
     assert (one["devices"], two["devices"]) == (1, 2)
     assert one["evs"] == two["evs"] == two_many_calls["evs"]  # bitwise, not approximately
+    assert one["eval"] == two["eval"] == two_many_calls["eval"]
     assert all(samples == 7 * 512 for _, _, samples in one["evs"])
     assert one["mc"] == two["mc"] and one["mc_flops"] == two["mc_flops"]
+
+
+def test_inputs_drawn_in_the_lanes_layout_are_jax_random_normal_bit_for_bit():
+    import importlib
+
+    evaluate_module = importlib.import_module("algzu.evaluate")
+    assert evaluate_module._fast_normals_exact()  # so expected_scores takes the fast path here
+    key = jax.random.fold_in(jax.random.key(7), 3)
+    for batch, n in [(512, 10), (4096, 10), (97, 3), (1, 2)]:
+        want = np.asarray(jax.jit(lambda k: jax.random.normal(k, (batch, n), jnp.float32))(key)).T
+        got = np.asarray(jax.jit(lambda k: evaluate_module._normal_lanes(k, batch, n))(key))
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_targets_mapped_over_lanes_equal_each_tasks_target():
+    from algzu.task import get_task, task_names
+
+    for name in task_names():
+        task = get_task(name)
+        n = 5  # odd, as argmedian needs
+        x = task.sample(jax.random.key(11), 2048, n)
+        want = np.asarray(task.target(x))
+        got = np.asarray(jax.jit(jax.vmap(task.target, in_axes=1))(x.T))
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want, err_msg=name)
