@@ -64,7 +64,11 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
             unsealed = (f" Not counted, unsealed (their code could read the weights they were scored on): "
                         f"{', '.join(f'`{e}`' for e in names)}.")
         rows = rows[rows["sealed"].eq(True)]
-    prefix = f"{book[0].upper()}{book[1:]}: " if book else ""
+    prefix = {None: "", "closed-book": "Closed-book: ",
+              # Public bases (and, without --secret, public noise seeds): what an author could
+              # study offline wins here for free (results/redteam.md, attack_public_copies).
+              "open-book": "Open-book (public base models an estimator's author may have studied; "
+                           "a win is a claim only if it holds closed-book too): "}[book]
     if rows.empty:
         return prefix + "No sealed mechanistic estimator was scored here, so none can beat sampling." + unsealed
     wins = rows[rows[f"{column}_lo"] >= 1.0]
