@@ -50,6 +50,9 @@ def _synthetic(tmp: Path) -> Path:
     keep = ["2nd_argmax-d4-n3", "algzoo/example_2nd_argmax"]
     summary = pd.read_csv(DEFAULT / "summary.csv")
     summary = summary[summary["model"].isin(keep)].reset_index(drop=True)
+    # The page reads either name of each newer column; this folder uses the other one.
+    summary = summary.drop(columns=["fvu", "fvu_lo", "fvu_hi", "constant_mse", "sampling_prior_mse", "prior_efficiency",
+                                    "prior_efficiency_lo", "prior_efficiency_hi", "sealed"])
     cells = pd.read_csv(DEFAULT / "cells.csv", dtype={"error": str, "message": str}, keep_default_na=False)
     cells = cells[cells["model"].isin(keep)].reset_index(drop=True)
     truth_var = cells.drop_duplicates(["model", "copy"]).groupby("model")["ground_truth"].var()
@@ -62,7 +65,7 @@ def _synthetic(tmp: Path) -> Path:
         summary["efficiency_prior"] = np.where(summary["mse"] > 0, prior / summary["mse"], np.inf)
         summary["efficiency_prior_lo"] = np.where(summary["mse_hi"] > 0, prior / summary["mse_hi"], np.inf)
         summary["efficiency_prior_hi"] = np.where(summary["mse_lo"] > 0, prior / summary["mse_lo"], np.inf)
-    summary["sealed"] = summary["estimator"] != "moments"
+    summary["sealed"] = summary["estimator"] != "exact_cones"
     summary["book"] = "closed"
     failed = (cells["model"] == "2nd_argmax-d4-n3") & (cells["estimator"] == "stratified") & \
         (cells["budget_flops"] == 10_000) & (cells["copy"] < 2)
@@ -108,16 +111,21 @@ def test_committed_results_give_every_model_estimator_and_budget_with_inf_and_un
         g = summary[summary["model"] == m["id"]]
         assert sorted(e["name"] for e in m["estimators"]) == sorted(g["estimator"].unique())
         assert sum(len(e["points"]) for e in m["estimators"]) == len(g)
-        assert [r["key"] for r in m["references"]] == ["sampling"]  # the only reference these files have
+        assert [r["key"] for r in m["references"]] == ["sampling", "prior", "constant"]
     points = {(m["id"], e["name"], p["budget"]): p
               for m in data["models"] for e in m["estimators"] for p in e["points"]}
-    # exact_cones on M2,2 is exact (efficiency inf); every estimator at 1e3 on M16,10 is below one sample (undefined).
+    # exact_cones on M2,2 is exact (efficiency inf against both references); at 1e3 on M16,10
+    # every estimator is below one sample (plain sampling's efficiency undefined, the headline defined).
     assert points[("algzoo/2nd_argmax-d2-n2", "exact_cones", 1e5)]["eff"] == "inf"
-    assert points[("algzoo/example_2nd_argmax", "moments", 1e3)]["eff"] is None
-    assert points[("2nd_argmax-d4-n3", "moments", 1e6)]["mse"] == pytest.approx(0.002821032273)
-    assert data["headline"]["key"] == "eff" and "fvu" not in data["columns"] and data["book"] is None
+    assert points[("algzoo/2nd_argmax-d2-n2", "exact_cones", 1e5)]["effp"] == "inf"
+    assert points[("algzoo/example_2nd_argmax", "top3_cones", 1e3)]["eff"] is None
+    assert points[("algzoo/example_2nd_argmax", "top3_cones", 1e3)]["effp"] == pytest.approx(0.0009039260123)
+    assert points[("2nd_argmax-d4-n3", "stratified", 1e6)]["mse"] == pytest.approx(5.45714e-06, rel=1e-5)
+    assert data["headline"]["key"] == "effp" and "fvu" in data["columns"] and data["book"] == "open"
     assert not data["held_out"] and data["provenance"]["seeds"]["suite"] == 0
-    assert [v["source"] for v in data["verdicts"]] == ["computed"] * 5  # a leaderboard writes no verdict
+    written = json.loads((DEFAULT / "provenance.json").read_text())["verdicts"]
+    assert {v["model"]: v["text"] for v in data["verdicts"]} == written
+    assert [v["source"] for v in data["verdicts"]] == ["provenance.json"] * 5  # computed once, when written
 
 
 def test_new_columns_show_up_when_present(synthetic):
@@ -129,7 +137,7 @@ def test_new_columns_show_up_when_present(synthetic):
     d4 = next(m for m in data["models"] if m["id"] == "2nd_argmax-d4-n3")
     assert [r["key"] for r in d4["references"]] == ["sampling", "prior", "constant"] and d4["book"] == "closed"
     sealed = {e["name"]: e["sealed"] for e in d4["estimators"]}
-    assert sealed == {"exact_cones": True, "moments": False, "sampling": True, "stratified": True}
+    assert sealed == {"exact_cones": False, "sampling": True, "stratified": True}
     failed = next(p for e in d4["estimators"] if e["name"] == "stratified" for p in e["points"] if p["budget"] == 1e4)
     assert failed["failures"] == 2 and set(failed["errors"]) == {"over_budget", "timeout"}
     assert failed["errors"]["timeout"]["message"] == "no answer within 600 s"
@@ -147,7 +155,7 @@ def test_page_is_self_contained_deterministic_and_escapes_names(tmp_path):
     folder = tmp_path / "r"
     shutil.copytree(DEFAULT, folder, ignore=shutil.ignore_patterns("*.png", "index.html"))
     summary = pd.read_csv(folder / "summary.csv")
-    summary.loc[summary["estimator"] == "moments", "estimator"] = "</script><script>alert(1)</script>"
+    summary.loc[summary["estimator"] == "stratified", "estimator"] = "</script><script>alert(1)</script>"
     summary.to_csv(folder / "summary.csv", index=False)
     html = render_html(load_report_data(folder))
     assert html == render_html(load_report_data(folder)), "same files, same bytes"
@@ -199,7 +207,7 @@ def test_leaderboard_and_challenge_write_index_html(tmp_path, monkeypatch):
     written = write_results(tmp_path / "leaderboard", get_suite("m43"), result)
     assert tmp_path / "leaderboard" / "index.html" in written
     page = load_report_data(tmp_path / "leaderboard")
-    assert page["kind"] == "leaderboard" and page["verdicts"][0]["source"] == "computed"
+    assert page["kind"] == "leaderboard" and page["verdicts"][0]["source"] == "provenance.json"
     monkeypatch.setattr(challenge, "run_suite", lambda suite, **kwargs: result)
     summary_json = challenge.run_challenge("m43", tmp_path / "m43", cache_dir=tmp_path / "cache")
     assert (tmp_path / "m43" / "index.html").read_text() == render_html(load_report_data(tmp_path / "m43"))
@@ -282,7 +290,7 @@ def test_every_model_has_a_chart_with_one_series_per_estimator_and_reference(pag
     assert all(n == legend for _, n, legend in charts), "one legend entry per series"
     if name == "synthetic":
         labels = page.page.eval_on_selector_all("ul.legend button", "els => els.map(e => e.textContent)")
-        assert {"best constant", "sampling+prior (analytic)", "moments (mechanistic) (unsealed)"} <= set(labels)
+        assert {"best constant", "sampling+prior (analytic)", "exact_cones (mechanistic) (unsealed)"} <= set(labels)
         text = page.page.inner_text("body")
         assert "closed-book" in text and "held-out seeds" in text and "held out (drawn from a secret" in text
         assert "efficiency vs sampling+prior" in text and "FVU" in text
@@ -292,16 +300,16 @@ def test_every_model_has_a_chart_with_one_series_per_estimator_and_reference(pag
 @browser_needed
 def test_clicking_a_legend_entry_hides_its_series_and_clicking_again_shows_it(pages):
     _, page = pages["default"]
-    chart = page.page.locator("section.model").nth(2)  # 2nd_argmax-d4-n3: four estimators and sampling
-    series = chart.locator("svg g.series[data-series='est:moments']")
-    button = chart.locator("ul.legend button[data-series='est:moments']")
+    chart = page.page.locator("section.model").nth(2)  # 2nd_argmax-d4-n3: three estimators and three references
+    series = chart.locator("svg g.series[data-series='est:exact_cones']")
+    button = chart.locator("ul.legend button[data-series='est:exact_cones']")
     assert series.is_visible() and button.get_attribute("aria-pressed") == "true"
     button.click()
-    series = chart.locator("svg g.series[data-series='est:moments']")  # the chart is redrawn
+    series = chart.locator("svg g.series[data-series='est:exact_cones']")  # the chart is redrawn
     assert not series.is_visible() and button.get_attribute("aria-pressed") == "false"
     assert chart.locator("svg g.series[data-series='est:sampling']").is_visible(), "only that series hides"
     button.click()
-    assert chart.locator("svg g.series[data-series='est:moments']").is_visible()
+    assert chart.locator("svg g.series[data-series='est:exact_cones']").is_visible()
 
 
 @browser_needed
@@ -312,31 +320,32 @@ def test_sorting_a_budget_column_reorders_rows_by_efficiency(pages):
     def order():
         return table.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.estimator)")
 
-    assert order() == ["exact_cones", "moments", "sampling", "stratified"]
+    assert order() == ["exact_cones", "sampling", "stratified"]
     header = table.locator("thead th").nth(1 + 1 + 3)  # estimator, best, 1e3, 1e4, 1e5, 1e6
     assert header.inner_text().startswith("1e6")
     header.click()
-    # Efficiency at 1e6 (summary.csv): exact_cones inf, stratified 2.98, sampling 1.13, moments 0.0058.
-    assert order() == ["exact_cones", "stratified", "sampling", "moments"]
+    # The headline at 1e6 (summary.csv): exact_cones inf, stratified 2.94, sampling 1.11.
+    assert order() == ["exact_cones", "stratified", "sampling"]
     assert header.get_attribute("aria-sort") == "descending"
     header.click()
-    assert order() == ["moments", "sampling", "stratified", "exact_cones"]
+    assert order() == ["sampling", "stratified", "exact_cones"]
     table.locator("thead th").first.click()
-    assert order() == ["exact_cones", "moments", "sampling", "stratified"]
+    assert order() == ["exact_cones", "sampling", "stratified"]
 
 
 @browser_needed
 def test_hovering_a_point_shows_its_figures(pages):
     _, page = pages["default"]
     chart = page.page.locator("div.chart[data-model='2nd_argmax-d4-n3']")
-    marker = chart.locator("g.series[data-series='est:moments'] circle").nth(3)  # 1e6 FLOPs
+    marker = chart.locator("g.series[data-series='est:stratified'] rect").nth(3)  # 1e6 FLOPs (a square: not mechanistic)
     box = marker.bounding_box()
     page.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     tip = chart.locator(".tip")
     assert tip.is_visible()
     text = tip.inner_text()
-    assert "moments" in text and "budget 1e6 FLOPs" in text and "MSE 0.00282 [0.00227, 0.00343]" in text, text
-    assert "efficiency vs sampling 0.00576 [0.00433, 0.00783]" in text, text
+    assert "stratified" in text and "budget 1e6 FLOPs" in text and "MSE 5.46e\u22126 [3.27e\u22126, 9.45e\u22126]" in text, text
+    assert "efficiency vs sampling+prior 2.94 [1.73, 4.96]" in text, text
+    assert "efficiency vs sampling 2.98 [1.75, 5.02]" in text, text
 
 
 @browser_needed
