@@ -46,7 +46,7 @@ cost model):
   the moment it exceeds the budget. Its code holds the weights, so nothing stops it from
   leaving the meter: its rows are marked ``sealed: false`` and never count for a verdict.
 * Planning done while tracing (e.g. metering a candidate program to pick a sample count,
-  as :mod:`algzu.baseline` does) must not stage array operations into the traced program:
+  as :mod:`algzu.planning` does) must not stage array operations into the traced program:
   wrap it in ``jax.ensure_compile_time_eval()`` or use shapes only.
 
 Outside packages register estimators with the entry-point group ``algzu.estimators``, or

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from algzu import baseline, distributed
+from algzu import distributed, planning
 from algzu.errors import AlgzuError
 from algzu.estimator import Estimator, estimator_names, get_estimator
 from algzu.model import Model
@@ -136,7 +136,7 @@ def run_suite(
             progress(f"ground truth {case.model}", 0, total)
         truth = ground_truth(spec, stacked, samples=suite.gt_samples, seed=suite.seed + 1,
                              cache_dir=cache / "ground_truth")
-        fps[case.model] = baseline.flops_per_sample(spec)
+        fps[case.model] = planning.flops_per_sample(spec)
         base = {
             "suite": suite.name, "model": case.model, "task": spec.task, "metric": spec.task_obj.metric,
             # A seed drawn from a secret is not written out: it would reveal the held-out copies.

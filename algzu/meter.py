@@ -535,23 +535,6 @@ class PreparedJax:
         return Metered(_host_value(out), self.flops, seconds, compile_seconds=self.compile_seconds)
 
 
-def largest_count_within(program_flops: Callable[[int], int], flops_per_unit: float, budget_flops: int) -> int:
-    """The largest count ``n >= 1`` whose metered program fits ``budget_flops`` (0 if none).
-
-    For programs whose cost grows about linearly in ``n`` (samples, strata...):
-    ``program_flops(n)`` is the metered cost at ``n`` and ``flops_per_unit`` its slope. The
-    search starts at ``budget_flops // flops_per_unit`` and steps down by the overshoot,
-    so it meters a few programs, not every count.
-    """
-    n = int(budget_flops // flops_per_unit)
-    while n >= 1:
-        cost = program_flops(n)
-        if cost <= budget_flops:
-            return n
-        n = min(n - 1, int(n * budget_flops / cost))
-    return 0
-
-
 def prepare_jax(fn: Callable[..., Any], args: Sequence[Any], budget_flops: int) -> PreparedJax:
     """Trace ``fn`` on example ``args``, meter its jaxpr, and compile it if within budget.
 

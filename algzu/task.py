@@ -63,6 +63,19 @@ class Task(abc.ABC):
         """Number of model outputs: one logit per class, or 1 for a scalar task."""
         return n if self.output_kind == "positions" else 1
 
+    def chance_rate(self, n: int) -> float:
+        """The expected score of a guess that ignores the model: ``1 / n_outputs`` for an
+        accuracy task; for an MSE task 1.0, the variance of one N(0, 1) input (the target's
+        own variance is not known in general). Estimators return it when their budget
+        affords no program."""
+        return 1.0 / self.n_outputs(n) if self.metric == "accuracy" else 1.0
+
+    def target_rank(self, n: int) -> int | None:
+        """For an order-statistic task, the rank of the target among the ``n`` inputs
+        (0 = largest), which rank-based estimators condition on; ``None`` for other tasks."""
+        del n
+        return None
+
     def vocab_size(self, n: int) -> int | None:
         """Number of distinct tokens for discrete tasks (``None`` for continuous ones)."""
         return n if self.input_kind == "discrete" else None

@@ -2,8 +2,12 @@
 
 For every estimator and every small model kind it declares: the answer is a finite number
 in range, the same key gives the same answer, the metered compute stays within budget,
-and the harness runs it without error at a budget it can afford.
+and the harness runs it without error at a budget it can afford. And every file in
+``estimators/`` imports only the public API an estimator author is given.
 """
+
+import ast
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -66,3 +70,42 @@ def test_every_estimator_declares_its_contract():
         est = get_estimator(name)
         assert isinstance(est.mechanistic, bool) and est.backend in ("jax", "numpy")
         assert type(est).__doc__ or __import__("inspect").getmodule(type(est)).__doc__, f"{name} is undocumented"
+
+
+# What an estimator may import from algzu: the contract, the model, the task and the
+# planning toolkit (the README's "Submit an estimator"); other estimators' files too.
+ESTIMATOR_API = frozenset({"algzu.estimator", "algzu.model", "algzu.task", "algzu.planning"})
+ESTIMATORS_DIR = Path(__file__).resolve().parent.parent / "estimators"
+
+
+def _forbidden_imports(source: str) -> list[str]:
+    """The algzu modules ``source`` imports that are neither public API nor an estimator."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # ``from algzu import meter`` imports the module algzu.meter.
+            modules = [f"{node.module}.{a.name}" for a in node.names] if node.module == "algzu" else [node.module]
+        else:
+            continue
+        for module in modules:
+            if module.split(".")[0] != "algzu" or module in ESTIMATOR_API:
+                continue
+            if module == "algzu.estimators" or module.startswith("algzu.estimators."):
+                continue
+            found.append(module)
+    return found
+
+
+def test_the_import_check_catches_harness_internals():
+    source = "import algzu\nfrom algzu import meter, planning\nfrom algzu.baseline import x\nimport algzu.runner as r\n"
+    assert _forbidden_imports(source) == ["algzu", "algzu.meter", "algzu.baseline", "algzu.runner"]
+    assert _forbidden_imports("from algzu.estimators import moments\nfrom algzu.task import Task\n") == []
+
+
+def test_shipped_estimators_import_only_the_public_api():
+    files = sorted(ESTIMATORS_DIR.glob("*.py"))
+    assert len(files) > 5
+    bad = {f.name: found for f in files if (found := _forbidden_imports(f.read_text()))}
+    assert not bad, f"estimators importing harness internals (allowed: {sorted(ESTIMATOR_API)}): {bad}"

@@ -309,13 +309,3 @@ def test_sampling_baseline_costs_the_same_per_sample_on_both_paths(params, key):
     # Two last-argmaxes (argmax, n - 1 - i), the mask's compare and its select (4 each).
     target = 2 * ((N - 1) + 1) + N + 4 * N
     assert per_sample == normals + forward + target + (N - 1) + 1 + 1  # argmax, ==, mean
-
-
-def test_largest_count_within_finds_the_last_count_that_fits():
-    def cost(n):  # a fixed overhead plus a linear part, as a metered sampling program has
-        return 100 + 7 * n
-
-    assert meter.largest_count_within(cost, 7.0, 1000) == 128  # 100 + 7*128 = 996, 129 costs 1003
-    assert meter.largest_count_within(cost, 7.0, 996) == 128
-    assert meter.largest_count_within(cost, 7.0, 106) == 0
-    assert meter.largest_count_within(cost, 7.0, 107) == 1

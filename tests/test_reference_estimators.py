@@ -14,8 +14,8 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from algzu import meter
-from algzu.baseline import mc_estimate
-from algzu.baseline import samples_within as plain_samples_within
+from algzu.planning import sample_mean
+from algzu.planning import samples_within as plain_samples_within
 from algzu.estimator import get_estimator
 from algzu.estimators import moments, stratified
 from algzu.evaluate import evaluate
@@ -38,7 +38,7 @@ def repeated(small_model):
     keys = jax.random.split(jax.random.key(3), N_KEYS)
     n_strat, n_plain = stratified.samples_within(SPEC, BUDGET), plain_samples_within(SPEC, BUDGET)
     strat = jax.jit(jax.vmap(lambda k: stratified.stratified_estimate(small_model, n_strat, k)))(keys)
-    plain = jax.jit(jax.vmap(lambda k: mc_estimate(small_model, n_plain, k)))(keys)
+    plain = jax.jit(jax.vmap(lambda k: sample_mean(small_model, n_plain, k)))(keys)
     return np.asarray(strat, np.float64), np.asarray(plain, np.float64)
 
 
