@@ -67,11 +67,6 @@ def noisy_params(model: Model, model_id: str, noise: NoiseSpec) -> dict[str, np.
     }
 
 
-def copy_at(stacked: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
-    """Copy k of a stacked weight dict."""
-    return {n: v[k] for n, v in stacked.items()}
-
-
 def calibrate(
     model: Model,
     model_id: str,
