@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import types
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +28,7 @@ from algzu.leaderboard import SuiteResult, run_suite
 from algzu.report import HEADLINE, dumps_json, format_value, markdown_table, write_results
 from algzu.suites import Suite, get_suite
 
-CHALLENGES = {"432": "challenge-432", "m43": "m43"}
+CHALLENGES: Mapping[str, str] = types.MappingProxyType({"432": "challenge-432", "m43": "m43"})  # name -> suite
 # ARC's reported RMS errors of their own M4,3 estimators, by operations.
 ARC_M43 = {7_700: 0.05, 71_000: 0.03}
 

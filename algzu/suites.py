@@ -8,6 +8,8 @@ CLI may override the seed (``--seed`` or ``--secret``) but nothing else.
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -68,7 +70,8 @@ def geometric_budgets(lo: float = 1e3, hi: float = 1e9, per_decade: int = 1) -> 
     return tuple(int(round(b)) for b in np.geomspace(lo, hi, steps + 1))
 
 
-SUITES: dict[str, Suite] = {
+# Read-only: a preset is changed here, in code, and a run overrides it with Suite.with_overrides.
+SUITES: Mapping[str, Suite] = types.MappingProxyType({
     "default": Suite(
         name="default",
         cases=(
@@ -112,7 +115,7 @@ SUITES: dict[str, Suite] = {
         seed=0,
         description="tiny suite for tests",
     ),
-}
+})
 
 
 def get_suite(name: str) -> Suite:

@@ -52,12 +52,9 @@ PWNED = Path(f"/tmp/algzu-pwned-by-test-{os.getpid()}")  # what the hostile pick
 @pytest.fixture(scope="module")
 def faulty():
     """The faulty estimators, registered for this module only."""
-    registry.estimator_names()  # discover the package's estimators first
-    saved = dict(registry._ESTIMATORS)
-    include(FAULTY)
-    yield
-    registry._ESTIMATORS.clear()
-    registry._ESTIMATORS.update(saved)
+    with registry.ESTIMATORS.restoring():
+        include(FAULTY)
+        yield
 
 
 @pytest.fixture(scope="module")
