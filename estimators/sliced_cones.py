@@ -102,11 +102,6 @@ from algzu.model import Model, ModelSpec
 from algzu.planning import abstract_params, chance_estimate, finest_within, metered_flops
 
 
-def _rank(spec: ModelSpec) -> int:
-    """The order (0 = largest) of the input the task's target is."""
-    return {"argmax": 0, "2nd_argmax": 1, "argmedian": (spec.n - 1) // 2}[spec.task]
-
-
 # Quadrature levels, cheapest first: (graded breakpoints per side, Gauss-Legendre nodes per
 # interval). The budget takes the most accurate that fits.
 _LADDER = {3: ((0, 1),), 4: ((0, 1), (2, 1), (4, 1), (4, 2), (4, 3), (4, 4)), 5: ((0, 1), (0, 2), (1, 2), (2, 2))}
@@ -297,7 +292,7 @@ def _slice(plan: _Plan, p: dict[str, jax.Array], omega: jax.Array) -> tuple[jax.
     n, d = spec.n, spec.d
     dtype = jnp.dtype(plan.dtype)
     rel = _REL_TOL[plan.dtype]
-    cx, tab = _start_faces(omega, n, _rank(spec), plan.K, dtype)
+    cx, tab = _start_faces(omega, n, spec.task_obj.target_rank(n), plan.K, dtype)
     cx = cx._replace(P=jnp.concatenate([cx.P, jnp.zeros((cx.P.shape[0], d), dtype)], axis=1))
     X = lambda cx: cx.P[:, :3]  # noqa: E731
     H = lambda cx: jnp.maximum(cx.P[:, 4:], 0.0)  # noqa: E731
