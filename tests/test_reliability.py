@@ -496,7 +496,7 @@ def _bad_inputs(root: Path) -> dict[str, tuple[list[str], str]]:
         "unknown_model_in_score": (with_("--model", "no_such_model"), "unknown model"),
         "zero_budget": (with_("--budgets", "0"), "budgets"),
         "negative_budget": (with_("--budgets", "-5"), "budgets"),
-        "negative_noise_std": (with_("--noise-std", "-0.1"), "noise-std"),
+        "negative_noise_std": (with_("--noise-std", "-0.1"), "noise std"),
         "zero_copies": (with_("--copies", "0"), "copies"),
         "unknown_suite": (["leaderboard", "--suite", "no_such_suite", "--out", "out"], "unknown suite"),
         "unknown_estimator_in_leaderboard": (["leaderboard", "--suite", "smoke", "--out", "out", "--estimator",
