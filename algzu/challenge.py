@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import types
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +29,7 @@ from algzu.leaderboard import SuiteResult, run_suite
 from algzu.report import HEADLINE, dumps_json, format_value, markdown_table, write_results
 from algzu.suites import Suite, get_suite
 
-CHALLENGES = {"432": "challenge-432", "m43": "m43"}
+CHALLENGES: Mapping[str, str] = types.MappingProxyType({"432": "challenge-432", "m43": "m43"})  # name -> suite
 # ARC's reported RMS errors of their own M4,3 estimators, by operations.
 ARC_M43 = {7_700: 0.05, 71_000: 0.03}
 
@@ -115,10 +118,24 @@ def m43_comparison(result: SuiteResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@dataclasses.dataclass(frozen=True)
+class ChallengeRun:
+    """What :func:`run_challenge` wrote.
+
+    Attributes:
+        summary: the JSON summary, as written to ``challenge.json`` (on a process other than
+            0 of a multi-process run, which writes nothing: the challenge, suite and folder).
+        markdown: the text of ``challenge.md`` (empty where nothing was written).
+    """
+
+    summary: dict
+    markdown: str = ""
+
+
 def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | None = None,
                   seed: int | None = None, held_out: bool = False, estimators: list[str] | None = None,
-                  progress=None, block_runner=None, extra: dict | None = None, closed_book=None) -> dict:
-    """Run a challenge end to end and write its results; returns the JSON summary.
+                  progress=None, block_runner=None, extra: dict | None = None, closed_book=None) -> ChallengeRun:
+    """Run a challenge end to end and write its results; returns what it wrote.
 
     ``closed_book(suite) -> (suite, bases)`` turns the challenge into its closed-book twin
     (:func:`algzu.heldout.closed_book`); without it the run is open-book.
@@ -135,7 +152,7 @@ def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | No
     result = run_suite(suite, cache_dir=cache_dir or out.parent / "cache", estimators=estimators, held_out=held_out,
                        progress=progress, **kwargs)
     if not distributed.is_leader():  # a multi-process run: process 0 alone writes
-        return {"challenge": which, "suite": suite.name, "out": str(out)}
+        return ChallengeRun({"challenge": which, "suite": suite.name, "out": str(out)})
     stats = copy_statistics(result)
     text = verdict(result.summary, book="closed-book" if suite.closed_book else "open-book")
     extra = {**(extra or {}), "challenge": which, "copy_statistics": stats, "verdict": text}
@@ -144,11 +161,10 @@ def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | No
         comparison = m43_comparison(result)
         tables["arc_comparison"] = comparison
         extra["arc_comparison"] = comparison.to_dict("records")
-    write_results(out, suite, result, held_out=held_out, extra=extra)
+    written = write_results(out, suite, result, held_out=held_out, extra=extra)
     lines = [f"# Challenge `{which}`: {suite.description}", ""]
     for model, st in stats.items():
-        case = next(c for c in suite.cases if c.model == model)
-        lines += [f"- **{model}**, noise std {case.noise_std}: accuracy across {st['copies']} copies "
+        lines += [f"- **{model}**, noise std {suite.case(model).noise_std}: accuracy across {st['copies']} copies "
                   f"mean {st['mean']:.4f}, sd {st['sd']:.4f}, range [{st['min']:.4f}, {st['max']:.4f}], "
                   f"V = {st['variance']:.3g} (the best constant's MSE); "
                   f"largest ground-truth standard error {st['max_gt_stderr']:.2e} "
@@ -156,8 +172,10 @@ def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | No
     lines += ["", "## Verdict", "", text, ""]
     for name, table in tables.items():
         lines += [f"## {name.replace('_', ' ').title()}", "", markdown_table(table), ""]
-    lines += ["## Leaderboard", "", (out / "leaderboard.md").read_text().split("\n", 2)[2]]
-    atomic_write_text(out / "challenge.md", "\n".join(lines))
+    _title, _, board = written[out / "leaderboard.md"].partition("\n\n")  # under this page's own title
+    lines += ["## Leaderboard", "", board]
+    markdown = "\n".join(lines)
+    atomic_write_text(out / "challenge.md", markdown)
     summary = {"challenge": which, "suite": suite.name, "out": str(out), "closed_book": suite.closed_book, **extra,
                # Without wall-clock seconds (they live in timings.csv), so this file, like the
                # tables, is the same on every run of the same seed.
@@ -165,4 +183,4 @@ def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | No
     text = dumps_json(summary, digits=10)
     atomic_write_text(out / "challenge.json", text)
     write_html_report(out)  # again, now with the verdict and copy statistics of challenge.json
-    return json.loads(text)
+    return ChallengeRun(json.loads(text), markdown)

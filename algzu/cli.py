@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -284,10 +285,11 @@ def _closed_book(suite, heldout: bool, zoo_dir: Path | None, secret: str | None,
 
 
 def _budgets(values: list[float] | None) -> tuple[int, ...] | None:
+    """``--budgets`` as whole FLOP counts, sorted (:class:`~algzu.suites.Suite` checks them)."""
     if not values:
         return None
-    if not min(values) >= 1:
-        raise AlgzuError(f"budgets must be at least 1 FLOP, got {min(values):g}")
+    if not all(math.isfinite(v) for v in values):
+        raise AlgzuError(f"budgets must be finite, got {', '.join(f'{v:g}' for v in values)}")
     return tuple(sorted({int(v) for v in values}))
 
 
@@ -324,12 +326,7 @@ def score_cmd(
     _include(include)
     get_estimator(estimator)
     seed, held_out = _secret_seed(_read_secret(secret, secret_file), seed)
-    if noise_std < 0:
-        raise AlgzuError(f"--noise-std must be >= 0, got {noise_std}")
-    if copies < 1:
-        raise AlgzuError(f"--copies must be >= 1, got {copies}")
-    if gt_samples < 2:
-        raise AlgzuError(f"--gt-samples must be >= 2, got {gt_samples}")
+    # Suite and ModelCase validate the noise std, copies, budgets and sample count.
     suite = Suite(name="score", cases=(ModelCase(model, noise_std),), n_copies=copies,
                   budgets=_budgets(budgets) or geometric_budgets(1e3, 1e9), gt_samples=gt_samples, seed=seed)
     with _block_runner(sealed, isolate, timeout, memory_mb) as runner:
@@ -504,16 +501,16 @@ def challenge_cmd(
     block_runner = _block_runner(sealed, isolate, timeout, memory_mb)  # validates before anything is written
     _check_writable(folder if leader else folder.parent / "cache")
     with block_runner as runner, (_progress_bar(which, transient=as_json) if leader else contextlib.nullcontext(None)) as progress:
-        summary = run_challenge(which, folder, seed=seed, held_out=held_out, block_runner=runner,
-                                progress=progress, extra=_runner_provenance(runner),
-                                closed_book=lambda suite: _closed_book(suite, heldout, zoo_dir, secret, progress))
+        run = run_challenge(which, folder, seed=seed, held_out=held_out, block_runner=runner,
+                            progress=progress, extra=_runner_provenance(runner),
+                            closed_book=lambda suite: _closed_book(suite, heldout, zoo_dir, secret, progress))
     if not leader:
         _not_leader_note()
         return
     if as_json:
-        _print_json(summary)
+        _print_json(run.summary)
     else:
-        typer.echo((folder / "challenge.md").read_text())
+        typer.echo(run.markdown)
 
 
 @app.command("report")

@@ -46,7 +46,7 @@ cost model):
   the moment it exceeds the budget. Its code holds the weights, so nothing stops it from
   leaving the meter: its rows are marked ``sealed: false`` and never count for a verdict.
 * Planning done while tracing (e.g. metering a candidate program to pick a sample count,
-  as :mod:`algzu.baseline` does) must not stage array operations into the traced program:
+  as :mod:`algzu.planning` does) must not stage array operations into the traced program:
   wrap it in ``jax.ensure_compile_time_eval()`` or use shapes only.
 
 Outside packages register estimators with the entry-point group ``algzu.estimators``, or
@@ -56,7 +56,6 @@ the CLI loads a file with ``--include path.py``.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -69,6 +68,7 @@ import numpy as np
 
 from algzu.errors import AlgzuError
 from algzu.plugins import load_plugins
+from algzu.registry import Registry, check_frozen_dataclass
 from algzu.model import Model, ModelSpec
 
 Backend = Literal["jax", "numpy"]
@@ -120,47 +120,31 @@ def numpy_rng(key: jax.Array):
     return fnp.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
-_ESTIMATORS: dict[str, type[Estimator]] = {}
-_discovered = False
-
-
 def register_estimator(cls: type[Estimator]) -> type[Estimator]:
     """Class decorator: register an estimator class under its ``name``.
 
     Raises:
-        AlgzuError: the class is not an :class:`Estimator` dataclass, lacks ``name`` or
-            ``mechanistic``, or its name is taken by another class.
+        AlgzuError: the class is not a frozen :class:`Estimator` dataclass, lacks ``name``
+            or ``mechanistic``, or its name is taken by another class.
     """
     if not (isinstance(cls, type) and issubclass(cls, Estimator)):
         raise AlgzuError(f"{cls!r} is not a subclass of algzu.estimator.Estimator")
-    if not dataclasses.is_dataclass(cls):
-        raise AlgzuError(f"estimator {cls.__name__} must be a (frozen) dataclass")
+    check_frozen_dataclass(cls, "estimator")
     if inspect.isabstract(cls):
         raise AlgzuError(f"estimator {cls.__name__} does not implement estimate()")
     name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise AlgzuError(f"estimator {cls.__name__} must set a non-empty `name`")
     if not isinstance(getattr(cls, "mechanistic", None), bool):
-        raise AlgzuError(f"estimator {name} must set `mechanistic = True/False`")
+        raise AlgzuError(f"estimator {name or cls.__name__} must set `mechanistic = True/False`")
     if cls.backend not in ("jax", "numpy"):
-        raise AlgzuError(f"estimator {name}: backend must be 'jax' or 'numpy', got {cls.backend!r}")
-    old = _ESTIMATORS.get(name)
-    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-        raise AlgzuError(
-            f"duplicate estimator name {name!r}: {cls.__module__}.{cls.__qualname__} and "
-            f"{old.__module__}.{old.__qualname__}"
-        )
-    _ESTIMATORS[name] = cls
+        raise AlgzuError(f"estimator {name or cls.__name__}: backend must be 'jax' or 'numpy', got {cls.backend!r}")
+    ESTIMATORS.add(name, cls, cls)
     return cls
 
 
-def _discover() -> None:
-    """Register every module of ``algzu.estimators`` and every ``algzu.estimators`` entry point (once)."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    load_plugins("algzu.estimators", "algzu.estimators", register_estimator)
+# Every module of algzu.estimators and every ``algzu.estimators`` entry point, on the first read.
+ESTIMATORS: Registry[type[Estimator]] = Registry(
+    "estimator", lambda: load_plugins("algzu.estimators", "algzu.estimators", register_estimator)
+)
 
 
 def include(path: str | Path) -> list[str]:
@@ -168,36 +152,29 @@ def include(path: str | Path) -> list[str]:
     path = Path(path).resolve()
     if path.suffix != ".py" or not path.is_file():
         raise AlgzuError(f"--include {path}: not a Python file")
-    _discover()
-    before = set(_ESTIMATORS)
+    before = set(ESTIMATORS)
     module_name = f"algzu_included_{abs(hash(str(path)))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
-    added = sorted(set(_ESTIMATORS) - before)
+    added = sorted(set(ESTIMATORS) - before)
     if not added:
         raise AlgzuError(f"--include {path}: registers no new estimator")
     return added
 
 
 def get_estimator(name: str) -> Estimator:
-    """An instance (default settings) of the registered estimator ``name``."""
-    _discover()
-    if name not in _ESTIMATORS:
-        raise AlgzuError(
-            f"unknown estimator {name!r}; valid estimators: {', '.join(sorted(_ESTIMATORS)) or '(none)'}"
-        )
-    return _ESTIMATORS[name]()
+    """An instance (default settings) of the registered estimator ``name``; unknown names
+    list the valid ones."""
+    return ESTIMATORS[name]()
 
 
 def estimator_names() -> list[str]:
     """Sorted names of every registered estimator."""
-    _discover()
-    return sorted(_ESTIMATORS)
+    return ESTIMATORS.names()
 
 
 def estimator_file(name: str) -> str:
     """The source file that defines estimator ``name``."""
-    _discover()
-    return inspect.getfile(_ESTIMATORS[name])
+    return inspect.getfile(ESTIMATORS[name])

@@ -14,9 +14,11 @@ divided among them (:func:`_run_blocks`), and every process returns the same res
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
+import importlib
 import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from algzu import baseline, distributed
+from algzu import distributed, planning
 from algzu.errors import AlgzuError
 from algzu.estimator import Estimator, estimator_names, get_estimator
 from algzu.model import Model
@@ -49,28 +51,82 @@ CACHE_VERSION = 3  # 3: blocks keyed by whether they ran sealed; JAX programs me
 _BLOCK_OVERHEAD_FLOPS = 10**7
 
 
-def _source(obj) -> bytes:
+# The algzu modules a cached block's cells depend on besides the estimator's and the task's
+# own files: how an estimator is registered, traced, exported, metered, run, confined and
+# checked (what runner, isolation and planning import; tests/test_leaderboard_cache.py keeps
+# the list whole). Not here, because they cannot change a cell: the noisy copies' code
+# (their weights are hashed into the key), ground truth (cached apart), scoring, reports,
+# the CLI, suites, challenges, training, distribution of blocks among processes.
+EXECUTION_PATH = (
+    "errors", "estimator", "hlo_meter", "isolation", "landlock", "meter", "model", "planning", "plugins",
+    "program", "registry", "runner", "task",
+)
+
+
+def _read_source(path: Path) -> bytes:
+    """A source file's bytes (b"" if unreadable); the one place cache keys read code."""
     try:
-        return Path(inspect.getfile(obj)).read_bytes()
-    except (OSError, TypeError):
+        return path.read_bytes()
+    except OSError:
         return b""
 
 
 @functools.lru_cache(maxsize=None)
 def _library_fingerprint() -> str:
-    """algzu's own source (meter, models, baseline, runner, ...): any change to the code that
-    runs or charges an estimator invalidates every cached cell."""
+    """The source of :data:`EXECUTION_PATH`: a change to the code that runs or charges an
+    estimator invalidates every cached cell; an edit to a report or the CLI does not."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + path.read_bytes())
+    root = Path(__file__).parent
+    for name in EXECUTION_PATH:
+        h.update(name.encode() + _read_source(root / f"{name}.py"))
     return h.hexdigest()[:16]
 
 
+def _estimator_files(est: Estimator) -> list[Path]:
+    """The file defining ``est`` and every file of ``algzu.estimators`` it imports, transitively
+    (``sliced_cones`` runs code of ``exact_cones``)."""
+    try:
+        first = Path(inspect.getfile(type(est)))
+    except (OSError, TypeError):
+        return []
+    folder = Path(inspect.getfile(importlib.import_module("algzu.estimators"))).parent
+    seen, todo = [], [first]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.append(path)
+        try:
+            tree = ast.parse(_read_source(path))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            else:
+                continue
+            for module in modules:
+                parts = module.split(".")
+                if parts[:2] == ["algzu", "estimators"] and len(parts) == 3 and (folder / f"{parts[2]}.py").is_file():
+                    todo.append(folder / f"{parts[2]}.py")
+    return sorted(seen)
+
+
 def _estimator_fingerprint(est: Estimator, task) -> str:
-    """Settings and source of an estimator, the source of the task it is run on, and the
-    library's: a change to any of them invalidates the cached cells."""
-    source = _source(type(est)) + _source(type(task)) + _library_fingerprint().encode()
-    return hashlib.sha256(repr(est).encode() + source).hexdigest()[:16]
+    """Settings and source of an estimator (its file and the estimator files it imports), the
+    source of the task it is run on, and :func:`_library_fingerprint`: a change to any of
+    them invalidates the cached cells."""
+    h = hashlib.sha256(repr(est).encode())
+    for path in _estimator_files(est):
+        h.update(path.name.encode() + _read_source(path))
+    try:
+        h.update(_read_source(Path(inspect.getfile(type(task)))))
+    except (OSError, TypeError):
+        pass
+    h.update(_library_fingerprint().encode())
+    return h.hexdigest()[:16]
 
 
 def _block_key(est: Estimator, model_id: str, task, stacked: dict[str, np.ndarray], noise: NoiseSpec,
@@ -136,7 +192,7 @@ def run_suite(
             progress(f"ground truth {case.model}", 0, total)
         truth = ground_truth(spec, stacked, samples=suite.gt_samples, seed=suite.seed + 1,
                              cache_dir=cache / "ground_truth")
-        fps[case.model] = baseline.flops_per_sample(spec)
+        fps[case.model] = planning.flops_per_sample(spec)
         base = {
             "suite": suite.name, "model": case.model, "task": spec.task, "metric": spec.task_obj.metric,
             # A seed drawn from a secret is not written out: it would reveal the held-out copies.

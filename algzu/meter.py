@@ -1,8 +1,10 @@
 """Compute metering: the FLOPs an estimator spends, counted by the harness, never reported.
 
-Two paths, one cost model. A ``jax`` estimator is traced and its FLOPs are counted from the
-jaxpr *before* it runs (:func:`run_jax`); a ``numpy`` estimator runs eagerly on
-``flopscope.numpy`` and flopscope counts each call (:func:`run_numpy`). The cost model is
+Two paths, one cost model. A ``jax`` program's FLOPs are counted from its jaxpr *before*
+it runs (:func:`count_flops`; estimators plan with it through :mod:`algzu.planning`, and
+:mod:`algzu.hlo_meter` applies the same rules to the StableHLO of a sealed program, which
+is what the harness charges); a ``numpy`` estimator runs eagerly on ``flopscope.numpy``
+and flopscope counts each call (:func:`run_numpy`). The cost model is
 flopscope 0.12's default weights (the meter of ARC's Mechanistic Estimation Challenge), so
 numbers compare with that community's; the JAX path charges each primitive what flopscope
 charges the numpy call that does the same work. XLA's ``cost_analysis`` is not used: it
@@ -187,10 +189,9 @@ class Metered:
             ``None`` when it did not run to the end.
         flops: FLOPs charged. Over budget: the JAX program's full count, or flopscope's
             count including the operation that broke the budget.
-        seconds: wall time of the run (JAX: the compiled call only, 0 if not run).
+        seconds: wall time of the run.
         error: ``None``, or ``"over_budget"``.
         message: one line on the error, empty otherwise.
-        compile_seconds: JAX only: time to lower and compile.
     """
 
     value: Any
@@ -198,7 +199,6 @@ class Metered:
     seconds: float
     error: str | None = None
     message: str = ""
-    compile_seconds: float = 0.0
 
 
 # --- JAX path: counting a jaxpr -------------------------------------------------------------
@@ -511,83 +511,6 @@ def _fingerprint(jaxpr: jcore.ClosedJaxpr | jcore.Jaxpr) -> tuple:
     return tuple(out)
 
 
-@dataclasses.dataclass(frozen=True)
-class PreparedJax:
-    """A metered, compiled JAX program: count once, compile once, run on many arguments.
-
-    ``error`` is ``"over_budget"`` (and ``compiled`` is None) when the count exceeds the
-    budget; nothing was compiled then.
-    """
-
-    flops: int
-    compiled: Any
-    compile_seconds: float
-    error: str | None = None
-    message: str = ""
-
-    def run(self, *args: Any) -> Metered:
-        """Run on ``args`` (same shapes as the example) and time the call."""
-        if self.error:
-            return Metered(None, self.flops, 0.0, self.error, self.message)
-        start = time.perf_counter()
-        out = jax.block_until_ready(self.compiled(*args))
-        seconds = time.perf_counter() - start
-        return Metered(_host_value(out), self.flops, seconds, compile_seconds=self.compile_seconds)
-
-
-def largest_count_within(program_flops: Callable[[int], int], flops_per_unit: float, budget_flops: int) -> int:
-    """The largest count ``n >= 1`` whose metered program fits ``budget_flops`` (0 if none).
-
-    For programs whose cost grows about linearly in ``n`` (samples, strata...):
-    ``program_flops(n)`` is the metered cost at ``n`` and ``flops_per_unit`` its slope. The
-    search starts at ``budget_flops // flops_per_unit`` and steps down by the overshoot,
-    so it meters a few programs, not every count.
-    """
-    n = int(budget_flops // flops_per_unit)
-    while n >= 1:
-        cost = program_flops(n)
-        if cost <= budget_flops:
-            return n
-        n = min(n - 1, int(n * budget_flops / cost))
-    return 0
-
-
-def prepare_jax(fn: Callable[..., Any], args: Sequence[Any], budget_flops: int) -> PreparedJax:
-    """Trace ``fn`` on example ``args``, meter its jaxpr, and compile it if within budget.
-
-    Raises:
-        AlgzuError: the program cannot be metered (see :func:`jaxpr_flops`) or the budget is
-            not positive. Exceptions from tracing ``fn`` propagate.
-    """
-    _check_budget(budget_flops)
-    traced = jax.jit(fn).trace(*args)
-    flops = jaxpr_flops(traced.jaxpr)
-    if flops > budget_flops:
-        return PreparedJax(flops, None, 0.0, OVER_BUDGET, f"metered {flops:,} FLOPs > budget {budget_flops:,}")
-    start = time.perf_counter()
-    compiled = traced.lower().compile()
-    return PreparedJax(flops, compiled, time.perf_counter() - start)
-
-
-def run_jax(fn: Callable[..., Any], args: Sequence[Any], budget_flops: int) -> Metered:
-    """Meter ``fn(*args)`` from its jaxpr and run it with ``jax.jit`` only if within budget.
-
-    Args:
-        fn: a jit-traceable function; every static value (budget, spec) must be closed over.
-        args: its arguments (pytrees of arrays, PRNG keys, :class:`Model`).
-        budget_flops: the most FLOPs the program may cost.
-
-    Returns:
-        :class:`Metered`; ``error="over_budget"`` with ``value=None`` if the count exceeds the
-        budget, in which case nothing is compiled or run.
-
-    Raises:
-        AlgzuError: the program cannot be metered (see :func:`jaxpr_flops`) or the budget is
-            not positive. Exceptions from tracing ``fn`` propagate.
-    """
-    return prepare_jax(fn, args, budget_flops).run(*args)
-
-
 # --- NumPy path: flopscope ------------------------------------------------------------------
 
 
@@ -618,7 +541,6 @@ def run_numpy(fn: Callable[..., Any], args: Sequence[Any], budget_flops: int) ->
     Raises:
         AlgzuError: the budget is not positive. Exceptions from ``fn`` propagate.
     """
-    _check_budget(budget_flops)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", flopscope.SymmetryLossWarning)
         with flopscope.BudgetContext(flop_budget=int(budget_flops), quiet=True) as budget:
@@ -635,11 +557,6 @@ def run_numpy(fn: Callable[..., Any], args: Sequence[Any], budget_flops: int) ->
 
 
 # --- shared ---------------------------------------------------------------------------------
-
-
-def _check_budget(budget_flops: int) -> None:
-    if not budget_flops >= 1:
-        raise AlgzuError(f"budget_flops must be a positive number, got {budget_flops!r}")
 
 
 def _host_value(out: Any) -> Any:

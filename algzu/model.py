@@ -199,8 +199,16 @@ def flax_module(spec: ModelSpec):
     ``module.init(key, x)["params"]`` has exactly :data:`param_shapes` (AlgZoo's names) and
     ``module.apply({"params": p}, x)`` equals :func:`forward` on ``Model(spec, p)``, so flax
     code (optax loops, checkpointing) and algzu's pure functions share one set of weights.
+    An adapter only: nothing in algzu runs it. Needs the ``flax`` extra
+    (``pip install 'algzu[flax]'``).
+
+    Raises:
+        AlgzuError: flax is not installed.
     """
-    import flax.linen as nn
+    try:
+        import flax.linen as nn
+    except ImportError:
+        raise AlgzuError("flax_module needs flax: pip install 'algzu[flax]'") from None
 
     class AlgZooModel(nn.Module):
         @nn.compact

@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algzu.errors import AlgzuError
 from algzu.model import Model
 
 
@@ -33,12 +32,6 @@ class NoiseSpec:
     noise_std: float
     n_copies: int
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not (self.noise_std >= 0 and np.isfinite(self.noise_std)):
-            raise AlgzuError(f"noise std must be finite and >= 0, got {self.noise_std}")
-        if self.n_copies < 1:
-            raise AlgzuError(f"number of copies must be >= 1, got {self.n_copies}")
 
 
 def _stream_id(model_id: str) -> int:
@@ -65,11 +58,6 @@ def noisy_params(model: Model, model_id: str, noise: NoiseSpec) -> dict[str, np.
         n: np.asarray(jnp.asarray(model.params[n], jnp.float32)[None] + noise.noise_std * eps[n], np.float32)
         for n in sorted(model.params)
     }
-
-
-def copy_at(stacked: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
-    """Copy k of a stacked weight dict."""
-    return {n: v[k] for n, v in stacked.items()}
 
 
 def calibrate(

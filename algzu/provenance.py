@@ -9,7 +9,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-_PACKAGES = ("algzu", "jax", "jaxlib", "flax", "optax", "numpy", "pandas", "flopscope", "safetensors")
+_PACKAGES = ("algzu", "jax", "jaxlib", "optax", "numpy", "pandas", "flopscope", "safetensors")
 
 
 def git_hash(root: Path | None = None) -> str:

@@ -182,9 +182,8 @@ def leaderboard_markdown(suite: Suite, result: SuiteResult, held_out: bool = Fal
             + ("base models no estimator has seen (held out: fresh, never published)." if closed_book else
                "public base models, which an estimator's author may have studied offline."), ""]
     for model in result.summary["model"].unique():
-        case = next(c for c in suite.cases if c.model == model)
         rows = result.summary[result.summary["model"] == model]
-        out += [f"## {model} (noise std {case.noise_std}, {suite.n_copies} copies, "
+        out += [f"## {model} (noise std {suite.case(model).noise_std}, {suite.n_copies} copies, "
                 f"{result.flops_per_sample[model]:.0f} FLOPs per sample)", ""]
         out += ["**Verdict.** " + verdicts[model], ""]
         out += [markdown_table(references_table(result.summary, model), ".3g"), ""]
@@ -245,19 +244,20 @@ def plot_model(summary: pd.DataFrame, model: str, flops_per_sample: float | None
 
 
 def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, held_out: bool = False,
-                  extra: dict | None = None) -> list[Path]:
-    """Write every results file of a suite run; returns their paths.
+                  extra: dict | None = None) -> dict[Path, str | bytes]:
+    """Write every results file of a suite run; returns what it wrote, by path, in order (so
+    a caller uses the text, never reads the file back).
 
     Whether the suite is closed-book (``suite.closed_book``: its base models are unseen by
     estimators) is recorded in the leaderboard and provenance; verdicts say which.
     """
     out = Path(out_dir)
-    written = []
+    written: dict[Path, str | bytes] = {}
 
     def put(name: str, data: str | bytes) -> None:
         path = out / name
         (atomic_write_text if isinstance(data, str) else atomic_write_bytes)(path, data)
-        written.append(path)
+        written[path] = data
 
     timing_keys = ["model", "estimator", "budget_flops", "copy", "seconds"]
     put("cells.csv", result.cells.drop(columns="seconds").to_csv(index=False, float_format="%.10g"))

@@ -8,6 +8,8 @@ CLI may override the seed (``--seed`` or ``--secret``) but nothing else.
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -16,10 +18,18 @@ from algzu.errors import AlgzuError
 
 @dataclasses.dataclass(frozen=True)
 class ModelCase:
-    """One model of a suite and the noise level of its copies."""
+    """One model of a suite and the noise level of its copies.
+
+    Raises:
+        AlgzuError: the noise std is negative, infinite or NaN.
+    """
 
     model: str
     noise_std: float
+
+    def __post_init__(self) -> None:
+        if not (self.noise_std >= 0 and np.isfinite(self.noise_std)):
+            raise AlgzuError(f"{self.model}: noise std must be finite and >= 0, got {self.noise_std}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +46,13 @@ class Suite:
         description: one line for reports.
         closed_book: whether the base models are held out (:mod:`algzu.heldout`): no
             estimator's author can have studied them. Open-book otherwise.
+
+    The one place a run's copies, budgets and sample count are checked (each case checks
+    its noise std): everything downstream (noise, meter, runner) trusts them.
+
+    Raises:
+        AlgzuError: fewer than 1 copy, no budget, a budget that is not a whole number of at
+            least 1 FLOP, or fewer than 2 ground-truth inputs.
     """
 
     name: str
@@ -50,11 +67,17 @@ class Suite:
     def __post_init__(self) -> None:
         if self.n_copies < 1:
             raise AlgzuError(f"suite {self.name}: copies must be >= 1, got {self.n_copies}")
-        if not self.budgets or min(self.budgets) <= 0:
-            raise AlgzuError(f"suite {self.name}: budgets must be positive, got {self.budgets}")
+        if not self.budgets or not all(isinstance(b, int) and b >= 1 for b in self.budgets):
+            raise AlgzuError(f"suite {self.name}: budgets must be whole numbers of at least 1 FLOP, got {self.budgets}")
+        if self.gt_samples < 2:
+            raise AlgzuError(f"suite {self.name}: ground truth needs at least 2 inputs per copy, got {self.gt_samples}")
+
+    def case(self, model: str) -> ModelCase:
+        """The case of model id ``model``."""
         for c in self.cases:
-            if not c.noise_std >= 0:
-                raise AlgzuError(f"suite {self.name}: noise std must be >= 0, got {c.noise_std}")
+            if c.model == model:
+                return c
+        raise AlgzuError(f"suite {self.name} has no model {model!r}")
 
     def with_overrides(self, **changes) -> Suite:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -68,7 +91,8 @@ def geometric_budgets(lo: float = 1e3, hi: float = 1e9, per_decade: int = 1) -> 
     return tuple(int(round(b)) for b in np.geomspace(lo, hi, steps + 1))
 
 
-SUITES: dict[str, Suite] = {
+# Read-only: a preset is changed here, in code, and a run overrides it with Suite.with_overrides.
+SUITES: Mapping[str, Suite] = types.MappingProxyType({
     "default": Suite(
         name="default",
         cases=(
@@ -112,7 +136,7 @@ SUITES: dict[str, Suite] = {
         seed=0,
         description="tiny suite for tests",
     ),
-}
+})
 
 
 def get_suite(name: str) -> Suite:

@@ -8,7 +8,8 @@ squared error for the scalar task (median).
 Tasks live one per file in the repository's ``tasks/`` folder (installed as the package
 ``algzu.tasks``); each file defines one :class:`Task` subclass decorated with
 :func:`register_task`. Outside packages add tasks through the entry-point group
-``algzu.tasks``. Names are unique; asking for an unknown name lists the valid ones.
+``algzu.tasks``. :data:`TASKS` is the registry (:class:`algzu.registry.Registry`, read-only):
+names are unique, and asking for an unknown name lists the valid ones.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from algzu.errors import AlgzuError
 from algzu.plugins import load_plugins
+from algzu.registry import Registry
 
 InputKind = Literal["gaussian", "discrete"]
 OutputKind = Literal["positions", "scalar"]
@@ -62,6 +64,19 @@ class Task(abc.ABC):
     def n_outputs(self, n: int) -> int:
         """Number of model outputs: one logit per class, or 1 for a scalar task."""
         return n if self.output_kind == "positions" else 1
+
+    def chance_rate(self, n: int) -> float:
+        """The expected score of a guess that ignores the model: ``1 / n_outputs`` for an
+        accuracy task; for an MSE task 1.0, the variance of one N(0, 1) input (the target's
+        own variance is not known in general). Estimators return it when their budget
+        affords no program."""
+        return 1.0 / self.n_outputs(n) if self.metric == "accuracy" else 1.0
+
+    def target_rank(self, n: int) -> int | None:
+        """For an order-statistic task, the rank of the target among the ``n`` inputs
+        (0 = largest), which rank-based estimators condition on; ``None`` for other tasks."""
+        del n
+        return None
 
     def vocab_size(self, n: int) -> int | None:
         """Number of distinct tokens for discrete tasks (``None`` for continuous ones)."""
@@ -108,44 +123,28 @@ class Task(abc.ABC):
         return f"<task {self.name}>"
 
 
-_TASKS: dict[str, Task] = {}
-_discovered = False
-
-
 def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: register one instance of ``cls`` under ``cls.name``."""
+    """Class decorator: register one instance of ``cls`` under ``cls.name``.
+
+    Raises:
+        AlgzuError: ``cls`` is not a :class:`Task` subclass, lacks ``name``, or its name is
+            taken by another class.
+    """
     if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise TypeError(f"register_task expects a Task subclass, got {cls!r}")
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"task class {cls.__name__} must set a non-empty `name`")
-    if name in _TASKS and type(_TASKS[name]) is not cls:
-        raise AlgzuError(
-            f"duplicate task name {name!r}: {cls.__module__}.{cls.__name__} and "
-            f"{type(_TASKS[name]).__module__}.{type(_TASKS[name]).__name__}"
-        )
-    _TASKS[name] = cls()
+        raise AlgzuError(f"register_task expects a Task subclass, got {cls!r}")
+    TASKS.add(getattr(cls, "name", None), cls(), cls)
     return cls
 
 
-def _discover() -> None:
-    """Register every module of ``algzu.tasks`` and every ``algzu.tasks`` entry point (once)."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    load_plugins("algzu.tasks", "algzu.tasks", register_task)
+# Every module of algzu.tasks and every ``algzu.tasks`` entry point, on the first read.
+TASKS: Registry[Task] = Registry("task", lambda: load_plugins("algzu.tasks", "algzu.tasks", register_task))
 
 
 def get_task(name: str) -> Task:
     """The registered task called ``name``; unknown names list the valid ones."""
-    _discover()
-    if name not in _TASKS:
-        raise AlgzuError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name]
+    return TASKS[name]
 
 
 def task_names() -> list[str]:
     """Sorted names of every registered task."""
-    _discover()
-    return sorted(_TASKS)
+    return TASKS.names()

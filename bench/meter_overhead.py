@@ -1,5 +1,6 @@
-"""Meter overhead on JAX estimators: metered run (trace + jaxpr count + compile + run) vs a
-plain ``jax.jit`` run (trace + compile + run) of the same program. Goal: <= 5 %.
+"""Meter overhead on JAX estimators: the harness's sealed path (trace and export, deserialize
+and meter the StableHLO, compile, run: :mod:`algzu.program`) vs a plain ``jax.jit`` run
+(trace + compile + run) of the same program. Goal: <= 5 %.
 
 Run from the repository root::
 
@@ -18,10 +19,9 @@ import time
 
 import jax
 
-try:
-    from algzu import meter
-except ImportError:  # pragma: no cover - the module lands separately
-    meter = None
+import numpy as np
+
+from algzu import program
 
 
 def _plain(fn, args):
@@ -36,20 +36,19 @@ def main() -> None:
     p.add_argument("--budgets", type=float, nargs="+", default=[1e6, 1e9])
     p.add_argument("--reps", type=int, default=3)
     args = p.parse_args()
-    if meter is None or not hasattr(meter, "run_jax"):
-        print("algzu.meter.run_jax is not there yet: meter overhead not measured")
-        return
     from algzu.estimator import estimator_names, get_estimator
     from algzu.zoo import load_model
 
     model = load_model(args.model)
     key = jax.random.key(0)
+    params = {n: np.asarray(v, np.float32) for n, v in model.params.items()}
+    data = program.key_data(key)
     print(f"load average at start {os.getloadavg()[0]:.1f} (other processes share the cores)")
-    print("| estimator | budget | FLOPs metered | plain jit s (best) | metered s (best) | count s | overhead |")
+    print("| estimator | budget | FLOPs metered | plain jit s (best) | sealed s (best) | meter s | overhead |")
     print("|---|---|---|---|---|---|---|")
     for name in estimator_names():
         est = get_estimator(name)
-        if getattr(est, "backend", "jax") != "jax":
+        if getattr(est, "backend", "jax") != "jax" or not est.supports(model.spec):
             continue
         for budget in args.budgets:
             budget = int(budget)
@@ -63,16 +62,18 @@ def main() -> None:
                 _plain(fn, (model, key))
                 t_plain = time.perf_counter() - t
 
-                def fn2(m, k, _rep=rep):
-                    return est.estimate(m, budget, k)
+                def fn2(m, b, k, _rep=rep):
+                    return est.estimate(m, b, k)
 
                 t = time.perf_counter()
-                res = meter.run_jax(fn2, (model, key), budget)
+                blob = program.trace(fn2, model.spec, budget)
+                t_meter = time.perf_counter()
+                prog = program.load(blob, model.spec)
+                t_count = time.perf_counter() - t_meter
+                compiled, _ = prog.compile(model.spec)
+                jax.block_until_ready(compiled(params, data))
                 t_metered = time.perf_counter() - t
-                t = time.perf_counter()
-                meter.count_flops(fn2, model, key)
-                t_count = time.perf_counter() - t
-                flops = res.flops
+                flops = prog.flops
                 if rep:
                     plain.append(t_plain)
                     metered.append(t_metered)

@@ -84,10 +84,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr
 
-from algzu import meter
 from algzu.estimator import Estimator, register_estimator
 from algzu.estimators import moments
 from algzu.model import Model, ModelSpec
+from algzu.planning import abstract_model, chance_estimate, metered_flops
 
 _HERMITE = 2  # highest Hermite order kept in each ReLU's expansion (4 diagrams; measured below)
 _VAR_FLOOR = 1e-12
@@ -245,8 +245,7 @@ def cumulants_estimate(model: Model) -> jax.Array:
 @functools.lru_cache(maxsize=None)
 def program_flops(spec: ModelSpec) -> int:
     """Metered FLOPs of :func:`cumulants_estimate` (shape-only weights)."""
-    params = {name: jax.ShapeDtypeStruct(shape, jnp.float32) for name, shape in spec.param_shapes.items()}
-    return meter.count_flops(cumulants_estimate, Model(spec, params))
+    return metered_flops(cumulants_estimate, abstract_model(spec))
 
 
 @register_estimator
@@ -268,5 +267,5 @@ class Cumulants(Estimator):
     def estimate(self, model: Model, budget_flops: int, key: jax.Array) -> jax.Array:
         del key  # deterministic
         if program_flops(model.spec) > budget_flops:
-            return jnp.asarray(1.0 / model.spec.n_outputs, jnp.float32)
+            return chance_estimate(model.spec)
         return cumulants_estimate(model)

@@ -97,11 +97,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from algzu import meter
 from algzu.estimator import Estimator, register_estimator
 from algzu.model import Model, ModelSpec
+from algzu.planning import abstract_params, chance_estimate, metered_flops
 
-_RANK_OF_TASK = {"argmax": 0, "2nd_argmax": 1, "argmedian": 1}  # 0 = largest input
 # A vertex lies on a function's zero set when |value| <= _REL_TOL * (float64: a bound on
 # |value| at vertices from the weights' norms; float32: the largest |value|). Rounding on
 # coincident zero sets is ~1e-16 relative in float64 (~1e-7 in float32, after ~10
@@ -335,7 +334,7 @@ def _plan(spec: ModelSpec, dtype: str, gamma: float) -> _Plan:
     cut get the maxima times ``gamma``, the pools the means times ``gamma``.
     """
     d, n = spec.d, spec.n
-    rank = _RANK_OF_TASK[spec.task]
+    rank = spec.task_obj.target_rank(n)
     L = _n_layers(spec)
     # Faces may have at most K vertices; measured maxima: 7 (M4,3), 8 (d=4 argmedian, d=8),
     # 10 (d=16). One more slot from gamma = 2.
@@ -817,7 +816,7 @@ def _program(plan: _Plan):
     def run(params: dict[str, jax.Array]) -> jax.Array:
         with jax.enable_x64(plan.dtype == "float64"):
             value, ok, _ = _order_accuracy(plan, params)
-            chance = 1.0 / plan.spec.n_outputs
+            chance = plan.spec.task_obj.chance_rate(plan.spec.n)
             return jnp.where(ok, jnp.clip(value, 0.0, 1.0), chance)
 
     return run
@@ -825,8 +824,7 @@ def _program(plan: _Plan):
 
 @functools.lru_cache(maxsize=256)
 def _plan_flops(plan: _Plan) -> int:
-    abstract = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in plan.spec.param_shapes.items()}
-    return meter.count_flops(_program(plan), abstract)
+    return metered_flops(_program(plan), abstract_params(plan.spec))
 
 
 def _largest_gamma(spec: ModelSpec, budget_flops: int, dtype: str) -> int | None:
@@ -895,7 +893,7 @@ def exact_accuracy(model: Model, budget_flops: int = 10**8, dtype: str = "float6
     """
     spec = model.spec
     run = _compiled_exact(spec.arch, spec.d, spec.n, int(budget_flops), dtype)
-    tables = {k: jnp.asarray(v) for k, v in rank_tables(spec.n, _RANK_OF_TASK[spec.task]).items()}
+    tables = {k: jnp.asarray(v) for k, v in rank_tables(spec.n, spec.task_obj.target_rank(spec.n)).items()}
     value, ok = run({k: jnp.asarray(v, jnp.float32) for k, v in model.params.items()}, tables)
     return float(value) if bool(ok) else None
 
@@ -929,5 +927,5 @@ class ExactCones(Estimator):
         with jax.ensure_compile_time_eval():
             plan = best_plan(spec, int(budget_flops), self.dtype)
         if plan is None:
-            return jnp.asarray(1.0 / spec.n_outputs, jnp.float32)
+            return chance_estimate(spec)
         return _program(plan)(model.params)

@@ -145,12 +145,11 @@ from jax.scipy.special import ndtr
 from scipy.special import gammaln
 from scipy.special import ndtr as np_ndtr
 
-from algzu import meter
 from algzu.estimator import Estimator, register_estimator
 from algzu.model import Model, ModelSpec
+from algzu.planning import abstract_model, chance_estimate, finest_within, metered_flops
+from algzu.task import get_task
 
-# Rank of the target among the inputs, 0 = largest.
-_TARGET_RANK = {"argmax": 0, "2nd_argmax": 1}
 # Patterns evaluated per vmapped block (memory stays flat; blocks run under lax.scan).
 _BLOCK = 512
 # More patterns than this are not traced (the tables would be large; at d = 16, n = 10 the
@@ -206,7 +205,7 @@ def order_stat_moments(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def min_level(task: str, n: int) -> int:
     """The coarsest level: the ranks down to the target's have fixed positions."""
-    return min(_TARGET_RANK[task] + 1, n)
+    return min(get_task(task).target_rank(n) + 1, n)
 
 
 def max_level(task: str, n: int) -> int:
@@ -245,7 +244,7 @@ def pattern_tables(task: str, n: int, level: int) -> tuple[np.ndarray, ...]:
         slot_second[m:, m:] = (sub.sum() - np.trace(sub)) / (q * (q - 1)) if q > 1 else 0.0
         slot_second[range(m, n), range(m, n)] = np.trace(sub) / q
     slot_cov = slot_second - np.outer(slot_mean, slot_mean)
-    target_rank = _TARGET_RANK[task]
+    target_rank = get_task(task).target_rank(n)
     targets, means, covs, orders = [], [], [], []
     for positions in itertools.permutations(range(n), m):
         rest = [p for p in range(n) if p not in positions]
@@ -520,19 +519,12 @@ def program_flops(spec: ModelSpec, level: int, exact_pairs: bool) -> int:
     Shape-only weights: concrete ones (``init_params``) would be staged into the caller's
     program when the cost is first asked for inside the harness's trace.
     """
-    params = {name: jax.ShapeDtypeStruct(shape, jnp.float32) for name, shape in spec.param_shapes.items()}
-    model = Model(spec, params)
-    return meter.count_flops(lambda m: moments_estimate(m, level, exact_pairs), model)
+    return metered_flops(lambda m: moments_estimate(m, level, exact_pairs), abstract_model(spec))
 
 
 def setting_within(spec: ModelSpec, budget_flops: int) -> tuple[int, bool] | None:
     """The finest step of :func:`ladder` whose metered program fits ``budget_flops`` (None if none)."""
-    best = None
-    for level, exact_pairs in ladder(spec.task, spec.n):
-        if program_flops(spec, level, exact_pairs) > budget_flops:
-            break
-        best = (level, exact_pairs)
-    return best
+    return finest_within(ladder(spec.task, spec.n), lambda step: program_flops(spec, *step), budget_flops)
 
 
 @register_estimator
@@ -549,5 +541,5 @@ class Moments(Estimator):
         del key  # deterministic
         setting = setting_within(model.spec, budget_flops)
         if setting is None:
-            return jnp.asarray(1.0 / model.spec.n_outputs, jnp.float32)
+            return chance_estimate(model.spec)
         return moments_estimate(model, *setting)

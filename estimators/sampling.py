@@ -9,11 +9,10 @@ variance of the target is not known, so 1.0, the variance of one N(0, 1) input).
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 
-from algzu.baseline import mc_estimate, samples_within
 from algzu.estimator import Estimator, register_estimator
 from algzu.model import Model
+from algzu.planning import chance_estimate, sample_mean, samples_within
 
 
 @register_estimator
@@ -26,7 +25,5 @@ class Sampling(Estimator):
     def estimate(self, model: Model, budget_flops: int, key: jax.Array) -> jax.Array:
         n_samples = samples_within(model.spec, budget_flops)
         if n_samples == 0:
-            task = model.spec.task_obj
-            prior = 1.0 / task.n_outputs(model.spec.n) if task.metric == "accuracy" else 1.0
-            return jnp.asarray(prior, jnp.float32)
-        return mc_estimate(model, n_samples, key)
+            return chance_estimate(model.spec)
+        return sample_mean(model, n_samples, key)

@@ -82,7 +82,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from algzu import meter
 from algzu.estimator import Estimator, register_estimator
 from algzu.estimators.exact_cones import (
     _FIRST,
@@ -100,11 +99,7 @@ from algzu.estimators.exact_cones import (
     _take,
 )
 from algzu.model import Model, ModelSpec
-
-
-def _rank(spec: ModelSpec) -> int:
-    """The order (0 = largest) of the input the task's target is."""
-    return {"argmax": 0, "2nd_argmax": 1, "argmedian": (spec.n - 1) // 2}[spec.task]
+from algzu.planning import abstract_params, chance_estimate, finest_within, metered_flops
 
 
 # Quadrature levels, cheapest first: (graded breakpoints per side, Gauss-Legendre nodes per
@@ -297,7 +292,7 @@ def _slice(plan: _Plan, p: dict[str, jax.Array], omega: jax.Array) -> tuple[jax.
     n, d = spec.n, spec.d
     dtype = jnp.dtype(plan.dtype)
     rel = _REL_TOL[plan.dtype]
-    cx, tab = _start_faces(omega, n, _rank(spec), plan.K, dtype)
+    cx, tab = _start_faces(omega, n, spec.task_obj.target_rank(n), plan.K, dtype)
     cx = cx._replace(P=jnp.concatenate([cx.P, jnp.zeros((cx.P.shape[0], d), dtype)], axis=1))
     X = lambda cx: cx.P[:, :3]  # noqa: E731
     H = lambda cx: jnp.maximum(cx.P[:, 4:], 0.0)  # noqa: E731
@@ -452,23 +447,18 @@ def _program(plan: _Plan):
 
 @functools.lru_cache(maxsize=256)
 def _plan_flops(plan: _Plan) -> int:
-    abstract = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in plan.spec.param_shapes.items()}
-    return meter.count_flops(_program(plan), abstract)
+    return metered_flops(_program(plan), abstract_params(plan.spec))
 
 
 @functools.lru_cache(maxsize=256)
 def best_plan(spec: ModelSpec, budget_flops: int, dtype: str = "float64") -> _Plan | None:
     """The most accurate quadrature level at ``gamma = 1.3`` whose metered program fits,
     then the largest ``gamma`` at the top level (None if the cheapest does not fit)."""
-    ladder = _LADDER[spec.n]
-    fits = []
-    for level in ladder:  # cheapest first
-        if _plan_flops(_plan(spec, dtype, level[1], _GAMMA_MIN, level[0])) > budget_flops:
-            break
-        fits.append(level)
-    if not fits:
+    ladder = _LADDER[spec.n]  # cheapest first
+    level = finest_within(ladder, lambda lv: _plan_flops(_plan(spec, dtype, lv[1], _GAMMA_MIN, lv[0])), budget_flops)
+    if level is None:
         return None
-    grades, m = fits[-1]
+    grades, m = level
     gamma = _GAMMA_MIN
     if (grades, m) == ladder[-1]:
         cost = lambda g: _plan_flops(_plan(spec, dtype, m, g, grades))  # noqa: E731
@@ -505,5 +495,5 @@ class SlicedCones(Estimator):
         with jax.ensure_compile_time_eval():
             plan = best_plan(spec, int(budget_flops), self.dtype)
         if plan is None:
-            return jnp.asarray(1.0 / spec.n_outputs, jnp.float32)
+            return chance_estimate(spec)
         return _program(plan)(model.params)

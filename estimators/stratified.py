@@ -55,9 +55,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algzu import meter
 from algzu.estimator import Estimator, register_estimator
 from algzu.model import Model, ModelSpec, forward
+from algzu.planning import (
+    abstract_key,
+    abstract_model,
+    chance_estimate,
+    chunked_sum,
+    largest_count_within,
+    metered_flops,
+)
 
 CHUNK = 4096
 # Ranks whose positions are stratified: the largest three, the values 2nd-argmax, argmax and
@@ -115,35 +122,22 @@ def stratified_estimate(model: Model, n_samples: int, key: jax.Array, chunk: int
     shift_key, offset_key = jax.random.split(key)
     shift = jax.random.bits(shift_key, (spec.n,), jnp.uint32)
     offset = jax.random.randint(offset_key, (), 0, n_strata).astype(jnp.uint32)
-    chunk = min(chunk, n_samples)
-    n_chunks, rest = divmod(n_samples, chunk)
+    step = min(chunk, n_samples)  # what chunked_sum makes of chunk
 
-    def chunk_sum(start, size):
+    def chunk_sum(c, size):
+        # Sample numbers run on from chunk to chunk: the scan's chunk numbers are traced,
+        # the last (shorter) chunk's is a Python int, whose start costs nothing.
+        start = jnp.uint32(c * step) if isinstance(c, int) else c * jnp.uint32(step)
         x = _inputs(spec, start + jnp.arange(size, dtype=jnp.uint32), offset, shift)
         return jnp.sum(task.score(forward(model, x), x))
 
-    def body(total, c):
-        return total + chunk_sum(c * jnp.uint32(chunk), chunk), None
-
-    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), jnp.arange(n_chunks, dtype=jnp.uint32))
-    if rest:
-        total = total + chunk_sum(jnp.uint32(n_chunks * chunk), rest)
-    return total / n_samples
-
-
-def abstract_example(spec: ModelSpec) -> tuple[Model, jax.ShapeDtypeStruct]:
-    """Shape-only weights and key for metering. Concrete ones (``init_params``) would be staged
-    into the caller's program when the cost is first asked for inside the harness's trace,
-    adding their FLOPs to the metered estimate."""
-    params = {name: jax.ShapeDtypeStruct(shape, jnp.float32) for name, shape in spec.param_shapes.items()}
-    return Model(spec, params), jax.eval_shape(lambda: jax.random.key(0))
+    return chunked_sum(chunk_sum, n_samples, chunk, index_dtype=jnp.uint32) / n_samples
 
 
 @functools.lru_cache(maxsize=None)
 def program_flops(spec: ModelSpec, n_samples: int) -> int:
     """Metered FLOPs of :func:`stratified_estimate` with ``n_samples`` samples."""
-    model, key = abstract_example(spec)
-    return meter.count_flops(lambda m, k: stratified_estimate(m, n_samples, k), model, key)
+    return metered_flops(lambda m, k: stratified_estimate(m, n_samples, k), abstract_model(spec), abstract_key())
 
 
 @functools.lru_cache(maxsize=None)
@@ -154,7 +148,7 @@ def flops_per_sample(spec: ModelSpec) -> float:
 
 def samples_within(spec: ModelSpec, budget_flops: int) -> int:
     """The most samples whose metered program fits ``budget_flops`` (0 if none)."""
-    return meter.largest_count_within(functools.partial(program_flops, spec), flops_per_sample(spec), budget_flops)
+    return largest_count_within(functools.partial(program_flops, spec), flops_per_sample(spec), budget_flops)
 
 
 @register_estimator
@@ -168,5 +162,5 @@ class Stratified(Estimator):
     def estimate(self, model: Model, budget_flops: int, key: jax.Array) -> jax.Array:
         n_samples = samples_within(model.spec, budget_flops)
         if n_samples == 0:
-            return jnp.asarray(1.0 / model.spec.n_outputs, jnp.float32)
+            return chance_estimate(model.spec)
         return stratified_estimate(model, n_samples, key)

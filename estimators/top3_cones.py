@@ -115,12 +115,11 @@ import numpy as np
 from scipy.special import ndtr as np_ndtr
 from scipy.special import roots_genlaguerre
 
-from algzu import meter
 from algzu.estimator import Estimator, register_estimator
 from algzu.model import Model, ModelSpec
+from algzu.planning import abstract_model, chance_estimate, finest_within, metered_flops
 
 # Rank of the target among the inputs, 0 = largest (the surrogate keeps ranks 0, 1, 2).
-_TARGET_RANK = {"argmax": 0, "2nd_argmax": 1}
 _GRID = 129  # density table points per axis on [0, 1]
 # Gauss-Legendre nodes per edge in the Green's-theorem integrals: 4 at readouts (the
 # triangle's own mass to 8e-4 relative, 6 nodes 8e-5; 2 nodes are 2.4% off on its long
@@ -443,7 +442,7 @@ def surrogate_parts(model: Model, capacity: int) -> tuple[jax.Array, jax.Array, 
     three positive values (they sum to its accuracy)."""
     spec = model.spec
     n, d = spec.n, spec.d
-    rank = _TARGET_RANK[spec.task]
+    rank = spec.task_obj.target_rank(n)
     w_ih = model.params["rnn.weight_ih_l0"][:, 0]
     w_hh = model.params["rnn.weight_hh_l0"]
     w_out = model.params["linear.weight"]
@@ -552,18 +551,12 @@ def ladder(spec: ModelSpec) -> tuple[int, ...]:
 def program_flops(spec: ModelSpec, capacity: int) -> int:
     """Metered FLOPs of :func:`top3_estimate` at ``capacity`` (shape-only weights, so nothing
     is staged into a caller's trace)."""
-    params = {name: jax.ShapeDtypeStruct(shape, jnp.float32) for name, shape in spec.param_shapes.items()}
-    return meter.count_flops(lambda m: top3_estimate(m, capacity), Model(spec, params))
+    return metered_flops(lambda m: top3_estimate(m, capacity), abstract_model(spec))
 
 
 def capacity_within(spec: ModelSpec, budget_flops: int) -> int | None:
     """The finest capacity of :func:`ladder` whose metered program fits ``budget_flops``."""
-    best = None
-    for capacity in ladder(spec):
-        if program_flops(spec, capacity) > budget_flops:
-            break
-        best = capacity
-    return best
+    return finest_within(ladder(spec), functools.partial(program_flops, spec), budget_flops)
 
 
 @register_estimator
@@ -585,5 +578,5 @@ class Top3Cones(Estimator):
         del key  # deterministic
         capacity = capacity_within(model.spec, budget_flops)
         if capacity is None:
-            return jnp.asarray(1.0 / model.spec.n_outputs, jnp.float32)
+            return chance_estimate(model.spec)
         return top3_estimate(model, capacity)

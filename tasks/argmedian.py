@@ -18,5 +18,8 @@ class Argmedian(Task):
         if n % 2 == 0:
             raise AlgzuError(f"task argmedian needs an odd seq len n, got {n}")
 
+    def target_rank(self, n: int) -> int:
+        return n // 2
+
     def target(self, x: jax.Array) -> jax.Array:
         return jnp.argsort(x, axis=-1)[..., x.shape[-1] // 2].astype(jnp.int32)

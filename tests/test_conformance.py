@@ -2,15 +2,21 @@
 
 For every estimator and every small model kind it declares: the answer is a finite number
 in range, the same key gives the same answer, the metered compute stays within budget,
-and the harness runs it without error at a budget it can afford.
+and the harness runs it without error at a budget it can afford. And every file in
+``estimators/`` imports only the public API an estimator author is given.
 """
+
+import ast
+import re
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from algzu import hlo_meter, program
 from algzu.estimator import estimator_names, get_estimator
-from algzu.model import Model, ModelSpec, init_params
+from algzu.model import ModelSpec, init_params
 from algzu.runner import run_block
 
 BUDGET = 10**6
@@ -22,16 +28,27 @@ KINDS = [
     ModelSpec("rnn", "argmedian", 4, 3),
     ModelSpec("rnn", "median", 2, 3),
     ModelSpec("rnn", "2nd_argmax", 8, 5),
+    ModelSpec("rnn", "2nd_argmax", 16, 10),  # the M16,10 kind, the only one top3_cones declares
     ModelSpec("mlp", "2nd_argmax", 8, 3),
     ModelSpec("transformer", "longest_cycle", 2, 3, n_layers=1),
 ]
+
+
+# Estimators that declare no model at all (``supports`` is always False), run here on the
+# kind their method applies to, so they stay tested; each with the reason it declares none.
+DECLARES_NONE = {
+    "cumulants": (ModelSpec("mlp", "2nd_argmax", 8, 3), "worse than a constant on every MLP measured"),
+}
 
 
 def _cases():
     for name in estimator_names():
         est = get_estimator(name)
         specs = [s for s in KINDS if est.supports(s)]
-        assert specs or est.archs, f"{name} supports none of the conformance models"
+        if not specs and name in DECLARES_NONE:
+            specs = [DECLARES_NONE[name][0]]
+        if not specs:  # a failing case, not a silent skip: add a model kind it supports to KINDS
+            yield pytest.param(name, None, id=f"{name}-matches-no-conformance-model")
         for spec in specs:
             yield pytest.param(name, spec, id=f"{name}-{spec.arch}-{spec.task}-d{spec.d}-n{spec.n}")
 
@@ -43,6 +60,7 @@ def _stacked(spec: ModelSpec, copies: int = 2) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("name, spec", list(_cases()))
 def test_estimator_conforms(name, spec):
+    assert spec is not None, f"{name} supports none of the conformance models {KINDS}"
     est = get_estimator(name)
     stacked = _stacked(spec)
     keys = [jax.random.key(7), jax.random.key(7)]
@@ -59,10 +77,69 @@ def test_estimator_conforms(name, spec):
     assert results[0].estimate == results[1].estimate, "same key must give the same answer"
 
 
-def test_every_estimator_declares_its_contract():
-    names = estimator_names()
-    assert "sampling" in names
-    for name in names:
+def test_estimators_declaring_no_model_still_declare_none():
+    for name in DECLARES_NONE:
         est = get_estimator(name)
-        assert isinstance(est.mechanistic, bool) and est.backend in ("jax", "numpy")
-        assert type(est).__doc__ or __import__("inspect").getmodule(type(est)).__doc__, f"{name} is undocumented"
+        assert not any(est.supports(s) for s in KINDS), f"{name} now supports a kind: drop it from DECLARES_NONE"
+
+
+def _without_locations(module_text: str) -> str:
+    """StableHLO text without debug locations (they name the line that called the trace)."""
+    return "\n".join(line for line in re.sub(r" loc\(#loc\d*\)", "", module_text).splitlines()
+                     if not line.startswith("#loc"))
+
+
+@pytest.mark.parametrize("name, spec", [c for c in _cases() if c.values[1] is not None])
+def test_a_second_trace_gives_the_same_program(name, spec):
+    """No state between calls: the harness traces once per block and compiles that program
+    once for every copy, so tracing again at the same spec and budget must give the same
+    program (and costs little: planning is cached)."""
+    est = get_estimator(name)
+    first, second = (hlo_meter.deserialize(program.trace(est.estimate, spec, BUDGET)).mlir_module() for _ in range(2))
+    assert _without_locations(first) == _without_locations(second)
+
+
+def test_every_estimator_file_says_what_it_implements():
+    for path in sorted(ESTIMATORS_DIR.glob("*.py")):
+        if path.name != "__init__.py":
+            doc = ast.get_docstring(ast.parse(path.read_text()))
+            assert doc and len(doc.split()) >= 5, f"{path.name} has no module docstring"
+
+
+# What an estimator may import from algzu: the contract, the model, the task and the
+# planning toolkit (the README's "Submit an estimator"); other estimators' files too.
+ESTIMATOR_API = frozenset({"algzu.estimator", "algzu.model", "algzu.task", "algzu.planning"})
+ESTIMATORS_DIR = Path(__file__).resolve().parent.parent / "estimators"
+
+
+def _forbidden_imports(source: str) -> list[str]:
+    """The algzu modules ``source`` imports that are neither public API nor an estimator."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # ``from algzu import meter`` imports the module algzu.meter.
+            modules = [f"{node.module}.{a.name}" for a in node.names] if node.module == "algzu" else [node.module]
+        else:
+            continue
+        for module in modules:
+            if module.split(".")[0] != "algzu" or module in ESTIMATOR_API:
+                continue
+            if module == "algzu.estimators" or module.startswith("algzu.estimators."):
+                continue
+            found.append(module)
+    return found
+
+
+def test_the_import_check_catches_harness_internals():
+    source = "import algzu\nfrom algzu import meter, planning\nfrom algzu.baseline import x\nimport algzu.runner as r\n"
+    assert _forbidden_imports(source) == ["algzu", "algzu.meter", "algzu.baseline", "algzu.runner"]
+    assert _forbidden_imports("from algzu.estimators import moments\nfrom algzu.task import Task\n") == []
+
+
+def test_shipped_estimators_import_only_the_public_api():
+    files = sorted(ESTIMATORS_DIR.glob("*.py"))
+    assert len(files) > 5
+    bad = {f.name: found for f in files if (found := _forbidden_imports(f.read_text()))}
+    assert not bad, f"estimators importing harness internals (allowed: {sorted(ESTIMATOR_API)}): {bad}"

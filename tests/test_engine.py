@@ -8,7 +8,7 @@ baseline ``mean_k p_k (1 - p_k) / floor(B / c)`` within its 95% interval at ever
 import numpy as np
 import pytest
 
-from algzu import baseline, meter
+from algzu import meter, planning
 from algzu.errors import AlgzuError
 from algzu.estimator import get_estimator, register_estimator
 from algzu.leaderboard import run_suite
@@ -65,9 +65,9 @@ def test_rerun_is_served_from_cache_with_identical_results(sampling_run):
 
 def test_meter_counts_the_sampling_program_per_sample():
     spec = ModelSpec("rnn", "2nd_argmax", 16, 10)
-    c = baseline.flops_per_sample(spec)
-    n = baseline.samples_within(spec, 10**6)
-    assert baseline.program_flops(spec, n) <= 10**6 < baseline.program_flops(spec, n + 1)
+    c = planning.flops_per_sample(spec)
+    n = planning.samples_within(spec, 10**6)
+    assert planning.sampling_flops(spec, n) <= 10**6 < planning.sampling_flops(spec, n + 1)
     assert 5000 < c < 20000  # forward ~5.9k FLOPs plus input generation and scoring
 
 

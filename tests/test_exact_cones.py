@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algzu import meter
 from algzu.estimator import get_estimator
 from algzu.estimators.exact_cones import (
     ExactCones,
@@ -39,8 +38,10 @@ from algzu.estimators.exact_cones import (
 from algzu.model import Model, ModelSpec, init_params, mlp_forward, rnn_forward
 from algzu.noise import NoiseSpec, noisy_params
 from algzu.pth import load_state_dict
+from algzu.runner import CellResult
 from algzu.task import get_task
 from algzu.zoo import load_model
+from sealed_run import run_once
 
 _OFFICIAL = [
     Path(__file__).resolve().parents[1] / "algzu/zoo/official/algzoo_rnn_small.pth",
@@ -121,22 +122,19 @@ def _official_small() -> Model:
     return Model(ModelSpec("rnn", "2nd_argmax", 2, 2), load_state_dict(path))
 
 
-def _harness(model: Model, budget_flops: int) -> meter.Metered:
-    """The estimate as the harness runs it: traced on the weights, metered, compiled."""
-    est = get_estimator("exact_cones")
-    fn = lambda m, k: est.estimate(m, budget_flops, k)  # noqa: E731
-    args = (model, jax.random.key(0))
-    metered = meter.prepare_jax(fn, args, budget_flops).run(*args)
-    assert not metered.error, metered.message
-    return metered
+def _harness(model: Model, budget_flops: int) -> CellResult:
+    """The estimate as the harness runs it: traced on abstract weights, exported, metered, compiled."""
+    cell = run_once(get_estimator("exact_cones"), model, budget_flops)
+    assert not cell.error, cell.message
+    return cell
 
 
 def test_official_d2_n2_through_the_harness_matches_2_24_sample_monte_carlo():
     model = _official_small()
     run = _harness(model, 10**5)
     p, se = _monte_carlo(model, 2**24)
-    assert abs(run.value - p) <= 4 * se, (run.value, p, se)
-    assert abs(run.value - 0.99993) < 5e-5  # ARC's reported accuracy
+    assert abs(run.estimate - p) <= 4 * se, (run.estimate, p, se)
+    assert abs(run.estimate - 0.99993) < 5e-5  # ARC's reported accuracy
     assert run.flops <= 10**5
 
 
@@ -272,9 +270,8 @@ def test_exported_program_computes_in_float64_where_x64_is_off():
 def test_tiny_budget_returns_chance_within_budget(budget):
     model = _random_model("rnn", "2nd_argmax", 4, 3, seed=0)
     est = get_estimator("exact_cones")
-    prepared = meter.prepare_jax(lambda m, k: est.estimate(m, budget, k), (model, jax.random.key(0)), budget)
-    run = prepared.run(model, jax.random.key(0))
-    assert run.value == pytest.approx(1 / 3)
+    run = run_once(est, model, budget)
+    assert run.estimate == pytest.approx(1 / 3)
     assert run.flops <= budget
 
 

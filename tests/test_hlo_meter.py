@@ -348,10 +348,10 @@ def test_cholesky_adds_the_failure_check_to_flopscopes_formula():
 
 
 def test_count_flops_agrees_with_the_jaxpr_meter_on_model_and_key_arguments(key):
-    from algzu.baseline import mc_estimate
+    from algzu.planning import sample_mean
 
     model = Model(SPEC, init_params(SPEC, jax.random.key(1)))
-    fn = lambda m, k: mc_estimate(m, 100, k)  # noqa: E731
+    fn = lambda m, k: sample_mean(m, 100, k)  # noqa: E731
     assert hlo_meter.count_flops(fn, model, key) == meter.count_flops(fn, model, key)
 
 

@@ -209,7 +209,7 @@ def test_leaderboard_and_challenge_write_index_html(tmp_path, monkeypatch):
     page = load_report_data(tmp_path / "leaderboard")
     assert page["kind"] == "leaderboard" and page["verdicts"][0]["source"] == "provenance.json"
     monkeypatch.setattr(challenge, "run_suite", lambda suite, **kwargs: result)
-    summary_json = challenge.run_challenge("m43", tmp_path / "m43", cache_dir=tmp_path / "cache")
+    summary_json = challenge.run_challenge("m43", tmp_path / "m43", cache_dir=tmp_path / "cache").summary
     assert (tmp_path / "m43" / "index.html").read_text() == render_html(load_report_data(tmp_path / "m43"))
     page = load_report_data(tmp_path / "m43")
     assert page["kind"] == "challenge" and page["models"][0]["copy_statistics"]["copies"] == 256

@@ -1,6 +1,5 @@
 """The FLOP meter: closed forms, loops and branches, refusals, and one cost model on two paths."""
 
-import math
 
 import flopscope
 import flopscope.numpy as fnp
@@ -230,23 +229,6 @@ def test_common_estimator_ops_are_metered(op, key):
     assert count >= (0 if op == "debug_print" else 1)
 
 
-def test_over_budget_jax_program_is_not_run(key):
-    calls = []
-
-    def estimate(x):
-        jax.debug.callback(lambda: calls.append(1))
-        return jnp.mean(jnp.exp(x))
-
-    x = jnp.ones(100, jnp.float32)
-    cost = meter.count_flops(estimate, x)
-    refused = meter.run_jax(estimate, (x,), cost - 1)
-    assert (refused.error, refused.value, refused.flops, calls) == ("over_budget", None, cost, [])
-    ran = meter.run_jax(estimate, (x,), cost)
-    assert ran.error is None and ran.flops == cost and calls == [1]
-    assert ran.value == pytest.approx(math.e) and isinstance(ran.value, float)
-    assert ran.seconds > 0 and ran.compile_seconds > 0
-
-
 def test_flopscope_over_budget_is_reported_as_over_budget():
     def estimate(x):
         return fnp.mean(fnp.exp(x))  # 16 per exp, then 255 adds and a divide
@@ -268,13 +250,6 @@ def test_to_flopscope_gives_read_only_copies_that_flopscope_counts(params):
     assert not base.flags.writeable
     assert not np.shares_memory(base, original.params["rnn.weight_hh_l0"])
     assert flopscope_count(lambda: w @ w) == D * D * (2 * D - 1)
-
-
-def test_non_positive_budget_is_rejected():
-    with pytest.raises(AlgzuError, match="budget"):
-        meter.run_jax(jnp.sin, (jnp.ones(1, jnp.float32),), 0)
-    with pytest.raises(AlgzuError, match="budget"):
-        meter.run_numpy(fnp.sin, (fnp.asarray(np.ones(1, np.float32)),), 0)
 
 
 def test_sampling_baseline_costs_the_same_per_sample_on_both_paths(params, key):
@@ -309,13 +284,3 @@ def test_sampling_baseline_costs_the_same_per_sample_on_both_paths(params, key):
     # Two last-argmaxes (argmax, n - 1 - i), the mask's compare and its select (4 each).
     target = 2 * ((N - 1) + 1) + N + 4 * N
     assert per_sample == normals + forward + target + (N - 1) + 1 + 1  # argmax, ==, mean
-
-
-def test_largest_count_within_finds_the_last_count_that_fits():
-    def cost(n):  # a fixed overhead plus a linear part, as a metered sampling program has
-        return 100 + 7 * n
-
-    assert meter.largest_count_within(cost, 7.0, 1000) == 128  # 100 + 7*128 = 996, 129 costs 1003
-    assert meter.largest_count_within(cost, 7.0, 996) == 128
-    assert meter.largest_count_within(cost, 7.0, 106) == 0
-    assert meter.largest_count_within(cost, 7.0, 107) == 1

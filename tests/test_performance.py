@@ -108,10 +108,10 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     # evaluate(): one copy in the lanes layout, 5 batches of 4096 (on 2 devices: one padding).
     ev = evaluate_module.evaluate(model, samples=5 * evaluate_module.EVALUATE_BATCH - 7, seed=2)
     # The sampling baseline's program (one device by contract): its estimate and cost must not move.
-    from algzu import baseline, meter
-    n_mc = 3 * baseline.CHUNK + 100
-    mc = jax.jit(lambda m, k: baseline.mc_estimate(m, n_mc, k))(model, jax.random.key(5))
-    flops = meter.count_flops(lambda m, k: baseline.mc_estimate(m, n_mc, k), model, jax.random.key(5))
+    from algzu import meter, planning
+    n_mc = 3 * planning.CHUNK + 100
+    mc = jax.jit(lambda m, k: planning.sample_mean(m, n_mc, k))(model, jax.random.key(5))
+    flops = meter.count_flops(lambda m, k: planning.sample_mean(m, n_mc, k), model, jax.random.key(5))
     print(json.dumps({"devices": len(jax.devices()), "mc": float(mc), "mc_flops": flops,
                       "evs": [[e.value, e.stderr, e.samples] for e in evs], "eval": [ev.value, ev.stderr, ev.samples]}))
 """)

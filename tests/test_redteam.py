@@ -95,13 +95,10 @@ HEADLINE = "prior_efficiency"
 def attacks():
     """Every attack file, registered for this module only (before the worker starts, so a
     sandboxed worker may read them all)."""
-    registry.estimator_names()  # discover the package's estimators first
-    saved = dict(registry._ESTIMATORS)
-    for path in ATTACK_FILES.values():
-        include(path)
-    yield
-    registry._ESTIMATORS.clear()
-    registry._ESTIMATORS.update(saved)
+    with registry.ESTIMATORS.restoring():
+        for path in ATTACK_FILES.values():
+            include(path)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -52,12 +52,9 @@ PWNED = Path(f"/tmp/algzu-pwned-by-test-{os.getpid()}")  # what the hostile pick
 @pytest.fixture(scope="module")
 def faulty():
     """The faulty estimators, registered for this module only."""
-    registry.estimator_names()  # discover the package's estimators first
-    saved = dict(registry._ESTIMATORS)
-    include(FAULTY)
-    yield
-    registry._ESTIMATORS.clear()
-    registry._ESTIMATORS.update(saved)
+    with registry.ESTIMATORS.restoring():
+        include(FAULTY)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -499,7 +496,7 @@ def _bad_inputs(root: Path) -> dict[str, tuple[list[str], str]]:
         "unknown_model_in_score": (with_("--model", "no_such_model"), "unknown model"),
         "zero_budget": (with_("--budgets", "0"), "budgets"),
         "negative_budget": (with_("--budgets", "-5"), "budgets"),
-        "negative_noise_std": (with_("--noise-std", "-0.1"), "noise-std"),
+        "negative_noise_std": (with_("--noise-std", "-0.1"), "noise std"),
         "zero_copies": (with_("--copies", "0"), "copies"),
         "unknown_suite": (["leaderboard", "--suite", "no_such_suite", "--out", "out"], "unknown suite"),
         "unknown_estimator_in_leaderboard": (["leaderboard", "--suite", "smoke", "--out", "out", "--estimator",

@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algzu.errors import AlgzuError
 from algzu.ground_truth import ground_truth
 from algzu.noise import NoiseSpec, noisy_params
 from algzu.scoring import summarize
@@ -21,13 +20,6 @@ def test_noisy_copies_are_deterministic_and_scale_with_sigma(official):
         np.testing.assert_allclose(c[name] - base, 2 * (a[name] - base), rtol=1e-4, atol=1e-5)  # float32 round-off
     other = noisy_params(model, "other-id", NoiseSpec(0.1, 4, seed=3))
     assert not np.allclose(other["linear.weight"], a["linear.weight"])
-
-
-def test_noise_spec_refuses_bad_values():
-    with pytest.raises(AlgzuError, match=">= 0"):
-        NoiseSpec(-0.1, 4)
-    with pytest.raises(AlgzuError, match=">= 1"):
-        NoiseSpec(0.1, 0)
 
 
 def test_ground_truth_is_cached_by_content(tmp_path, official):

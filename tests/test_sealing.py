@@ -37,12 +37,9 @@ CAP_MB = 1024  # trace_memory allocates 4 GiB
 
 @pytest.fixture(scope="module")
 def faulty():
-    registry.estimator_names()  # discover the package's estimators first
-    saved = dict(registry._ESTIMATORS)
-    include(FAULTY)
-    yield
-    registry._ESTIMATORS.clear()
-    registry._ESTIMATORS.update(saved)
+    with registry.ESTIMATORS.restoring():
+        include(FAULTY)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algzu import meter
 from algzu.estimator import get_estimator
 from algzu.estimators.exact_cones import exact_accuracy
 from algzu.estimators.sliced_cones import (
@@ -32,6 +31,7 @@ from algzu.estimators.sliced_cones import (
 from algzu.evaluate import evaluate
 from algzu.model import ModelSpec
 from algzu.zoo import load_model
+from sealed_run import run_once
 
 
 @pytest.mark.parametrize(
@@ -126,9 +126,8 @@ def test_budget_below_the_cheapest_program_returns_chance_within_budget():
     assert best_plan(spec, cheapest - 1) is None and best_plan(spec, cheapest) is not None
     model = load_model("2nd_argmax-d4-n4")
     est = get_estimator("sliced_cones")
-    prepared = meter.prepare_jax(lambda m, k: est.estimate(m, 10**5, k), (model, jax.random.key(0)), 10**5)
-    run = prepared.run(model, jax.random.key(0))
-    assert run.value == pytest.approx(1 / 4) and run.flops <= 10**5
+    run = run_once(est, model, 10**5)
+    assert run.estimate == pytest.approx(1 / 4) and run.flops <= 10**5
 
 
 def test_budget_ladder_meters_within_budget():

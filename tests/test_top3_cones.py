@@ -12,12 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algzu import meter
 from algzu.estimator import get_estimator
 from algzu.estimators import top3_cones as T
 from algzu.handcrafted import second_argmax_loo
 from algzu.model import ModelSpec, rnn_forward
 from algzu.zoo import load_model
+from sealed_run import run_once
 
 # Gauss-Legendre with 4 nodes per edge integrates the density table to 8e-4 relative on
 # the triangle's long diagonal edge (and better on shorter ones).
@@ -111,8 +111,8 @@ def test_budget_ladder_is_respected_and_the_cheapest_rung_fits_1e7_on_m16_10(key
     assert T.capacity_within(small, costs[0] - 1) is None
     est = get_estimator("top3_cones")
     model = load_model("2nd_argmax-d4-n4")
-    below = meter.run_jax(lambda m, k: est.estimate(m, costs[0] - 1, k), (model, key), costs[0] - 1)
-    assert below.value == pytest.approx(1 / small.n) and below.flops == 0
+    below = run_once(est, model, costs[0] - 1, key)
+    assert below.estimate == pytest.approx(1 / small.n) and below.flops == 0
 
 
 def test_declares_the_m16_10_kind_only():

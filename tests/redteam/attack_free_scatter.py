@@ -10,7 +10,7 @@ elementwise function there. Here the inputs' N(0, 1) draws (raw random bits turn
 normals with ``erf_inv``: 16+ FLOPs each in ``sampling``) and every ReLU run through it for
 0; only the random bits (1 per word), the matrix products, the adds and the scoring are
 charged. The sample count is the largest that fits the budget under that pricing
-(:func:`algzu.meter.largest_count_within`, the harness's own search, on the program with
+(:func:`algzu.planning.largest_count_within`, the harness's own search, on the program with
 the scatters left out, which is what today's meter charges): 115 FLOPs a sample on M4,3
 against ``sampling``'s 182, 5,124 against 5,479 on M16,10. It is honest sampling, but
 charged less than its real work, and it claims to be mechanistic.
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from algzu import meter
+from algzu import meter, planning
 from algzu.estimator import Estimator, register_estimator
 
 CHUNK = 4096
@@ -107,7 +107,7 @@ class AttackFreeScatter(Estimator):
             return meter.count_flops(lambda m, k: cheap_mc(m, count, k, apply=skipped), *example)
 
         per_sample = (program_flops(2 * CHUNK) - program_flops(CHUNK)) / CHUNK
-        n_samples = meter.largest_count_within(program_flops, per_sample, budget_flops)
+        n_samples = planning.largest_count_within(program_flops, per_sample, budget_flops)
         if n_samples == 0:
             return jnp.asarray(1.0 / spec.n, jnp.float32)
         return cheap_mc(model, n_samples, key)

@@ -4,10 +4,10 @@ spend 2^18 samples of honest Monte Carlo.
 Attack class: tampering with the meter from inside (issue #10, class 6).
 
 What it exploits: the meter is a Python module in the estimator's own process, and
-:func:`algzu.meter.prepare_jax` looks ``jaxpr_flops`` up as a module global *after*
-tracing ``estimate``. So ``estimate`` replaces it, at trace time, with a function that
+``algzu.meter.prepare_jax`` (the unsealed metering path, since removed) looked
+``jaxpr_flops`` up as a module global *after* tracing ``estimate``. So ``estimate`` replaces it, at trace time, with a function that
 answers 0 once (and puts the original back, so the process is otherwise unharmed), then
-returns plain Monte Carlo over 2^18 inputs (:func:`algzu.baseline.mc_estimate`): about
+returns plain Monte Carlo over 2^18 inputs (:func:`algzu.planning.sample_mean`): about
 4.8e7 real FLOPs on M4,3 and 1.4e9 on M16,10, charged 0, at every budget.
 
 What a sound harness must do: meter on the trusted side, in a process the estimator's
@@ -17,8 +17,8 @@ code never runs in; then this program is charged its real work and refused as
 
 import dataclasses
 
-from algzu.baseline import mc_estimate
 from algzu.estimator import Estimator, register_estimator
+from algzu.planning import sample_mean
 
 SAMPLES = 1 << 18
 
@@ -42,4 +42,4 @@ class AttackPatchMeter(Estimator):
             return 0
 
         meter.jaxpr_flops = zero_once
-        return mc_estimate(model, SAMPLES, key)
+        return sample_mean(model, SAMPLES, key)

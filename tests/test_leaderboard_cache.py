@@ -1,0 +1,82 @@
+"""Cached cell blocks are keyed on what can change a cell, and on nothing else."""
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from algzu import leaderboard
+from algzu.estimator import get_estimator
+from algzu.noise import NoiseSpec
+from algzu.task import get_task
+
+ALGZU = Path(leaderboard.__file__).resolve().parent
+STACKED = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+
+
+def _key(estimator: str = "sampling") -> str:
+    leaderboard._library_fingerprint.cache_clear()
+    try:
+        return leaderboard._block_key(get_estimator(estimator), "2nd_argmax-d4-n3", get_task("2nd_argmax"), STACKED,
+                                      NoiseSpec(0.05, 2, 0), 10**4, True)
+    finally:
+        leaderboard._library_fingerprint.cache_clear()
+
+
+def _edit(monkeypatch, filename: str) -> None:
+    """Make every source read of ``filename`` see one more comment line."""
+    read = leaderboard._read_source
+
+    def edited(path: Path) -> bytes:
+        return read(path) + (b"\n# edited\n" if Path(path).name == filename else b"")
+
+    monkeypatch.setattr(leaderboard, "_read_source", edited)
+
+
+@pytest.mark.parametrize("filename", ["report.py", "html_report.py", "cli.py", "scoring.py", "challenge.py"])
+def test_editing_a_report_or_the_cli_keeps_cached_cells(monkeypatch, filename):
+    before = _key()
+    _edit(monkeypatch, filename)
+    assert _key() == before
+
+
+@pytest.mark.parametrize("filename", ["meter.py", "hlo_meter.py", "runner.py", "planning.py", "model.py"])
+def test_editing_the_execution_path_invalidates_cached_cells(monkeypatch, filename):
+    before = _key()
+    _edit(monkeypatch, filename)
+    assert _key() != before
+
+
+def test_editing_an_estimator_file_invalidates_it_and_the_estimators_that_import_it(monkeypatch):
+    before = {name: _key(name) for name in ("sampling", "exact_cones", "sliced_cones")}
+    _edit(monkeypatch, "exact_cones.py")
+    after = {name: _key(name) for name in before}
+    assert after["sampling"] == before["sampling"]
+    assert after["exact_cones"] != before["exact_cones"]
+    assert after["sliced_cones"] != before["sliced_cones"]  # it runs exact_cones' code
+
+
+def test_execution_path_holds_every_module_the_run_path_imports():
+    """Transitive algzu imports of the modules that trace, meter, run and confine an estimator."""
+
+    def imports(name: str) -> set[str]:
+        found = set()
+        for node in ast.walk(ast.parse((ALGZU / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [f"{node.module}.{a.name}" for a in node.names] if node.module == "algzu" else [node.module]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            else:
+                continue
+            # ``import algzu`` (the package, for its path) is not a module of the run path.
+            found |= {m.split(".")[1] for m in mods if m.startswith("algzu.") and (ALGZU / f"{m.split('.')[1]}.py").exists()}
+        return found
+
+    seen, todo = set(), ["runner", "isolation", "landlock", "planning", "program"]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(imports(name))
+    assert seen <= set(leaderboard.EXECUTION_PATH), sorted(seen - set(leaderboard.EXECUTION_PATH))
