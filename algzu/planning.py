@@ -23,8 +23,7 @@ Shape-only arguments matter: concrete weights built while the estimator is being
 for planning only; what counts is the harness's meter of the program the estimator returns.
 
 The Monte Carlo program runs on one device: a sealed program is exported for exactly one
-(:mod:`algzu.program`), and a sealed run keeps the second core busy by tracing the next
-block while this one runs, not by splitting one program.
+(:mod:`algzu.program`).
 """
 
 from __future__ import annotations
