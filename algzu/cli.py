@@ -38,7 +38,7 @@ TIMEOUT = typer.Option(600.0, "--timeout", help="Seconds one cell may take (isol
 MEMORY_MB = typer.Option(4096, "--memory-mb", help="MiB a cell may allocate (isolated runs; 0: no cap).")
 SECRET = typer.Option(None, "--secret", envvar="ALGZU_SECRET",
                       help="Draw the seed from a secret (held-out copies). $ALGZU_SECRET hides it from "
-                           "other users' ps; estimators can still read /proc: see --secret-file.")
+                           "other users' ps; --secret-file is better still.")
 SECRET_FILE = typer.Option(None, "--secret-file",
                            help="Read the secret from a file, which sandboxed estimators cannot open.")
 HELDOUT = typer.Option(False, "--heldout",
