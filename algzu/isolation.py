@@ -748,14 +748,13 @@ def _worker_load(estimators: dict[bytes, Estimator], ref: EstimatorRef) -> dict:
 
 def _worker_trace(trace, estimators: dict[bytes, Estimator], ref: EstimatorRef, spec, budget: int):
     """The tracer's answer: a JSON header, then (on success) the program's bytes."""
-    from algzu.program import Refused
+    from algzu.runner import trace_failure
 
     try:
         estimator = estimators.get(pickle.dumps(ref)) or ref.build()
         blob = trace(estimator.estimate, spec, budget)
     except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt: the block fails
-        message = str(e)[:300] if isinstance(e, Refused) else f"{type(e).__name__}: {e}"[:300]
-        error = "refused" if isinstance(e, Refused) else "exception"
+        error, message = trace_failure(e)
         error = "memory" if any(m in message for m in _MEMORY_MARKERS) else error
         yield json.dumps({"ok": False, "error": error, "message": message}).encode()
         return

@@ -115,7 +115,7 @@ def iter_block(
         try:
             blob = program.trace(estimator.estimate, spec, budget)
         except Exception as e:  # noqa: BLE001 - estimator code is untrusted
-            code, message = ("refused", str(e)[:300]) if isinstance(e, program.Refused) else ("exception", _message(e))
+            code, message = trace_failure(e)
             for k in copies:
                 yield CellResult(k, None, None, 0.0, code, message)
             return
@@ -193,6 +193,15 @@ def iter_program(
             continue
         value, code, message = check_value(out, metric)
         yield CellResult(k, value, prog.flops, seconds, code, message)
+
+
+def trace_failure(e: BaseException) -> tuple[str, str]:
+    """The error code and message of every cell of a block whose estimator could not be
+    traced into a program: ``refused`` for what the exporter or meter will not accept (its
+    own message), ``exception`` for anything the estimator's code raised."""
+    if isinstance(e, program.Refused):
+        return "refused", str(e)[:300]
+    return "exception", _message(e)
 
 
 def _message(e: BaseException) -> str:
