@@ -6,6 +6,8 @@ int64, compared with int32), and casting there would change its metered FLOPs (6
 costs x2), which no refactor may do.
 """
 
+import os
+
 import jax
 import pytest
 
@@ -23,3 +25,20 @@ def official():
     from algzu.zoo import OFFICIAL, load_model
 
     return {i: load_model(i) for i in OFFICIAL}
+
+
+@pytest.fixture(scope="module")
+def secret_file(tmp_path_factory):
+    """Secrets planted for a module's estimator workers to reach for: a file standing for the
+    ground-truth cache, named by ``$ALGZU_TEST_SECRET`` (inherited by the workers; no
+    estimator may read the file), and held-out seed text in ``$ALGZU_SECRET`` (which must
+    not be passed on). Set while the fixture lives; a runner fixture depending on it starts
+    its workers inside."""
+    path = tmp_path_factory.mktemp("results") / "gt.json"
+    path.write_text("ground truth")
+    os.environ["ALGZU_TEST_SECRET"] = str(path)
+    os.environ["ALGZU_SECRET"] = "held-out seed text"
+    try:
+        yield path
+    finally:
+        del os.environ["ALGZU_TEST_SECRET"], os.environ["ALGZU_SECRET"]

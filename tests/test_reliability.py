@@ -58,22 +58,9 @@ def faulty():
 
 
 @pytest.fixture(scope="module")
-def secret_file(tmp_path_factory):
-    """A file standing for the ground-truth cache: no estimator may read it."""
-    path = tmp_path_factory.mktemp("results") / "gt.json"
-    path.write_text("ground truth")
-    return path
-
-
-@pytest.fixture(scope="module")
 def runner(faulty, secret_file):
-    os.environ["ALGZU_TEST_SECRET"] = str(secret_file)  # inherited by the workers
-    os.environ["ALGZU_SECRET"] = "held-out seed text"  # must not be
-    try:
-        with IsolatedRunner(timeout_s=TIMEOUT_S, memory_mb=CAP_MB) as r:
-            yield r
-    finally:
-        del os.environ["ALGZU_TEST_SECRET"], os.environ["ALGZU_SECRET"]
+    with IsolatedRunner(timeout_s=TIMEOUT_S, memory_mb=CAP_MB) as r:
+        yield r
 
 
 @pytest.fixture(scope="module")

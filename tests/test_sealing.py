@@ -44,21 +44,9 @@ def faulty():
 
 
 @pytest.fixture(scope="module")
-def secret_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("results") / "gt.json"
-    path.write_text("ground truth")
-    return path
-
-
-@pytest.fixture(scope="module")
 def sealed(faulty, secret_file):
-    os.environ["ALGZU_TEST_SECRET"] = str(secret_file)  # inherited by the workers
-    os.environ["ALGZU_SECRET"] = "held-out seed text"  # must not be
-    try:
-        with SealedRunner(timeout_s=TIMEOUT_S, memory_mb=CAP_MB, give_up_after=2) as runner:
-            yield runner
-    finally:
-        del os.environ["ALGZU_TEST_SECRET"], os.environ["ALGZU_SECRET"]
+    with SealedRunner(timeout_s=TIMEOUT_S, memory_mb=CAP_MB, give_up_after=2) as runner:
+        yield runner
 
 
 @pytest.fixture(scope="module")
