@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from algzu.html_report import write_html_report
 from algzu import distributed
 from algzu.io import atomic_write_text
-from algzu.leaderboard import SuiteResult, run_suite
-from algzu.report import HEADLINE, dumps_json, format_value, markdown_table, write_results
+from algzu.reports.html import write_html_report
+from algzu.reports.suite import HEADLINE, dumps_json, format_value, markdown_table, write_results
+from algzu.run import SuiteResult, run_suite
 from algzu.suites import Suite, get_suite
 
 CHALLENGES: Mapping[str, str] = types.MappingProxyType({"432": "challenge-432", "m43": "m43"})  # name -> suite

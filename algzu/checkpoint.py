@@ -24,18 +24,6 @@ from algzu.model import Model, ModelSpec
 from algzu.pth import load_state_dict
 
 FORMAT = "algzu-checkpoint/1"
-_SPEC_FIELDS = ("arch", "task", "d", "n", "n_layers", "n_heads")
-
-
-def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
-    return {f: getattr(spec, f) for f in _SPEC_FIELDS}
-
-
-def spec_from_dict(data: dict[str, Any]) -> ModelSpec:
-    try:
-        return ModelSpec(**{f: data[f] for f in _SPEC_FIELDS if f in data})
-    except TypeError as e:
-        raise AlgzuError(f"bad model spec {data}: {e}") from None
 
 
 def save(model: Model, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
@@ -47,7 +35,7 @@ def save(model: Model, path: str | Path, metadata: dict[str, Any] | None = None)
 
     path = Path(path).with_suffix(".safetensors")
     tensors = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in model.params.items()}
-    sidecar = {"format": FORMAT, "spec": spec_to_dict(model.spec), "n_params": model.n_params}
+    sidecar = {"format": FORMAT, "spec": model.spec.to_dict(), "n_params": model.n_params}
     sidecar.update(metadata or {})
     atomic_write_bytes(path, st_save(tensors))
     atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
@@ -107,14 +95,14 @@ def load(path: str | Path, task: str | None = None) -> Model:
     if path.suffix == ".pth":
         params = load_state_dict(path)
         sidecar = path.with_suffix(".json")
-        spec = spec_from_dict(read_sidecar(path)["spec"]) if sidecar.exists() else infer_spec(params, task)
+        spec = ModelSpec.from_dict(read_sidecar(path)["spec"]) if sidecar.exists() else infer_spec(params, task)
     elif path.suffix == ".safetensors":
-        spec = spec_from_dict(read_sidecar(path)["spec"])
+        spec = ModelSpec.from_dict(read_sidecar(path)["spec"])
         params = _load_safetensors(path)
     else:
         raise AlgzuError(f"{path}: unknown checkpoint type (expected .pth or .safetensors)")
     if task is not None and spec.task != task:
-        spec = spec_from_dict({**spec_to_dict(spec), "task": task})
+        spec = ModelSpec.from_dict({**spec.to_dict(), "task": task})
     params = {k: np.asarray(v, np.float32) for k, v in params.items()}
     for name, value in params.items():
         if not np.all(np.isfinite(value)):

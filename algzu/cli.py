@@ -2,7 +2,7 @@
 
 Every command that a tool might drive has ``--json``: stdout then carries one JSON document
 and nothing else (progress bars and logs go to stderr); a float that is not finite is the
-string ``"inf"`` or ``"-inf"``, and an undefined one ``null`` (:func:`algzu.report.json_ready`).
+string ``"inf"`` or ``"-inf"``, and an undefined one ``null`` (:func:`algzu.reports.suite.json_ready`).
 A user error (unknown id, bad path, corrupt checkpoint, bad number) prints one line
 ``error: ...`` on stderr and exits with 2.
 """
@@ -63,7 +63,7 @@ HEARTBEAT_TIMEOUT = typer.Option(100.0, "--heartbeat-timeout",
 
 
 def _print_json(data) -> None:
-    from algzu.report import json_ready
+    from algzu.reports.suite import json_ready
 
     typer.echo(json.dumps(json_ready(data), indent=2, allow_nan=False, default=str))
 
@@ -217,7 +217,7 @@ def _progress_bar(name: str, transient: bool = False):
 def _progress_runner(suite, **kwargs):
     """Run a suite under a rich progress bar (drawn by process 0 alone in a multi-process run)."""
     from algzu import distributed
-    from algzu.leaderboard import run_suite
+    from algzu.run import run_suite
 
     if not distributed.is_leader():
         return run_suite(suite, **kwargs)
@@ -339,8 +339,8 @@ def score_cmd(
     if as_json:
         _print_json(rows.to_dict("records"))
     else:
-        from algzu.report import format_value as f
-        from algzu.report import interval_cell
+        from algzu.reports.suite import format_value as f
+        from algzu.reports.suite import interval_cell
 
         def cell(r, column):
             return interval_cell(r, column, flag_failures=False)
@@ -379,7 +379,7 @@ def leaderboard_cmd(
 ) -> None:
     """Run every registered estimator on a suite; write tables, plots and provenance."""
     from algzu.estimator import get_estimator
-    from algzu.report import write_results
+    from algzu.reports.suite import write_results
     from algzu.suites import get_suite
 
     leader = _join(coordinator, num_processes, process_id, distributed, init_timeout, heartbeat_timeout)
@@ -395,7 +395,7 @@ def leaderboard_cmd(
         suite, bases = _closed_book(suite, heldout, zoo_dir, secret, progress)
         folder = out / suite.name
         _check_writable(folder if leader else out / "cache")
-        from algzu.leaderboard import run_suite
+        from algzu.run import run_suite
 
         result = run_suite(suite, cache_dir=out / "cache", estimators=estimators, held_out=held_out,
                            block_runner=runner, bases=bases, progress=progress)
@@ -409,7 +409,7 @@ def leaderboard_cmd(
 def _block_runner(sealed: bool, isolate: bool, timeout: float, memory_mb: int):
     """A context manager giving the block runner: sealed workers (the default), an unsealed
     isolated worker, or this process (unsealed)."""
-    from algzu.runner import run_block
+    from algzu.sandbox.runner import run_block
 
     if not timeout > 0 or memory_mb < 0:
         raise AlgzuError(f"--timeout must be > 0 and --memory-mb >= 0, got {timeout:g} and {memory_mb}")
@@ -417,14 +417,14 @@ def _block_runner(sealed: bool, isolate: bool, timeout: float, memory_mb: int):
         raise AlgzuError("--no-isolate runs estimator code in this process, next to the weights: add --unsealed")
     if not isolate:
         return contextlib.nullcontext(run_block)
-    from algzu.isolation import IsolatedRunner, SealedRunner
+    from algzu.sandbox.workers import IsolatedRunner, SealedRunner
 
     return (SealedRunner if sealed else IsolatedRunner)(timeout_s=timeout, memory_mb=memory_mb or None)
 
 
 def _runner_provenance(runner) -> dict:
     """How estimators were run, for provenance.json."""
-    from algzu.isolation import IsolatedRunner, SealedRunner
+    from algzu.sandbox.workers import IsolatedRunner, SealedRunner
 
     kind = {SealedRunner: "sealed", IsolatedRunner: "unsealed, isolated worker"}.get(type(runner), "unsealed, in-process")
     return {"runner": {"kind": kind, "sandboxed": bool(getattr(runner, "sandboxed", False)),
@@ -518,7 +518,7 @@ def report_cmd(
     results_dir: Path = typer.Argument(..., help="A results folder written by leaderboard or challenge."),
 ) -> None:
     """Rebuild the folder's index.html (the results as one web page) from its files; nothing is recomputed."""
-    from algzu.html_report import write_html_report
+    from algzu.reports.html import write_html_report
 
     typer.echo(str(write_html_report(results_dir)))
 

@@ -29,10 +29,10 @@ What an estimator can see, and how its compute is metered (see :mod:`algzu.meter
 cost model):
 
 * ``backend = "jax"`` (**sealed**): ``estimate`` is traced with ``jax.jit`` in a worker
-  process that never holds the weights it is scored on (:mod:`algzu.isolation`). While its
+  process that never holds the weights it is scored on (:mod:`algzu.sandbox.workers`). While its
   Python code runs it sees the spec, the budget and *abstract* weights (shapes and dtypes,
   no values), and a key it cannot read; loop counts may depend on the spec and budget, not
-  on weight values. The traced program is exported as StableHLO (:mod:`algzu.program`);
+  on weight values. The traced program is exported as StableHLO (:mod:`algzu.sandbox.program`);
   the harness meters that program itself (:mod:`algzu.hlo_meter`: loop bodies times their
   trip counts, the dearest branch of a ``cond``), refuses one over budget, and runs it on
   each copy's weights in another process. A program with a host callback, an unknown op or
@@ -67,9 +67,9 @@ import jax
 import numpy as np
 
 from algzu.errors import AlgzuError
+from algzu.model import Model, ModelSpec
 from algzu.plugins import load_plugins
 from algzu.registry import Registry, check_frozen_dataclass
-from algzu.model import Model, ModelSpec
 
 Backend = Literal["jax", "numpy"]
 

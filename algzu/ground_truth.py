@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from algzu import distributed
-from algzu.checkpoint import spec_to_dict
 from algzu.evaluate import Evaluation, expected_scores
 from algzu.io import atomic_write_text
 from algzu.model import ModelSpec
@@ -33,7 +32,7 @@ CACHE_VERSION = 2  # 2: ground truth drawn in 512-input batches (the fused fast 
 def cache_key(spec: ModelSpec, params: dict[str, np.ndarray], samples: int, seed: int) -> str:
     """Content hash of one weight set + spec + sample count + seed."""
     h = hashlib.sha256()
-    h.update(json.dumps({"v": CACHE_VERSION, "spec": spec_to_dict(spec), "samples": samples, "seed": seed},
+    h.update(json.dumps({"v": CACHE_VERSION, "spec": spec.to_dict(), "samples": samples, "seed": seed},
                         sort_keys=True).encode())
     for name in sorted(params):
         a = np.ascontiguousarray(params[name], np.float32)

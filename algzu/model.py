@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +64,18 @@ class ModelSpec:
         self.task_obj.check_n(self.n)
         if self.arch == "transformer" and self.task_obj.input_kind != "discrete":
             raise AlgzuError("the attention-only transformer embeds tokens: discrete tasks only")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready fields: what sidecars store and ground-truth caches hash."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """The spec from :meth:`to_dict`'s fields (unknown keys ignored); AlgzuError if malformed."""
+        try:
+            return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        except TypeError as e:
+            raise AlgzuError(f"bad model spec {data}: {e}") from None
 
     @property
     def task_obj(self) -> Task:

@@ -23,7 +23,7 @@ Shape-only arguments matter: concrete weights built while the estimator is being
 for planning only; what counts is the harness's meter of the program the estimator returns.
 
 The Monte Carlo program runs on one device: a sealed program is exported for exactly one
-(:mod:`algzu.program`).
+(:mod:`algzu.sandbox.program`).
 """
 
 from __future__ import annotations

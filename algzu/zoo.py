@@ -76,7 +76,7 @@ def entries() -> list[ZooEntry]:
     ]
     for sidecar in sorted(ZOO_DIR.glob("*.json")):
         data = json.loads(sidecar.read_text())
-        spec = checkpoint.spec_from_dict(data["spec"])
+        spec = ModelSpec.from_dict(data["spec"])
         acc = data.get("evaluation", {}).get("value")
         rows.append(ZooEntry(sidecar.stem, spec.task, spec.arch, spec.d, spec.n, spec.n_params, acc, "trained"))
     for i, build in _handcrafted().items():

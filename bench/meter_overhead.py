@@ -1,5 +1,5 @@
 """Meter overhead on JAX estimators: the harness's sealed path (trace and export, deserialize
-and meter the StableHLO, compile, run: :mod:`algzu.program`) vs a plain ``jax.jit`` run
+and meter the StableHLO, compile, run: :mod:`algzu.sandbox.program`) vs a plain ``jax.jit`` run
 (trace + compile + run) of the same program. Goal: <= 5 %.
 
 Run from the repository root::
@@ -18,10 +18,9 @@ import os
 import time
 
 import jax
-
 import numpy as np
 
-from algzu import program
+from algzu.sandbox import program
 
 
 def _plain(fn, args):

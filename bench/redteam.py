@@ -37,7 +37,7 @@ def measure(paths: list[Path], out: Path) -> list[dict]:
 
     use_every_cpu_core()
     from algzu.estimator import include
-    from algzu.leaderboard import run_suite
+    from algzu.run import run_suite
     from algzu.suites import ModelCase, Suite
 
     seed, held_out = _secret_seed(os.environ.get("ALGZU_SECRET"), 0)

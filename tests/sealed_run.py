@@ -1,6 +1,6 @@
 """Run one estimator on one model the way the harness does, for tests.
 
-:func:`run_once` goes through :func:`algzu.runner.run_block`: the estimator is traced on
+:func:`run_once` goes through :func:`algzu.sandbox.runner.run_block`: the estimator is traced on
 abstract weights, exported, metered by :mod:`algzu.hlo_meter`, refused if over budget, and
 the program compiled and run on the model's weights (in this process, so unsealed).
 """
@@ -10,7 +10,7 @@ import numpy as np
 
 from algzu.estimator import Estimator
 from algzu.model import Model
-from algzu.runner import CellResult, run_block
+from algzu.sandbox.runner import CellResult, run_block
 
 
 def run_once(est: Estimator, model: Model, budget_flops: int, key: jax.Array | None = None) -> CellResult:

@@ -68,7 +68,7 @@ def test_score_json_piped_is_pure_json_and_undefined_is_null(tmp_path):
 
 
 def test_json_tells_infinite_from_undefined():
-    from algzu.report import dumps_json
+    from algzu.reports.suite import dumps_json
 
     text = dumps_json({"efficiency": float("inf"), "lo": float("-inf"), "undefined": float("nan"), "x": 0.5})
     assert json.loads(text) == {"efficiency": "inf", "lo": "-inf", "undefined": None, "x": 0.5}

@@ -14,10 +14,11 @@ import jax
 import numpy as np
 import pytest
 
-from algzu import hlo_meter, program
+from algzu import hlo_meter
 from algzu.estimator import estimator_names, get_estimator
 from algzu.model import ModelSpec, init_params
-from algzu.runner import run_block
+from algzu.sandbox import program
+from algzu.sandbox.runner import run_block
 
 BUDGET = 10**6
 # Small models of every kind an estimator may declare.
@@ -133,8 +134,8 @@ def _forbidden_imports(source: str) -> list[str]:
 
 
 def test_the_import_check_catches_harness_internals():
-    source = "import algzu\nfrom algzu import meter, planning\nfrom algzu.baseline import x\nimport algzu.runner as r\n"
-    assert _forbidden_imports(source) == ["algzu", "algzu.meter", "algzu.baseline", "algzu.runner"]
+    source = "import algzu\nfrom algzu import meter, planning\nfrom algzu.baseline import x\nimport algzu.sandbox.runner as r\n"
+    assert _forbidden_imports(source) == ["algzu", "algzu.meter", "algzu.baseline", "algzu.sandbox.runner"]
     assert _forbidden_imports("from algzu.estimators import moments\nfrom algzu.task import Task\n") == []
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from algzu.estimator import include
 from algzu.ground_truth import ground_truth
-from algzu.leaderboard import run_suite
 from algzu.noise import NoiseSpec, noisy_params
+from algzu.run import run_suite
 from algzu.suites import ModelCase, Suite
 from algzu.zoo import load_model
 

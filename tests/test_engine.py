@@ -5,14 +5,13 @@ metered estimates -> unbiased MSE with bootstrap interval) must agree with the a
 baseline ``mean_k p_k (1 - p_k) / floor(B / c)`` within its 95% interval at every budget.
 """
 
-import numpy as np
 import pytest
 
-from algzu import meter, planning
+from algzu import planning
 from algzu.errors import AlgzuError
 from algzu.estimator import get_estimator, register_estimator
-from algzu.leaderboard import run_suite
 from algzu.model import ModelSpec
+from algzu.run import run_suite
 from algzu.suites import ModelCase, Suite
 
 

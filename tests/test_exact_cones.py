@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sealed_run import run_once
 
 from algzu.estimator import get_estimator
 from algzu.estimators.exact_cones import (
@@ -38,10 +39,9 @@ from algzu.estimators.exact_cones import (
 from algzu.model import Model, ModelSpec, init_params, mlp_forward, rnn_forward
 from algzu.noise import NoiseSpec, noisy_params
 from algzu.pth import load_state_dict
-from algzu.runner import CellResult
+from algzu.sandbox.runner import CellResult
 from algzu.task import get_task
 from algzu.zoo import load_model
-from sealed_run import run_once
 
 _OFFICIAL = [
     Path(__file__).resolve().parents[1] / "algzu/zoo/official/algzoo_rnn_small.pth",

@@ -14,8 +14,8 @@ import pytest
 
 import algzu.heldout as heldout
 from algzu.errors import AlgzuError
-from algzu.leaderboard import run_suite
-from algzu.report import leaderboard_markdown
+from algzu.reports.suite import leaderboard_markdown
+from algzu.run import run_suite
 from algzu.suites import ModelCase, Suite
 from algzu.zoo import ZOO_DIR, load_model
 

@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from algzu.errors import AlgzuError
-from algzu.html_report import OPTIONAL_COLUMNS, load_report_data, render_html, write_html_report
+from algzu.reports.html import OPTIONAL_COLUMNS, load_report_data, render_html, write_html_report
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "results" / "default"
@@ -196,8 +196,8 @@ def test_report_command_rebuilds_index_and_a_bad_folder_is_one_line_exit_2(tmp_p
 def test_leaderboard_and_challenge_write_index_html(tmp_path, monkeypatch):
     """The hooks in ``write_results`` and ``run_challenge``, fed the committed M4,3 run (no JAX work)."""
     import algzu.challenge as challenge
-    from algzu.leaderboard import SuiteResult
-    from algzu.report import write_results
+    from algzu.reports.suite import write_results
+    from algzu.run import SuiteResult
     from algzu.suites import get_suite
 
     cells = pd.read_csv(M43 / "cells.csv", dtype={"error": str, "message": str}, keep_default_na=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from algzu import leaderboard
+from algzu import run as leaderboard
 from algzu.estimator import get_estimator
 from algzu.noise import NoiseSpec
 from algzu.task import get_task
@@ -25,23 +25,23 @@ def _key(estimator: str = "sampling") -> str:
 
 
 def _edit(monkeypatch, filename: str) -> None:
-    """Make every source read of ``filename`` see one more comment line."""
+    """Make every source read of ``filename`` (a path under algzu/) see one more comment line."""
     read = leaderboard._read_source
 
     def edited(path: Path) -> bytes:
-        return read(path) + (b"\n# edited\n" if Path(path).name == filename else b"")
+        return read(path) + (b"\n# edited\n" if Path(path).as_posix().endswith("/" + filename) else b"")
 
     monkeypatch.setattr(leaderboard, "_read_source", edited)
 
 
-@pytest.mark.parametrize("filename", ["report.py", "html_report.py", "cli.py", "scoring.py", "challenge.py"])
+@pytest.mark.parametrize("filename", ["reports/suite.py", "reports/html.py", "cli.py", "scoring.py", "challenge.py"])
 def test_editing_a_report_or_the_cli_keeps_cached_cells(monkeypatch, filename):
     before = _key()
     _edit(monkeypatch, filename)
     assert _key() == before
 
 
-@pytest.mark.parametrize("filename", ["meter.py", "hlo_meter.py", "runner.py", "planning.py", "model.py"])
+@pytest.mark.parametrize("filename", ["meter.py", "hlo_meter.py", "sandbox/runner.py", "sandbox/workers.py", "planning.py", "model.py"])
 def test_editing_the_execution_path_invalidates_cached_cells(monkeypatch, filename):
     before = _key()
     _edit(monkeypatch, filename)
@@ -60,9 +60,12 @@ def test_editing_an_estimator_file_invalidates_it_and_the_estimators_that_import
 def test_execution_path_holds_every_module_the_run_path_imports():
     """Transitive algzu imports of the modules that trace, meter, run and confine an estimator."""
 
+    def source(name: str) -> Path:  # "sandbox.runner" -> algzu/sandbox/runner.py
+        return ALGZU.joinpath(*name.split(".")).with_suffix(".py")
+
     def imports(name: str) -> set[str]:
         found = set()
-        for node in ast.walk(ast.parse((ALGZU / f"{name}.py").read_text())):
+        for node in ast.walk(ast.parse(source(name).read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 mods = [f"{node.module}.{a.name}" for a in node.names] if node.module == "algzu" else [node.module]
             elif isinstance(node, ast.Import):
@@ -70,10 +73,10 @@ def test_execution_path_holds_every_module_the_run_path_imports():
             else:
                 continue
             # ``import algzu`` (the package, for its path) is not a module of the run path.
-            found |= {m.split(".")[1] for m in mods if m.startswith("algzu.") and (ALGZU / f"{m.split('.')[1]}.py").exists()}
-        return found
+            found |= {m.removeprefix("algzu.") for m in mods if m.startswith("algzu.")}
+        return {m for m in found if source(m).exists()}
 
-    seen, todo = set(), ["runner", "isolation", "landlock", "planning", "program"]
+    seen, todo = set(), ["sandbox.runner", "sandbox.workers", "sandbox.serve", "sandbox.landlock", "planning"]
     while todo:
         name = todo.pop()
         if name not in seen:

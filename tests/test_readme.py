@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from algzu.estimator import get_estimator, include
-from algzu.runner import run_block
+from algzu.sandbox.runner import run_block
 from algzu.zoo import load_model
 
 README = Path(__file__).resolve().parent.parent / "README.md"

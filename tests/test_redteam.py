@@ -4,13 +4,13 @@ Every file in ``tests/redteam/`` is one attack estimator, ordinary Python exploi
 in a dependency, named ``attack_*`` and loaded only with :func:`algzu.estimator.include`
 (never discovered by the normal leaderboard). Its docstring says the attack class, what it
 exploits and what a sound harness must do with it. Each is run here through
-:func:`algzu.leaderboard.run_suite` on a tiny suite with the block runner that
+:func:`algzu.run.run_suite` on a tiny suite with the block runner that
 ``algzu leaderboard`` uses by default, taken from one fixture, :func:`scoring_runner`:
 the sealed-scoring change switches that fixture (or the CLI default it reads) and removes
 the ``xfail`` marks of the attacks it stops.
 
 What "stopped" means (:func:`assert_contained`): every cell fails with a stable error code
-(:data:`algzu.runner.ERROR_CODES`, plus ``refused`` for a program the meter will not
+(:data:`algzu.sandbox.runner.ERROR_CODES`, plus ``refused`` for a program the meter will not
 accept), or, where cells run, the estimator does not beat sampling at any budget (the
 upper bound of the efficiency interval is below 1). An attack charged its real work fails
 as ``over_budget``: both tamper-with-the-meter attacks plan a program that costs far more
@@ -47,8 +47,8 @@ import pytest
 
 import algzu.estimator as registry
 from algzu.estimator import include
-from algzu.leaderboard import run_suite
-from algzu.runner import ERROR_CODES
+from algzu.run import run_suite
+from algzu.sandbox.runner import ERROR_CODES
 from algzu.suites import ModelCase, Suite
 
 REDTEAM = Path(__file__).resolve().with_name("redteam")
@@ -106,7 +106,7 @@ def scoring_runner(attacks):
     """The block runner ``algzu leaderboard`` uses by default, with the CLI's default
     settings: the sealed runner."""
     from algzu.cli import ISOLATE, MEMORY_MB, SEALED, TIMEOUT, _block_runner
-    from algzu.isolation import SealedRunner
+    from algzu.sandbox.workers import SealedRunner
 
     with _block_runner(SEALED.default, ISOLATE.default, TIMEOUT.default, MEMORY_MB.default) as runner:
         assert isinstance(runner, SealedRunner)

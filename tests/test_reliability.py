@@ -1,7 +1,7 @@
 """Reliability: a broken estimator costs one cell, results survive a kill, bad input gets one line.
 
 * Fault containment: every way an estimator can misbehave (tests/faulty_estimators.py) is
-  recorded with its error code by :class:`algzu.isolation.IsolatedRunner`, and the next
+  recorded with its error code by :class:`algzu.sandbox.workers.IsolatedRunner`, and the next
   cell runs normally in the same (or a restarted) worker.
 * Results never lost: a leaderboard killed with SIGKILL midway resumes without recomputing
   finished blocks and ends with the same tables as an uninterrupted run.
@@ -33,10 +33,10 @@ import pytest
 import algzu.estimator as registry
 from algzu.errors import AlgzuError
 from algzu.estimator import get_estimator, include
-from algzu.isolation import IsolatedRunner, _decode_result
-from algzu.leaderboard import run_suite
-from algzu.report import leaderboard_markdown, leaderboard_table, write_results
-from algzu.runner import CellResult, run_block
+from algzu.reports.suite import leaderboard_markdown, leaderboard_table, write_results
+from algzu.run import run_suite
+from algzu.sandbox.runner import CellResult, run_block
+from algzu.sandbox.workers import IsolatedRunner, _decode_result
 from algzu.suites import ModelCase, Suite
 from algzu.zoo import OFFICIAL_DIR, load_model
 
@@ -188,13 +188,13 @@ def test_leaderboard_reports_failures_per_estimator(runner, tmp_path):
     (["--timeout", "7", "--memory-mb", "0"], "sealed", None),
 ])
 def test_leaderboard_command_runs_sealed_by_default(flags, kind, memory_mb, tmp_path, monkeypatch, capsys):
-    import algzu.isolation
-    import algzu.leaderboard
+    import algzu.run
+    import algzu.sandbox.workers
     from algzu.cli import main
 
     seen = {}
 
-    class Sealed(algzu.isolation.SealedRunner):
+    class Sealed(algzu.sandbox.workers.SealedRunner):
         def __init__(self, **kwargs):
             seen["runner"] = kwargs
             super().__init__(**kwargs)
@@ -208,9 +208,9 @@ def test_leaderboard_command_runs_sealed_by_default(flags, kind, memory_mb, tmp_
         seen["block_runner"] = kwargs.get("block_runner")
         raise AlgzuError("stop before running")
 
-    monkeypatch.setattr(algzu.isolation, "SealedRunner", Sealed)
-    monkeypatch.setattr(algzu.isolation, "IsolatedRunner", Isolated)
-    monkeypatch.setattr(algzu.leaderboard, "run_suite", run_suite)
+    monkeypatch.setattr(algzu.sandbox.workers, "SealedRunner", Sealed)
+    monkeypatch.setattr(algzu.sandbox.workers, "IsolatedRunner", Isolated)
+    monkeypatch.setattr(algzu.run, "run_suite", run_suite)
     monkeypatch.setattr(sys, "argv", ["algzu", "leaderboard", "--suite", "smoke", "--out", str(tmp_path), *flags])
     with pytest.raises(SystemExit):
         main()
@@ -243,8 +243,8 @@ TINY = dict(n_copies=4, budgets=(10**4, 10**5), gt_samples=2**12, seed=5)
 KILL_SUITE = """
 import sys
 from algzu.estimator import include
-from algzu.isolation import IsolatedRunner
-from algzu.leaderboard import run_suite
+from algzu.sandbox.workers import IsolatedRunner
+from algzu.run import run_suite
 from algzu.suites import ModelCase, Suite
 
 include({faulty!r})

@@ -24,9 +24,9 @@ import pytest
 
 import algzu.estimator as registry
 from algzu.estimator import get_estimator, include
-from algzu.isolation import EstimatorRef, SealedRunner
 from algzu.model import ModelSpec
-from algzu.runner import run_block
+from algzu.sandbox.runner import run_block
+from algzu.sandbox.workers import EstimatorRef, SealedRunner
 from algzu.zoo import load_model
 
 FAULTY = Path(__file__).resolve().with_name("faulty_programs.py")
@@ -63,7 +63,7 @@ def keys(*seeds: int) -> list[jax.Array]:
 class _PublicOnly(pickle.Unpickler):
     """Unpickles what the tracer may be sent, and raises on anything else (an array, a key...)."""
 
-    ALLOWED = {("algzu.isolation", "EstimatorRef"), ("algzu.model", "ModelSpec")}
+    ALLOWED = {("algzu.sandbox.workers", "EstimatorRef"), ("algzu.model", "ModelSpec")}
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -164,12 +164,12 @@ def test_a_confined_worker_still_reads_its_own_proc_entry_after_the_dentry_cache
     import subprocess
     import sys
 
-    import algzu
+    import algzu.sandbox
 
     drop = Path("/proc/sys/vm/drop_caches")
     if os.geteuid() != 0 or not os.access(drop, os.W_OK):
         pytest.skip("dropping the dentry cache needs root")
-    boot = Path(algzu.__file__).with_name("landlock.py")
+    boot = Path(algzu.sandbox.__file__).with_name("landlock.py")
     proc = subprocess.Popen([sys.executable, "-c", _READ_STATM_CONFINED, str(boot)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     state = proc.stdout.readline().strip()

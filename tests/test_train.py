@@ -12,6 +12,7 @@ import pytest
 
 from algzu import checkpoint
 from algzu.model import ModelSpec
+from algzu.reports.zoo import zoo_accuracy_report
 from algzu.train import (
     FINAL_MULTIPLIER,
     lr_multiplier,
@@ -19,7 +20,6 @@ from algzu.train import (
     reproduce_command,
     train,
     train_and_save,
-    zoo_accuracy_report,
 )
 
 SPEC = ModelSpec("rnn", "2nd_argmax", 4, 2)

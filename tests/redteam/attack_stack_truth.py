@@ -4,8 +4,8 @@ Attack class: other (issue #10, class 12): the scorer's own state in the estimat
 process.
 
 What it exploits: ``algzu score`` runs estimators in-process (``run_block``), called from
-:func:`algzu.leaderboard.run_suite`, whose frame holds ``truth`` (every copy's ground
-truth) while the cells run; :func:`algzu.runner.iter_block`'s frame holds ``k``, the copy
+:func:`algzu.run.run_suite`, whose frame holds ``truth`` (every copy's ground
+truth) while the cells run; :func:`algzu.sandbox.runner.iter_block`'s frame holds ``k``, the copy
 being estimated. Walking up the stack from ``estimate`` gives ``truth[k].value``: the
 exact ground truth, for 0 FLOPs (numpy backend, no arithmetic at all). The isolated worker
 has no ``truth``: there it fails with an exception.

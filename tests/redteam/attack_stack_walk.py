@@ -4,7 +4,7 @@ weights of every copy; their accuracies become constants; a cheap fingerprint pi
 Attack class: jax backend, no callback (issue #10, class 3).
 
 What it exploits: ``estimate`` is traced in the process that holds the block's weights.
-``inspect.currentframe().f_back...`` reaches :func:`algzu.runner.iter_block`'s ``stacked``
+``inspect.currentframe().f_back...`` reaches :func:`algzu.sandbox.runner.iter_block`'s ``stacked``
 (in-process) or the isolated worker's ``weights``: concrete float32 arrays of every copy
 of the block. Trace-time Python is never metered, so plain numpy computes each copy's
 accuracy (2^16 inputs), and the traced program only has to recognise its copy: the

@@ -79,7 +79,7 @@ class AttackTraceTimeTruth(Estimator):
     def estimate(self, model, budget_flops, key):
         from algzu import zoo
         from algzu.evaluate import expected_scores
-        from algzu.runner import cell_key
+        from algzu.sandbox.runner import cell_key
 
         spec = model.spec
         shapes = {k: tuple(v.shape) for k, v in model.params.items()}

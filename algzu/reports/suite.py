@@ -3,7 +3,7 @@
 Files (all written atomically into the output folder):
 
 * ``cells.csv``: one row per model x copy x estimator x budget (columns
-  :data:`algzu.leaderboard.CELL_COLUMNS` less ``seconds``).
+  :data:`algzu.run.CELL_COLUMNS` less ``seconds``).
 * ``summary.csv``: one row per model x estimator x budget (see :func:`algzu.scoring.summarize`,
   less ``seconds``).
 * ``timings.csv``: wall-clock seconds of every cell. Timings are the one thing that differs
@@ -17,7 +17,7 @@ Files (all written atomically into the output folder):
   (plain sampling, sampling+prior, the best constant).
 * ``provenance.json``: suite config, seeds, git hash, package versions, date, host, how
   intervals are computed, and whether the suite is closed-book.
-* ``index.html``: all of the above as one self-contained web page (:mod:`algzu.html_report`).
+* ``index.html``: all of the above as one self-contained web page (:mod:`algzu.reports.html`).
 
 Special values. In the CSV files an infinite value is written ``inf`` and an undefined one
 (NaN) is left empty. In every JSON file (results and ``--json`` output) a float that is
@@ -39,11 +39,11 @@ import numpy as np
 import pandas as pd
 
 from algzu import scoring
-from algzu.scoring import HEADLINE
-from algzu.html_report import load_report_data, render_html
 from algzu.io import atomic_write_bytes, atomic_write_text
-from algzu.leaderboard import SuiteResult
 from algzu.provenance import provenance
+from algzu.reports.html import load_report_data, render_html
+from algzu.run import SuiteResult
+from algzu.scoring import HEADLINE
 from algzu.suites import Suite
 
 # Summary columns shown as "value [lo, hi]" tables, with their titles.

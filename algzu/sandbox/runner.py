@@ -1,10 +1,10 @@
 """Run one estimator on the noisy copies of one model at one budget, metered and checked.
 
-Two halves, for the two sides of the trust boundary (:mod:`algzu.isolation` puts them in
+Two halves, for the two sides of the trust boundary (:mod:`algzu.sandbox.workers` puts them in
 separate processes; :func:`run_block` runs both here, for tests and debugging):
 
 * :func:`iter_block` calls the estimator's code: a JAX estimator is traced into a program
-  (:func:`algzu.program.trace`); a numpy estimator runs eagerly on flopscope arrays
+  (:func:`algzu.sandbox.program.trace`); a numpy estimator runs eagerly on flopscope arrays
   (unsealed: its code holds the weights).
 * :func:`iter_program` is the trusted half of a sealed block: it checks, meters
   (:mod:`algzu.hlo_meter`), compiles and runs a received program on each copy.
@@ -37,9 +37,10 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
-from algzu import meter, program
+from algzu import meter
 from algzu.estimator import Estimator
 from algzu.model import Model, ModelSpec
+from algzu.sandbox import program
 
 ERROR_CODES = ("exception", "refused", "over_budget", "non_finite", "out_of_range", "bad_type", "timeout", "crashed", "memory")
 
@@ -90,7 +91,7 @@ def run_block(
 ) -> list[CellResult]:
     """Run ``estimator`` on the given copies of a stacked weight dict at one budget, in this process.
 
-    The same steps as a sealed run (:class:`algzu.isolation.SealedRunner`) without the
+    The same steps as a sealed run (:class:`algzu.sandbox.workers.SealedRunner`) without the
     process boundary: a JAX estimator is traced on abstract weights, exported, metered and
     compiled once per block, then called per copy, so FLOPs and estimates are the ones a
     sealed run gets. Nothing stops the estimator's code from reaching the weights here:
@@ -109,7 +110,7 @@ def iter_block(
 ) -> Iterator[CellResult]:
     """:func:`run_block` one cell at a time: each result is yielded as soon as it is known.
 
-    :mod:`algzu.isolation` streams these from a worker to time each cell separately.
+    :mod:`algzu.sandbox.workers` streams these from a worker to time each cell separately.
     """
     if estimator.backend == "jax":
         try:
@@ -151,11 +152,11 @@ def iter_program(
     """Trusted side of a sealed block: check, meter, compile and run a received program.
 
     Args:
-        blob: the serialized program (:func:`algzu.program.trace`), from untrusted code.
+        blob: the serialized program (:func:`algzu.sandbox.program.trace`), from untrusted code.
         spec: the spec it was traced for.
         stacked: weights with a leading copy axis.
         budget: the block's FLOP budget.
-        key_data: each cell's raw key data (:func:`algzu.program.key_data`).
+        key_data: each cell's raw key data (:func:`algzu.sandbox.program.key_data`).
         copies: each cell's copy index into ``stacked``.
 
     Yields:

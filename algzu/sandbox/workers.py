@@ -1,23 +1,23 @@
 """Run estimator cells in worker processes: sealed from the weights, and fault-contained.
 
 A leaderboard runs code written by people who want to top it. Two ``block_runner``\\s for
-:func:`algzu.leaderboard.run_suite` (same signature as :func:`algzu.runner.run_block`):
+:func:`algzu.run.run_suite` (same signature as :func:`algzu.sandbox.runner.run_block`):
 
 * :class:`SealedRunner` (the default): the estimator's code never shares a process with
   the weights it is scored on. A **tracer** worker imports the estimator and traces its
-  ``estimate`` on abstract weights into a serialized program (:func:`algzu.program.trace`);
+  ``estimate`` on abstract weights into a serialized program (:func:`algzu.sandbox.program.trace`);
   it is sent the estimator's settings, the spec and the budget, never an array, a cache
   path, a ground truth or a secret. An **executor** worker, which never imports estimator
   code, checks and meters that program (:mod:`algzu.hlo_meter`), compiles it and runs it on
-  each noisy copy (:func:`algzu.runner.iter_program`). Only ``backend = "jax"`` estimators
+  each noisy copy (:func:`algzu.sandbox.runner.iter_program`). Only ``backend = "jax"`` estimators
   can be sealed; a ``numpy`` estimator (its code must hold the weights to compute on them)
   runs unsealed, as below, and its rows say so.
 * :class:`IsolatedRunner` (``--unsealed``): the estimator's code runs in one worker with
-  the weights (:func:`algzu.runner.iter_block`). Fault containment and file confinement,
+  the weights (:func:`algzu.sandbox.runner.iter_block`). Fault containment and file confinement,
   but the estimator's code can read the weights it is scored on, so its results never
   count for a verdict.
 
-Either way, what goes wrong is recorded with a stable error code (see :mod:`algzu.runner`):
+Either way, what goes wrong is recorded with a stable error code (see :mod:`algzu.sandbox.runner`):
 
 ==============================================  ===============  ==========================
 the estimator ...                               error code       worker
@@ -33,7 +33,7 @@ kills its process (``os._exit``, a segfault)    ``crashed``      restarted
 allocates beyond ``memory_mb``                  ``memory``       kept (restarted if it died)
 ==============================================  ===============  ==========================
 
-How it works:
+How it works (this module is the parent's side; :mod:`algzu.sandbox.serve` runs inside a worker):
 
 * **Workers, reused.** A worker is a fresh interpreter (a spawn, never a fork: JAX is not
   fork-safe) that initialises JAX on the CPU once and then serves blocks over a socket. It
@@ -42,7 +42,7 @@ How it works:
   compile (3-5 s on a loaded 2-core host). The tracer keeps no secret from one block to the
   next because it never receives one: everything it is sent (settings, spec, budget) is
   public and part of the block's cache key.
-* **Confined from its first instruction.** :mod:`algzu.landlock` is the worker's entry: it
+* **Confined from its first instruction.** :mod:`algzu.sandbox.landlock` is the worker's entry: it
   applies Landlock (Linux >= 5.13) before numpy or JAX start any thread, so every thread
   of the worker is confined: it may read the Python installation, algzu's packages, the
   estimators' source files and system folders, and in ``/proc`` only its own entry (not
@@ -99,13 +99,13 @@ import numpy as np
 
 from algzu.errors import AlgzuError
 from algzu.estimator import Estimator
-from algzu.runner import ERROR_CODES, CellResult
+from algzu.sandbox.runner import ERROR_CODES, CellResult
 
 # Error codes after which the worker is gone or unusable: they count towards give_up_after.
 _FATAL = ("timeout", "crashed", "memory")
 # Words in an exception or a dying worker's stderr that mean an allocation failed.
 # Under RLIMIT_AS a thread's stack cannot be reserved either: LLVM then aborts on pthread_create.
-_MEMORY_MARKERS = ("MemoryError", "RESOURCE_EXHAUSTED", "bad_alloc", "Cannot allocate memory", "Out of memory",
+MEMORY_MARKERS = ("MemoryError", "RESOURCE_EXHAUSTED", "bad_alloc", "Cannot allocate memory", "Out of memory",
                    "pthread_create failed")
 _STARTUP_TIMEOUT_S = 300.0  # import jax on a loaded 2-core machine can take a minute
 _LOAD_TIMEOUT_S = 120.0  # importing an estimator's module (at least this, or the cell timeout)
@@ -193,7 +193,7 @@ class _Worker:
         role: ``UNSEALED`` (estimator code and weights), ``TRACER`` (estimator code, no
             weights) or ``EXECUTOR`` (weights and programs, no estimator code).
         memory_mb: MiB of address space the worker may add to its idle footprint, or None.
-        sandbox: confine the worker with Landlock (:mod:`algzu.landlock`).
+        sandbox: confine the worker with Landlock (:mod:`algzu.sandbox.landlock`).
     """
 
     def __init__(self, role: str, memory_mb: int | None, sandbox: bool) -> None:
@@ -240,7 +240,7 @@ class _Worker:
         if self.sandbox:
             sandbox = {"dirs": sorted(_python_dirs() | set(algzu.__path__) | _package_dirs()),
                        "files": sorted(self.readable)}
-        boot = Path(algzu.__file__).with_name("landlock.py")
+        boot = Path(__file__).with_name("landlock.py")
         # Loaded by path, not imported: importing algzu would start threads before Landlock.
         code = ("import importlib.util as u, sys; s = u.spec_from_file_location('algzu_landlock', sys.argv[1]); "
                 "m = u.module_from_spec(s); s.loader.exec_module(m); m.boot()")
@@ -305,7 +305,7 @@ class _Worker:
         tail = self.stderr_tail()
         self.kill()
         how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with code {code}"
-        error = "memory" if any(m in tail for m in _MEMORY_MARKERS) else "crashed"
+        error = "memory" if any(m in tail for m in MEMORY_MARKERS) else "crashed"
         message = f"{self.role} worker {how}{where}" + (f": {tail}" if tail else "")
         return CellResult(copy, None, None, seconds, error, message[:300])
 
@@ -495,7 +495,7 @@ class IsolatedRunner(_Runner):
     def __call__(self, estimator: Estimator, spec, stacked: dict[str, np.ndarray], budget: int,
                  keys: list, copies: list[int]) -> list[CellResult]:
         """Run ``estimator`` on the given copies at one budget; each cell has ``timeout_s``."""
-        from algzu.program import key_data
+        from algzu.sandbox.program import key_data
 
         ref = EstimatorRef.of(estimator)
         data = [key_data(key) for key in keys]
@@ -582,7 +582,7 @@ class SealedRunner(_Runner):
         """Run ``estimator`` on the given copies at one budget, sealed if it can be."""
         if not self.seals(estimator):
             return self._unsealed(estimator, spec, stacked, budget, keys, copies)
-        from algzu.program import key_data
+        from algzu.sandbox.program import key_data
 
         data = [key_data(key) for key in keys]
         try:
@@ -685,126 +685,3 @@ def _decode_result(reply: bytes, copy: int) -> CellResult | None:
     if not result.error and not (result.estimate is not None and math.isfinite(result.estimate)):
         return None
     return result
-
-
-# --- the worker process ----------------------------------------------------------------------
-
-
-def worker_main(fd: int, role: str, memory_mb: int | None, sandboxed: bool) -> None:
-    """A worker's life after :func:`algzu.landlock.boot`: start JAX, cap memory, serve messages."""
-    start = time.perf_counter()
-    conn = Connection(fd)
-
-    import jax
-
-    from algzu import program
-    from algzu.runner import iter_block, iter_program
-
-    jax.jit(lambda x: x + 1)(np.float32(1)).block_until_ready()  # start XLA's threads before measuring
-    capped = False
-    if memory_mb and os.path.exists("/proc/self/statm"):
-        import resource
-
-        limit = _address_space_bytes() + memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
-        capped = True
-    conn.send_bytes(json.dumps({"ready": True, "memory_capped": capped, "sandboxed": sandboxed,
-                                "startup_s": time.perf_counter() - start}).encode())
-    estimators: dict[bytes, Estimator] = {}
-    while True:
-        try:
-            message = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            os._exit(0)
-        kind = message[0]
-        if kind == "stop":
-            os._exit(0)
-        if kind == "load" and role in (UNSEALED, TRACER):
-            conn.send_bytes(json.dumps(_worker_load(estimators, message[1])).encode())
-        elif kind == "trace" and role == TRACER:
-            _, ref, spec, budget = message
-            for reply in _worker_trace(program.trace, estimators, ref, spec, budget):
-                conn.send_bytes(reply)
-        elif kind == "block" and role == UNSEALED:
-            _, ref, spec, weights, budget, key_data, copies = message
-            keys = [jax.random.wrap_key_data(d, impl=program.KEY_IMPL) for d in key_data]
-            for result in _worker_block(iter_block, estimators, ref, spec, weights, budget, keys, copies):
-                conn.send_bytes(json.dumps(dataclasses.asdict(result)).encode())
-        elif kind == "run" and role == EXECUTOR:
-            _, blob, spec, weights, budget, key_data, copies = message
-            for result in _worker_run(iter_program, blob, spec, weights, budget, key_data, copies):
-                conn.send_bytes(json.dumps(dataclasses.asdict(result)).encode())
-        else:
-            os._exit(3)  # a message this role never gets: the parent is confused, stop
-
-
-def _worker_load(estimators: dict[bytes, Estimator], ref: EstimatorRef) -> dict:
-    try:
-        estimators[pickle.dumps(ref)] = ref.build()
-    except BaseException as e:  # noqa: BLE001 - a module that fails to import fails its cells
-        return {"loaded": False, "message": f"cannot load estimator {ref.name}: {type(e).__name__}: {e}"}
-    return {"loaded": True}
-
-
-def _worker_trace(trace, estimators: dict[bytes, Estimator], ref: EstimatorRef, spec, budget: int):
-    """The tracer's answer: a JSON header, then (on success) the program's bytes."""
-    from algzu.runner import trace_failure
-
-    try:
-        estimator = estimators.get(pickle.dumps(ref)) or ref.build()
-        blob = trace(estimator.estimate, spec, budget)
-    except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt: the block fails
-        error, message = trace_failure(e)
-        error = "memory" if any(m in message for m in _MEMORY_MARKERS) else error
-        yield json.dumps({"ok": False, "error": error, "message": message}).encode()
-        return
-    yield json.dumps({"ok": True, "size": len(blob)}).encode()
-    yield blob
-
-
-def _worker_block(iter_block, estimators: dict[bytes, Estimator], ref: EstimatorRef, spec,
-                  weights: dict[str, np.ndarray], budget: int, keys: list, copies: list[int]):
-    """An unsealed block in the worker, one CellResult per cell whatever the estimator does.
-
-    ``weights`` are stacked in the order of ``copies``. The program is prepared once for
-    the block (by :func:`algzu.runner.iter_block`), again only after an escape.
-    """
-    todo = list(range(len(copies)))
-    start = time.perf_counter()
-    try:
-        estimator = estimators.get(pickle.dumps(ref)) or ref.build()
-    except BaseException as e:  # noqa: BLE001 - loading is normally done by a "load" message
-        for j in todo:
-            yield _as_cell(CellResult(j, None, None, 0.0, "exception", f"{type(e).__name__}: {e}"[:300]), copies)
-        return
-    while todo:
-        try:
-            for result in iter_block(estimator, spec, weights, budget, [keys[j] for j in todo], list(todo)):
-                todo.remove(result.copy)
-                yield _as_cell(result, copies)
-                start = time.perf_counter()
-        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt: this cell fails
-            j = todo.pop(0)
-            yield _as_cell(CellResult(j, None, None, time.perf_counter() - start, "exception",
-                                      f"{type(e).__name__}: {e}"[:300]), copies)
-            start = time.perf_counter()
-
-
-def _worker_run(iter_program, blob: bytes, spec, weights: dict[str, np.ndarray], budget: int,
-                key_data: list, copies: list[int]):
-    """A sealed block in the executor: harness code only, so an escape is a bug in algzu."""
-    for result in iter_program(blob, spec, weights, budget, key_data, list(range(len(copies)))):
-        yield _as_cell(result, copies)
-
-
-def _as_cell(result: CellResult, copies: list[int]) -> CellResult:
-    """The result with its real copy number; an allocation failure is a ``memory`` error."""
-    result = dataclasses.replace(result, copy=copies[result.copy])
-    if result.error == "exception" and any(m in result.message for m in _MEMORY_MARKERS):
-        result = dataclasses.replace(result, error="memory")
-    return result
-
-
-def _address_space_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")

@@ -1,6 +1,6 @@
 """Start a worker process confined by Landlock before anything else runs in it.
 
-Loaded by file path (never as ``algzu.landlock``: importing the ``algzu`` package would
+Loaded by file path (never as ``algzu.sandbox.landlock``: importing the ``algzu`` package would
 import numpy and JAX, whose thread pools would start before the confinement, and Landlock
 confines only the calling thread and the threads it starts later). So this module imports
 nothing from algzu and nothing that starts threads. :func:`boot` is the worker's entry:
@@ -10,7 +10,7 @@ nothing from algzu and nothing that starts threads. :func:`boot` is the worker's
    algzu's packages, the estimator files it was given and the system folders libraries
    read, and in ``/proc`` only its own entry (not its parent's command line or
    environment, where a held-out secret may be); it may write only its working folder;
-3. hand over to :func:`algzu.isolation.worker_main`.
+3. hand over to :func:`algzu.sandbox.workers.worker_main`.
 
 Landlock (Linux >= 5.13) also stops a confined process from ptrace-ing (or reading the
 memory of) processes outside its domain, the parent included. Where the kernel has no
@@ -112,6 +112,6 @@ def boot() -> None:
     die_with_parent(parent_pid)
     sys.argv = ["algzu-worker"]
     sandboxed = sandbox is not None and confine(sandbox["dirs"], sandbox["files"])
-    from algzu.isolation import worker_main
+    from algzu.sandbox.serve import worker_main
 
     worker_main(fd, role, int(memory) if memory else None, sandboxed)

@@ -2,7 +2,7 @@
 
 Reads only what a run already wrote (``summary.csv``, ``provenance.json``, and where present
 ``cells.csv`` for failure codes and ``challenge.json`` for the verdict), recomputes nothing,
-and fills one template (``algzu/templates/report.html``) whose inline script draws the
+and fills one template (``algzu/reports/templates/report.html``) whose inline script draws the
 charts and tables from the data embedded in the page as JSON. Nothing is fetched from the
 network: the page opens from a laptop's disk or a CI artifact. The same files give the same
 bytes (no timestamp of its own), so ``index.html`` reproduces like every other table.
@@ -323,7 +323,7 @@ def load_report_data(results_dir: str | Path) -> dict:
 
 def render_html(data: dict) -> str:
     """The page: the template with ``data`` embedded as JSON (safe inside a script element)."""
-    template = (resources.files("algzu") / TEMPLATE).read_text(encoding="utf-8")
+    template = (resources.files("algzu.reports") / TEMPLATE).read_text(encoding="utf-8")
     if template.count(DATA_PLACEHOLDER) != 1:
         raise RuntimeError(f"{TEMPLATE} must hold the data placeholder exactly once")
     # "<" escaped as \u003c: no "</script>" or "<!--" in a name can end the script early.

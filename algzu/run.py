@@ -1,8 +1,8 @@
 """Run a suite: every estimator x model x budget x noisy copy, resumable, with reports.
 
 Data flows one way: zoo model -> noisy copies (:mod:`algzu.noise`) -> ground truth
-(:mod:`algzu.ground_truth`) -> metered estimates (:mod:`algzu.runner`) -> scores
-(:mod:`algzu.scoring`) -> reports (:mod:`algzu.report`). Every block of cells (one
+(:mod:`algzu.ground_truth`) -> metered estimates (:mod:`algzu.sandbox.runner`) -> scores
+(:mod:`algzu.scoring`) -> reports (:mod:`algzu.reports.suite`). Every block of cells (one
 estimator, model and budget, all copies) is cached on disk under a hash of everything it
 depends on, so an interrupted run resumes where it stopped and a finished one reruns from
 cache in seconds.
@@ -30,11 +30,11 @@ import pandas as pd
 from algzu import distributed, planning
 from algzu.errors import AlgzuError
 from algzu.estimator import Estimator, estimator_names, get_estimator
-from algzu.model import Model
 from algzu.ground_truth import ground_truth
 from algzu.io import atomic_write_text
+from algzu.model import Model
 from algzu.noise import NoiseSpec, noisy_params
-from algzu.runner import CellResult, cell_key, run_block
+from algzu.sandbox.runner import CellResult, cell_key, run_block
 from algzu.scoring import summarize
 from algzu.suites import Suite
 from algzu.zoo import load_model
@@ -58,8 +58,8 @@ _BLOCK_OVERHEAD_FLOPS = 10**7
 # (their weights are hashed into the key), ground truth (cached apart), scoring, reports,
 # the CLI, suites, challenges, training, distribution of blocks among processes.
 EXECUTION_PATH = (
-    "errors", "estimator", "hlo_meter", "isolation", "landlock", "meter", "model", "planning", "plugins",
-    "program", "registry", "runner", "task",
+    "errors", "estimator", "hlo_meter", "meter", "model", "planning", "plugins", "registry", "task",
+    "sandbox.landlock", "sandbox.program", "sandbox.runner", "sandbox.serve", "sandbox.workers",
 )
 
 
@@ -78,7 +78,7 @@ def _library_fingerprint() -> str:
     h = hashlib.sha256()
     root = Path(__file__).parent
     for name in EXECUTION_PATH:
-        h.update(name.encode() + _read_source(root / f"{name}.py"))
+        h.update(name.encode() + _read_source(root.joinpath(*name.split(".")).with_suffix(".py")))
     return h.hexdigest()[:16]
 
 
@@ -169,7 +169,7 @@ def run_suite(
         held_out: whether the seed came from a secret (recorded in every row).
         progress: called as ``progress(description, done, total)`` after each block.
         block_runner: how a block of cells is executed: in-process by default (unsealed), or
-            an :class:`algzu.isolation.SealedRunner` / ``IsolatedRunner``. A runner with a
+            an :class:`algzu.sandbox.workers.SealedRunner` / ``IsolatedRunner``. A runner with a
             ``seals(estimator)`` method says which estimators' results are sealed (their
             code never held the weights); without one, none are.
         bases: base models by case id, for ids that are not zoo ids (a closed-book
