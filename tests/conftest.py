@@ -7,9 +7,12 @@ costs x2), which no refactor may do.
 """
 
 import os
+from pathlib import Path
 
 import jax
 import pytest
+
+FAULTY = Path(__file__).resolve().with_name("faulty_estimators.py")
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -42,3 +45,13 @@ def secret_file(tmp_path_factory):
         yield path
     finally:
         del os.environ["ALGZU_TEST_SECRET"], os.environ["ALGZU_SECRET"]
+
+
+@pytest.fixture(scope="module")
+def faulty():
+    """The faulty estimators (``tests/faulty_estimators.py``), registered for one module only."""
+    import algzu.estimator as registry
+
+    with registry.ESTIMATORS.restoring():
+        registry.include(FAULTY)
+        yield
