@@ -25,7 +25,7 @@ import pandas as pd
 from algzu import distributed
 from algzu.io import atomic_write_text
 from algzu.reports.html import write_html_report
-from algzu.reports.suite import HEADLINE, dumps_json, format_value, markdown_table, write_results
+from algzu.reports.suite import HEADLINE, dumps_json, format_budget, format_value, markdown_table, write_results
 from algzu.run import SuiteResult, run_suite
 from algzu.suites import Suite, get_suite
 
@@ -80,12 +80,12 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
                 "spread): no interval of its efficiency reaches 1 at its lower end")
         head += ", though some intervals reach 1." if (rows[f"{column}_hi"] >= 1.0).any() else "."
     else:
-        where = ", ".join(f"`{r.estimator}` at {r.budget_flops:.0e}" for r in wins.itertuples())
+        where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)}" for r in wins.itertuples())
         head = f"A mechanistic estimator beats sampling+prior (efficiency interval >= 1): {where}."
     lines = [head]
     plain_only = rows[(rows["efficiency_lo"] >= 1.0) & (rows[f"{column}_lo"] < 1.0)]
     if not plain_only.empty:
-        where = ", ".join(f"`{r.estimator}` at {r.budget_flops:.0e}" for r in plain_only.itertuples())
+        where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)}" for r in plain_only.itertuples())
         lines.append(f"Against plain sampling alone these would have counted as wins: {where}.")
     peaks = []
     for est, g in rows.groupby("estimator"):
@@ -93,7 +93,7 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
             continue
         best = g.loc[g[column].idxmax()]
         peaks.append(f"`{est}` peaks at {format_value(best[column])} [{format_value(best[column + '_lo'])}, "
-                     f"{format_value(best[column + '_hi'])}] at {best.budget_flops:.0e} FLOPs (FVU {format_value(best.fvu)}, "
+                     f"{format_value(best[column + '_hi'])}] at {format_budget(best.budget_flops)} FLOPs (FVU {format_value(best.fvu)}, "
                      f"against plain sampling {format_value(best.efficiency)})")
     if peaks:
         lines.append("; ".join(peaks) + ".")

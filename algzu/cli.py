@@ -339,6 +339,7 @@ def score_cmd(
     if as_json:
         _print_json(rows.to_dict("records"))
     else:
+        from algzu.reports.suite import format_budget
         from algzu.reports.suite import format_value as f
         from algzu.reports.suite import interval_cell
 
@@ -350,7 +351,7 @@ def score_cmd(
                "headline: efficiency against sampling+prior)",
                ["budget", "n", "flops", "s", "mse [95% CI]", "ref. mse: sampling", "sampling+prior", "constant",
                 "eff. vs sampling+prior", "fvu", "eff. vs sampling", "failed"],
-               [[f"{r['budget_flops']:.0e}", int(r["samples"]), f(r["flops"]), f(r["seconds"]), cell(r, "mse"),
+               [[format_budget(r["budget_flops"]), int(r["samples"]), f(r["flops"]), f(r["seconds"]), cell(r, "mse"),
                  f(r["sampling_mse"]), f(r["sampling_prior_mse"]), f(r["constant_mse"]), cell(r, "prior_efficiency"),
                  cell(r, "fvu"), cell(r, "efficiency"), int(r["failures"])] for _, r in rows.iterrows()])
 

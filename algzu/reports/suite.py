@@ -77,6 +77,16 @@ def format_value(v: float) -> str:
     return f"{v:.3g}"
 
 
+def format_budget(flops: float) -> str:
+    """A FLOP budget in the fewest significant digits that give it back exactly: ``1e+04``,
+    ``7.7e+03`` (never ``8e+03`` for 7,700)."""
+    for digits in range(16):
+        text = f"{flops:.{digits}e}"
+        if float(text) == flops:
+            return text
+    return repr(flops)
+
+
 def interval_cell(row: pd.Series, column: str = HEADLINE, flag_failures: bool = True) -> str:
     """``value [lo, hi]`` of one summary column for one row; failures are flagged."""
     lo, hi = row[column + "_lo"], row[column + "_hi"]
@@ -145,7 +155,7 @@ def leaderboard_table(summary: pd.DataFrame, column: str = HEADLINE) -> pd.DataF
                "sealed": bool(g["sealed"].iloc[0]) if "sealed" in g else False,
                "failures": int(g["failures"].sum())}
         for _, r in g.sort_values("budget_flops").iterrows():
-            row[f"{r.budget_flops:.0e}"] = interval_cell(r, column)
+            row[format_budget(r.budget_flops)] = interval_cell(r, column)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -153,7 +163,7 @@ def leaderboard_table(summary: pd.DataFrame, column: str = HEADLINE) -> pd.DataF
 def references_table(summary: pd.DataFrame, model: str) -> pd.DataFrame:
     """The three reference MSEs of one model at every budget, and the samples affordable."""
     g = summary[summary["model"] == model].drop_duplicates("budget_flops").sort_values("budget_flops")
-    return pd.DataFrame({"budget": [f"{b:.0e}" for b in g["budget_flops"]], "samples n": g["samples"].to_list(),
+    return pd.DataFrame({"budget": [format_budget(b) for b in g["budget_flops"]], "samples n": g["samples"].to_list(),
                          "sampling MSE": g["sampling_mse"].to_list(),
                          "sampling+prior MSE": g["sampling_prior_mse"].to_list(),
                          "constant MSE (V)": g["constant_mse"].to_list()})
