@@ -82,11 +82,47 @@ shrinkage (headline), K = 32    99.8%   96.8%   94.0%   93.8%
 shrinkage (headline), K = 64    99.7%   96.4%   95.0%   95.0%
 =============================  ======  ======  ======  ======
 
-No interval computed from the copies can do well at K = 32 and n = 1: in ~8% of experiments
-no copy's single sample misses, and those copies look exactly like a constant estimate of
-1.0, whose efficiency is ~12 (the ceiling is 91.8%). At n = 18, K = 32, rare copies with 4+
-misses carry over a quarter of the MSE; a calibrated (double) bootstrap reached only 92.7%.
-Where the headline's estimator sits at the population mean (n = 1), the union over-covers.
+The cells outside 93%-97%, and why (``tests/test_intervals.py`` has the measurements, and
+the methods tried instead of the union: BCa, a variance-stabilized bootstrap, the
+bootstrap-t or the percentile alone, a switch between them; none does better):
+
+* At n = 1 an experiment's data are, up to the spread of the truths, the number M of copies
+  whose single sample missed, M ~ Binomial(K, 0.074), and an interval covers 1 for a run of
+  M values; its coverage is a sum of consecutive binomial probabilities. At K = 32 the sums
+  nearest 95% are 91.6% (M = 0-4) and 97.2% (M = 0-5, just over): an interval that depends
+  on the data through M alone cannot land in 93%-97%, and either sum needs it to cover 1
+  when every sample hit (M = 0, 8.5%). A resampling interval cannot (every resample has the
+  same small errors; the union covers M = 1-6, 90.5% against P(M >= 1) = 91.8%). An interval
+  that uses the bounded support of squared errors (each at most max(g_k, 1 - g_k)^2 ~ 0.86)
+  can: it may allow for errors at the bound that no copy showed, and [0.07, 1.4] covers both
+  sampling's r = 1 and the r ~ 0.086 of a real constant 1.0. But that allowance
+  (Clopper-Pearson: up to 1 - 0.025^(1/32) = 11% of the copies, ~0.09 in MSE) is as large
+  for any 32 copies whose errors all sit far below the bound; granted from K and the bound
+  alone it puts the upper end of sampling's r above 1.36 n in every experiment: at n = 18,
+  182 and 1,825 only the lower end's misses remain (coverage 98.8%-99.4%, measured) and the
+  upper end says nothing. Granting it only to data shaped like M = 0 (every estimate 1.0)
+  would be knowing the estimator; we found no rule in between. At K = 64 such sums exist
+  (M = 1-8: 94.7%; 2-9: 93.7%), but the union covers M = 1-9 and a third of M = 10 (97.7%):
+  the bootstrap-t's upper end is unbounded at M = 1-3 (resamples without a miss have a
+  near-zero standard error) and the percentile's lower end stays below 1 up to M = 9. Alone,
+  the bootstrap-t covers M = 1-8 and 88% of M = 9 (97.0%); the percentile none of M = 1 and
+  88% of M = 2 (92.0%). Covering exactly M = 1-8 is what Wilson's score interval does, with
+  the variance under the null that only the two-point errors provide.
+* At n = 18, K = 32 (91.3%), copies with 4+ misses of 18 (4.8% of copies) carry 31% of the
+  MSE, and 22% of experiments have none: the interval covers 66% of those and 99% of those
+  with 1-3, so the misses are the experiments whose copies never show the tail of a skewed
+  variable. A calibrated (double) bootstrap reached 92.7%. (K = 64, 93.7%: 5% of experiments
+  have no tail copy, 42% of them covered.)
+* Where the estimator sits at the population mean (the headline at n = 1: the shrinkage
+  weight is 0.006), r - 1 is quadratic in the copies' mean truth's standardized deviation Z
+  from that centre, r ~ 1 + (Z^2 - 1)/K, and the truth 1 is at the edge of what any
+  reweighting of the copies gives (no reweighting makes a constant's MSE smaller than the
+  variance of the truths). The bootstrap of a smooth function of means whose gradient
+  vanishes is inconsistent (Babu 1984): the bootstrap-t covers 79-84%, the percentile
+  interval 98.2-98.3% (1,000 experiments; it covers while |Z| < ~3) and the union
+  99.7-99.8%. Empirical likelihood (Owen 2001), tried, covers 56-70%: reweighting reaches
+  r = 1 only at its edge, where the profile is infinite in ~40% of experiments.
+  Over-covering errs towards "no better than the reference".
 """
 
 from __future__ import annotations
