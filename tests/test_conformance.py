@@ -2,7 +2,8 @@
 
 For every estimator and every small model kind it declares: the answer is a finite number
 in range, the same key gives the same answer, the metered compute stays within budget,
-and the harness runs it without error at a budget it can afford. And every file in
+the harness runs it without error at a budget it can afford, and a block's program is
+compiled once, not again for each copy. And every file in
 ``estimators/`` imports only the public API an estimator author is given.
 """
 
@@ -18,7 +19,7 @@ from algzu import hlo_meter
 from algzu.estimator import estimator_names, get_estimator
 from algzu.model import ModelSpec, init_params
 from algzu.sandbox import program
-from algzu.sandbox.runner import run_block
+from algzu.sandbox.runner import iter_program, run_block
 
 BUDGET = 10**6
 # Small models of every kind an estimator may declare.
@@ -59,14 +60,25 @@ def _stacked(spec: ModelSpec, copies: int = 2) -> dict[str, np.ndarray]:
     return {n: np.stack([np.asarray(p[n]) for p in params]) for n in params[0]}
 
 
+_COMPILES: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, _seconds, **_: _COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+
+
 @pytest.mark.parametrize("name, spec", list(_cases()))
 def test_estimator_conforms(name, spec):
     assert spec is not None, f"{name} supports none of the conformance models {KINDS}"
     est = get_estimator(name)
     stacked = _stacked(spec)
-    keys = [jax.random.key(7), jax.random.key(7)]
     # Copy 0 twice with the same key: same answer. Then copy 1.
-    results = run_block(est, spec, stacked, BUDGET, keys + [jax.random.key(8)], [0, 0, 1])
+    keys, copies = [jax.random.key(7), jax.random.key(7), jax.random.key(8)], [0, 0, 1]
+    if est.backend == "jax":  # run_block's two halves, to count the compiles of the second
+        blob = program.trace(est.estimate, spec, BUDGET)
+        _COMPILES.clear()
+        results = list(iter_program(blob, spec, stacked, BUDGET, [program.key_data(k) for k in keys], copies))
+        assert len(_COMPILES) == 1, f"{name}: {len(_COMPILES)} compiles for one block; calls after the first recompile"
+    else:
+        results = run_block(est, spec, stacked, BUDGET, keys, copies)
     for r in results:
         assert r.error == "", f"{name} failed: {r.error} {r.message}"
         assert np.isfinite(r.estimate)
