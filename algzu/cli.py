@@ -319,17 +319,14 @@ def score_cmd(
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
 ) -> None:
     """Score one estimator on one model: MSE and efficiency per budget."""
-    from algzu.estimator import get_estimator
     from algzu.suites import ModelCase, Suite, geometric_budgets
 
     leader = _join(coordinator, num_processes, process_id, distributed, init_timeout, heartbeat_timeout)
-    _include(include)
-    get_estimator(estimator)
     seed, held_out = _secret_seed(_read_secret(secret, secret_file), seed)
     # Suite and ModelCase validate the noise std, copies, budgets and sample count.
     suite = Suite(name="score", cases=(ModelCase(model, noise_std),), n_copies=copies,
                   budgets=_budgets(budgets) or geometric_budgets(1e3, 1e9), gt_samples=gt_samples, seed=seed)
-    with _block_runner(sealed, isolate, timeout, memory_mb) as runner:
+    with _block_runner(sealed, isolate, timeout, memory_mb, include) as runner:
         result = _progress_runner(suite, cache_dir=cache, estimators=[estimator], held_out=held_out,
                                   block_runner=runner)
     if not leader:
@@ -379,20 +376,19 @@ def leaderboard_cmd(
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
 ) -> None:
     """Run every registered estimator on a suite; write tables, plots and provenance."""
-    from algzu.estimator import get_estimator
     from algzu.reports.suite import write_results
+    from algzu.run import resolve_estimators
     from algzu.suites import get_suite
 
     leader = _join(coordinator, num_processes, process_id, distributed, init_timeout, heartbeat_timeout)
-    _include(include)
-    for name in estimators or []:
-        get_estimator(name)  # an unknown name fails before anything is written
     secret = _read_secret(secret, secret_file)
     seed, held_out = _secret_seed(secret, seed)
     suite = get_suite(suite_name).with_overrides(seed=seed)
-    block_runner = _block_runner(sealed, isolate, timeout, memory_mb)  # validates before anything is written
+    block_runner = _block_runner(sealed, isolate, timeout, memory_mb, include)  # validates before anything is written
     bar = _progress_bar(suite.name) if leader else contextlib.nullcontext(None)
     with block_runner as runner, bar as progress:
+        if estimators:
+            resolve_estimators(estimators, [], runner)  # an unknown name fails before anything is written
         suite, bases = _closed_book(suite, heldout, zoo_dir, secret, progress)
         folder = out / suite.name
         _check_writable(folder if leader else out / "cache")
@@ -407,9 +403,11 @@ def leaderboard_cmd(
         typer.echo(str(path))
 
 
-def _block_runner(sealed: bool, isolate: bool, timeout: float, memory_mb: int):
+def _block_runner(sealed: bool, isolate: bool, timeout: float, memory_mb: int, include: list[Path] | None = None):
     """A context manager giving the block runner: sealed workers (the default), an unsealed
-    isolated worker, or this process (unsealed)."""
+    isolated worker, or this process (unsealed). Estimator files (``--include`` and the
+    estimator folder) are imported only by the workers, never here; only the in-process
+    runner, unsealed by design, imports them into this process."""
     from algzu.sandbox.runner import run_block
 
     if not timeout > 0 or memory_mb < 0:
@@ -417,10 +415,12 @@ def _block_runner(sealed: bool, isolate: bool, timeout: float, memory_mb: int):
     if sealed and not isolate:
         raise AlgzuError("--no-isolate runs estimator code in this process, next to the weights: add --unsealed")
     if not isolate:
+        _include(include)
         return contextlib.nullcontext(run_block)
     from algzu.sandbox.workers import IsolatedRunner, SealedRunner
 
-    return (SealedRunner if sealed else IsolatedRunner)(timeout_s=timeout, memory_mb=memory_mb or None)
+    return (SealedRunner if sealed else IsolatedRunner)(timeout_s=timeout, memory_mb=memory_mb or None,
+                                                        includes=include or ())
 
 
 def _runner_provenance(runner) -> dict:
@@ -494,12 +494,11 @@ def challenge_cmd(
     if which not in CHALLENGES:
         raise AlgzuError(f"unknown challenge {which!r}; valid: {', '.join(CHALLENGES)}")
     leader = _join(coordinator, num_processes, process_id, distributed, init_timeout, heartbeat_timeout)
-    _include(include)
     secret = _read_secret(secret, secret_file)
     seed, held_out = _secret_seed(secret, seed)
     closed = heldout or zoo_dir is not None
     folder = out or Path("results") / f"challenge-{which}{'-closed-book' if closed else ''}"
-    block_runner = _block_runner(sealed, isolate, timeout, memory_mb)  # validates before anything is written
+    block_runner = _block_runner(sealed, isolate, timeout, memory_mb, include)  # validates before anything is written
     _check_writable(folder if leader else folder.parent / "cache")
     with block_runner as runner, (_progress_bar(which, transient=as_json) if leader else contextlib.nullcontext(None)) as progress:
         run = run_challenge(which, folder, seed=seed, held_out=held_out, block_runner=runner,

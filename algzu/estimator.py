@@ -141,6 +141,7 @@ def register_estimator(cls: type[Estimator]) -> type[Estimator]:
     return cls
 
 
+INCLUDED_PREFIX = "algzu_included_"  # module names of files loaded by include()
 # Every module of algzu.estimators and every ``algzu.estimators`` entry point, on the first read.
 ESTIMATORS: Registry[type[Estimator]] = Registry(
     "estimator", lambda: load_plugins("algzu.estimators", "algzu.estimators", register_estimator)
@@ -153,7 +154,7 @@ def include(path: str | Path) -> list[str]:
     if path.suffix != ".py" or not path.is_file():
         raise AlgzuError(f"--include {path}: not a Python file")
     before = set(ESTIMATORS)
-    module_name = f"algzu_included_{abs(hash(str(path)))}"
+    module_name = f"{INCLUDED_PREFIX}{abs(hash(str(path)))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
@@ -162,6 +163,16 @@ def include(path: str | Path) -> list[str]:
     if not added:
         raise AlgzuError(f"--include {path}: registers no new estimator")
     return added
+
+
+def included_files() -> set[str]:
+    """The files :func:`include` loaded in this process whose estimators are registered now.
+
+    Reads the registry without running discovery: the harness asks this to tell its
+    sandboxed workers which files to load, and must not import the estimators itself.
+    """
+    return {str(Path(inspect.getfile(cls)).resolve()) for cls in ESTIMATORS.current().values()
+            if cls.__module__.startswith(INCLUDED_PREFIX)}
 
 
 def get_estimator(name: str) -> Estimator:

@@ -80,6 +80,10 @@ class Registry(Mapping[str, T], Generic[T]):
     def __len__(self) -> int:
         return len(self._ready())
 
+    def current(self) -> dict[str, T]:
+        """What is registered now, without running discovery (a copy)."""
+        return dict(self._items)
+
     def names(self) -> list[str]:
         """Every registered name, sorted."""
         return sorted(self._ready())

@@ -18,7 +18,7 @@ import ast
 import dataclasses
 import functools
 import hashlib
-import importlib
+import importlib.util
 import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -32,9 +32,10 @@ from algzu.errors import AlgzuError
 from algzu.estimator import Estimator, estimator_names, get_estimator
 from algzu.ground_truth import ground_truth
 from algzu.io import atomic_write_text
-from algzu.model import Model
+from algzu.model import Model, ModelSpec
 from algzu.noise import NoiseSpec, noisy_params
 from algzu.sandbox.runner import CellResult, cell_key, run_block
+from algzu.sandbox.workers import EstimatorCard, EstimatorRef
 from algzu.scoring import summarize
 from algzu.suites import Suite
 from algzu.zoo import load_model
@@ -82,14 +83,14 @@ def _library_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def _estimator_files(est: Estimator) -> list[Path]:
+def _estimator_files(est: Estimator | EstimatorCard) -> list[Path]:
     """The file defining ``est`` and every file of ``algzu.estimators`` it imports, transitively
-    (``sliced_cones`` runs code of ``exact_cones``)."""
-    try:
-        first = Path(inspect.getfile(type(est)))
-    except (OSError, TypeError):
+    (``sliced_cones`` runs code of ``exact_cones``): read as text, never imported."""
+    file = EstimatorRef.of(est).file
+    if file is None:
         return []
-    folder = Path(inspect.getfile(importlib.import_module("algzu.estimators"))).parent
+    first = Path(file)
+    folder = Path(importlib.util.find_spec("algzu.estimators").submodule_search_locations[0])
     seen, todo = [], [first]
     while todo:
         path = todo.pop()
@@ -114,7 +115,7 @@ def _estimator_files(est: Estimator) -> list[Path]:
     return sorted(seen)
 
 
-def _estimator_fingerprint(est: Estimator, task) -> str:
+def _estimator_fingerprint(est: Estimator | EstimatorCard, task) -> str:
     """Settings and source of an estimator (its file and the estimator files it imports), the
     source of the task it is run on, and :func:`_library_fingerprint`: a change to any of
     them invalidates the cached cells."""
@@ -147,7 +148,25 @@ class SuiteResult:
     flops_per_sample: dict[str, float]
 
 
-BlockRunner = Callable[[Estimator, object, dict, int, list, list], list[CellResult]]
+BlockRunner = Callable[[Estimator | EstimatorCard, object, dict, int, list, list], list[CellResult]]
+
+
+def resolve_estimators(names: Sequence[str] | None, specs: Sequence[ModelSpec],
+                       block_runner: BlockRunner) -> list[Estimator | EstimatorCard]:
+    """The estimators ``names`` (every registered one for None), as the runner sees them.
+
+    A runner with workers (``catalog``) has them read by a sandboxed worker and gets
+    :class:`~algzu.sandbox.workers.EstimatorCard`\\s: this process never imports estimator
+    code, whose module body would run next to the weights and the scorer. The in-process
+    runner (unsealed by design) imports them here.
+
+    Raises:
+        AlgzuError: an unknown name, with the valid ones.
+    """
+    catalog = getattr(block_runner, "catalog", None)
+    if catalog is not None:
+        return catalog(names, specs)
+    return [get_estimator(n) for n in (names if names is not None else estimator_names())]
 
 
 def run_suite(
@@ -177,11 +196,11 @@ def run_suite(
     """
     cache = Path(cache_dir)
     seals = getattr(block_runner, "seals", lambda est: False)
-    names = list(estimators) if estimators is not None else estimator_names()
-    ests = [get_estimator(n) for n in names]
+    models = [(c, bases[c.model] if bases and c.model in bases else load_model(c.model)) for c in suite.cases]
+    ests = resolve_estimators(estimators, [m.spec for _, m in models], block_runner)
+    names = [e.name for e in ests]
     frames = []
     fps: dict[str, float] = {}
-    models = [(c, bases[c.model] if bases and c.model in bases else load_model(c.model)) for c in suite.cases]
     total = sum(len(suite.budgets) * sum(e.supports(m.spec) for e in ests) for _, m in models)
     prepared = []
     for case, model in models:

@@ -36,16 +36,16 @@ def measure(paths: list[Path], out: Path) -> list[dict]:
     from algzu.cli import ISOLATE, MEMORY_MB, SEALED, TIMEOUT, _block_runner, _secret_seed, use_every_cpu_core
 
     use_every_cpu_core()
-    from algzu.estimator import include
     from algzu.run import run_suite
     from algzu.suites import ModelCase, Suite
 
     seed, held_out = _secret_seed(os.environ.get("ALGZU_SECRET"), 0)
     cache = Path(tempfile.mkdtemp(prefix="algzu-redteam-"))  # ground truth shared by every attack
     records = []
-    with _block_runner(SEALED.default, ISOLATE.default, TIMEOUT.default, MEMORY_MB.default) as runner:
+    # The attack files go to the runner's workers, as ``--include`` does: never imported here.
+    with _block_runner(SEALED.default, ISOLATE.default, TIMEOUT.default, MEMORY_MB.default, paths) as runner:
         for path in paths:
-            name = include(path)[0]
+            name = path.stem  # each attack registers the estimator named after its file
             for model, _, sigma, budgets in MODELS:
                 suite = Suite(f"redteam-{name}", (ModelCase(model, sigma),), 32, budgets, 1 << 20, seed)
                 result = run_suite(suite, cache_dir=cache, estimators=[name], held_out=held_out, block_runner=runner)

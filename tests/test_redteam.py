@@ -16,10 +16,10 @@ upper bound of the efficiency interval is below 1). An attack charged its real w
 as ``over_budget``: both tamper-with-the-meter attacks plan a program that costs far more
 than the budget.
 
-Three attacks target ``algzu score``, which runs estimators in-process today (they read
-the ground truth from ``run_suite``'s frame, the ground-truth cache, and a held-out secret
-from ``/proc``): they are run through the CLI itself, in a subprocess whose environment
-holds ``$ALGZU_SECRET`` as a real held-out run's would.
+Four attacks target ``algzu score`` (three read the ground truth from ``run_suite``'s
+frame, the ground-truth cache, and a held-out secret from ``/proc``; one rewrites the scorer
+from its module body, wherever its file is imported): they are run through the CLI itself,
+in a subprocess whose environment holds ``$ALGZU_SECRET`` as a real held-out run's would.
 
 Three attacks are legal under issue #10 (they read nothing of the harness, so no seal can
 refuse them) and are tested against what issue #11 (honest verdicts) will require
@@ -82,9 +82,14 @@ CONTAINED_BEFORE = frozenset({
 })  # fmt: skip
 WINS_BEFORE = SEALED_AWAY | UNSEALED_BY_DESIGN
 CONTAINED_TODAY = CONTAINED_BEFORE
+# Code that runs wherever the estimator's file is imported, aimed at the harness's own
+# process: never included in this test process (it would patch it), only run by the CLI
+# in a subprocess (:data:`CLI_SCORE`). Beat sampling before the harness stopped importing
+# estimator files (6f819d9 to 56144c9).
+IN_THE_HARNESS = frozenset({"attack_import_time"})
 # Run through `algzu score` with a held-out secret in the environment (it ran estimators
 # in-process before sealing).
-CLI_SCORE = ("attack_secret_proc", "attack_gt_cache", "attack_stack_truth")
+CLI_SCORE = ("attack_secret_proc", "attack_gt_cache", "attack_stack_truth", "attack_import_time")
 # Legal under issue #10 (no harness data read); judged by issue #11's headline instead.
 LEGAL = frozenset({"attack_protocol_constant", "attack_open_book", "attack_public_copies"})
 # The headline (issue #11): efficiency against sampling+prior, interval `<prefix>_lo/_hi`.
@@ -96,8 +101,9 @@ def attacks():
     """Every attack file, registered for this module only (before the worker starts, so a
     sandboxed worker may read them all)."""
     with registry.ESTIMATORS.restoring():
-        for path in ATTACK_FILES.values():
-            include(path)
+        for name, path in ATTACK_FILES.items():
+            if name not in IN_THE_HARNESS:
+                include(path)
         yield
 
 
@@ -157,10 +163,10 @@ def test_every_attack_file_is_classified_and_documented():
     after its file, and its docstring says its class, what it exploits and what a sound
     harness must do."""
     assert len(ATTACK_FILES) >= 12
-    assert set(ATTACK_FILES) == SEALED_AWAY | UNSEALED_BY_DESIGN | CONTAINED_BEFORE | LEGAL
-    groups = [SEALED_AWAY, UNSEALED_BY_DESIGN, CONTAINED_BEFORE, LEGAL]
+    groups = [SEALED_AWAY, UNSEALED_BY_DESIGN, CONTAINED_BEFORE, LEGAL, IN_THE_HARNESS]
+    assert set(ATTACK_FILES) == set().union(*groups)
     assert sum(map(len, groups)) == len(ATTACK_FILES), "an attack is in two groups"
-    assert set(CLI_SCORE) <= CONTAINED_BEFORE
+    assert set(CLI_SCORE) <= CONTAINED_BEFORE | IN_THE_HARNESS
     for name, path in ATTACK_FILES.items():
         tree = ast.parse(path.read_text())
         doc = ast.get_docstring(tree) or ""
@@ -202,7 +208,8 @@ def test_numpy_attack_runs_unsealed_and_never_counts(scoring_runner, cache, name
 def cli_scores(tmp_path_factory):
     """``algzu score --json`` for each :data:`CLI_SCORE` attack, run by the CLI's own entry
     point in one subprocess whose environment holds ``$ALGZU_SECRET`` (a held-out run).
-    Returns ``{name: (summary rows, cell error codes)}``."""
+    Returns ``{name: (summary rows, cell error codes)}``, and under ``"imported"`` the
+    estimator modules that process imported."""
     folder = tmp_path_factory.mktemp("redteam-cli")
     runs = {}
     for name in CLI_SCORE:
@@ -220,6 +227,8 @@ def cli_scores(tmp_path_factory):
         "        main()\n"
         "    except SystemExit as e:\n"
         "        print(f'=== exit {e.code}', flush=True)\n"
+        "imported = [m for m in sys.modules if m.startswith(('algzu.estimators.', 'algzu_included_'))]\n"
+        "print('=== imported', json.dumps(imported), flush=True)\n"
     )
     env = {**os.environ, "ALGZU_SECRET": "red-team held-out secret"}
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], capture_output=True, text=True,
@@ -228,6 +237,9 @@ def cli_scores(tmp_path_factory):
     out = {}
     for chunk in proc.stdout.split("=== ")[1:]:
         name, _, body = chunk.partition("\n")
+        if name.startswith("imported"):
+            out["imported"] = json.loads(name.removeprefix("imported"))
+            continue
         if name.startswith("exit"):
             continue
         start = 0 if body.startswith("[") else body.index("\n[") + 1  # past any progress bar
@@ -236,15 +248,22 @@ def cli_scores(tmp_path_factory):
         for block in (folder / name / "cells").glob("*.json"):
             codes |= {c["error"] for c in json.loads(block.read_text())}
         out[name] = (rows, codes - {""})
-    assert set(out) == set(CLI_SCORE), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert set(out) == {*CLI_SCORE, "imported"}, proc.stdout[-2000:] + proc.stderr[-2000:]
     return out
+
+
+def test_algzu_score_never_imports_an_estimator_file(cli_scores):
+    """The scoring process (weights, ground truth, scorer) never runs estimator code, not even
+    a module body: a sandboxed worker reads the estimators for it (``attack_import_time``)."""
+    assert cli_scores["imported"] == []
 
 
 @pytest.mark.parametrize("name", CLI_SCORE)
 def test_algzu_score_gives_no_truth_no_cache_and_no_secret(cli_scores, name):
     """``algzu score`` (held out) on an attack that reads the ground truth from the scorer's
-    frame, the ground-truth cache, or the secret from ``/proc``: every cell fails with a
-    stable code, or it beats sampling at no budget."""
+    frame, the ground-truth cache, or the secret from ``/proc``, or rewrites the scorer when
+    its file is imported: every cell fails with a stable code, or it beats sampling at no
+    budget."""
     rows, codes = cli_scores[name]
     assert codes <= STABLE_CODES, codes
     summary = "\n".join(f"{r['budget_flops']:.0e}: efficiency {r['efficiency']} [{r['efficiency_lo']}, "

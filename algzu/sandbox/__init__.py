@@ -1,8 +1,10 @@
 """The trust boundary: every module here runs, traces or confines estimator code.
 
 Everything else in :mod:`algzu` is the trusted harness (zoo, noise, ground truth, meters,
-scoring, reports) and never imports an estimator. What crosses the boundary, and which
-way:
+scoring, reports). Its process never imports an estimator's file (the module body would run
+next to the weights and the scorer): a worker imports them and answers with data, an
+:class:`~algzu.sandbox.workers.EstimatorCard` per estimator. What crosses the boundary, and
+which way:
 
 * :mod:`~algzu.sandbox.workers` (parent side) starts worker processes and talks to them:
   :class:`~algzu.sandbox.workers.SealedRunner` (the default) and

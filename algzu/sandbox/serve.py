@@ -16,12 +16,13 @@ import os
 import pickle
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 
 from algzu.estimator import Estimator
 from algzu.sandbox.runner import CellResult
-from algzu.sandbox.workers import EXECUTOR, MEMORY_MARKERS, TRACER, UNSEALED, EstimatorRef
+from algzu.sandbox.workers import EXECUTOR, MEMORY_MARKERS, TRACER, UNSEALED, EstimatorRef, _include_file
 
 
 def worker_main(fd: int, role: str, memory_mb: int | None, sandboxed: bool) -> None:
@@ -53,7 +54,10 @@ def worker_main(fd: int, role: str, memory_mb: int | None, sandboxed: bool) -> N
         kind = message[0]
         if kind == "stop":
             os._exit(0)
-        if kind == "load" and role in (UNSEALED, TRACER):
+        if kind == "catalog" and role in (UNSEALED, TRACER):
+            _, includes, names, specs = message
+            conn.send_bytes(json.dumps(_worker_catalog(includes, names, specs)).encode())
+        elif kind == "load" and role in (UNSEALED, TRACER):
             conn.send_bytes(json.dumps(_worker_load(estimators, message[1])).encode())
         elif kind == "trace" and role == TRACER:
             _, ref, spec, budget = message
@@ -70,6 +74,38 @@ def worker_main(fd: int, role: str, memory_mb: int | None, sandboxed: bool) -> N
                 conn.send_bytes(json.dumps(dataclasses.asdict(result)).encode())
         else:
             os._exit(3)  # a message this role never gets: the parent is confused, stop
+
+
+def _worker_catalog(includes: list[str], names: list[str] | None, specs: list) -> dict:
+    """What the harness may know of the estimators, as JSON data: for each name asked (every
+    registered one for None) its declarations, its settings (``repr`` of the fields, Python
+    literals only), where its class lives, and whether it supports each spec. The harness
+    checks every field (:func:`algzu.sandbox.workers._decode_catalog`)."""
+    import ast
+
+    from algzu.estimator import estimator_names, get_estimator
+
+    try:
+        for path in includes:
+            _include_file(Path(path))
+        registered = estimator_names()
+        wanted = registered if names is None else list(names)
+        unknown = [n for n in wanted if n not in registered]
+        if unknown:
+            return {"ok": False, "unknown": unknown, "valid": registered}
+        cards = []
+        for name in wanted:
+            est = get_estimator(name)
+            ref = EstimatorRef.of(est)
+            fields = repr(ref.fields)
+            if ast.literal_eval(fields) != ref.fields:
+                raise ValueError(f"estimator {name}: settings must be Python literals, got {fields[:100]}")
+            cards.append({"name": ref.name, "module": ref.module, "qualname": ref.qualname, "file": ref.file,
+                          "fields": fields, "settings": repr(est), "mechanistic": bool(est.mechanistic),
+                          "backend": est.backend, "supports": [bool(est.supports(spec)) for spec in specs]})
+    except BaseException as e:  # noqa: BLE001 - an estimator file that fails to load fails the listing
+        return {"ok": False, "message": f"{type(e).__name__}: {e}"[:500]}
+    return {"ok": True, "cards": cards}
 
 
 def _worker_load(estimators: dict[bytes, Estimator], ref: EstimatorRef) -> dict:

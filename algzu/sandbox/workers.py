@@ -90,7 +90,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,8 @@ from typing import Any
 import numpy as np
 
 from algzu.errors import AlgzuError
-from algzu.estimator import Estimator
+from algzu.estimator import INCLUDED_PREFIX, Estimator, included_files
+from algzu.model import ModelSpec
 from algzu.sandbox.runner import ERROR_CODES, CellResult
 
 # Error codes after which the worker is gone or unusable: they count towards give_up_after.
@@ -109,7 +110,6 @@ MEMORY_MARKERS = ("MemoryError", "RESOURCE_EXHAUSTED", "bad_alloc", "Cannot allo
                    "pthread_create failed")
 _STARTUP_TIMEOUT_S = 300.0  # import jax on a loaded 2-core machine can take a minute
 _LOAD_TIMEOUT_S = 120.0  # importing an estimator's module (at least this, or the cell timeout)
-_INCLUDED_PREFIX = "algzu_included_"  # module names given by algzu.estimator.include
 _MAX_PROGRAM_BYTES = 1 << 30  # a serialized program larger than this is refused unread
 # Worker roles: who holds what. Estimator code and weights never meet in a sealed run.
 UNSEALED, TRACER, EXECUTOR = "unsealed", "tracer", "executor"
@@ -135,10 +135,12 @@ class EstimatorRef:
     fields: tuple[tuple[str, Any], ...]
 
     @classmethod
-    def of(cls, estimator: Estimator) -> EstimatorRef:
-        """The reference of an estimator instance."""
+    def of(cls, estimator: Estimator | EstimatorCard) -> EstimatorRef:
+        """The reference of an estimator instance (in a worker or a test), or of a card."""
         import inspect
 
+        if isinstance(estimator, EstimatorCard):
+            return estimator.ref
         kind = type(estimator)
         try:
             file = str(Path(inspect.getfile(kind)).resolve())
@@ -150,7 +152,7 @@ class EstimatorRef:
     def build(self) -> Estimator:
         """Import (or include) the class and instantiate it with the recorded settings."""
         module = None
-        if not self.module.startswith(_INCLUDED_PREFIX) and self.module != "__main__":
+        if not self.module.startswith(INCLUDED_PREFIX) and self.module != "__main__":
             try:
                 module = importlib.import_module(self.module)
             except ImportError:
@@ -179,9 +181,90 @@ def _include_file(path: Path):
 def _module_of_file(path: Path):
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
-        if file and getattr(module, "__name__", "").startswith(_INCLUDED_PREFIX) and Path(file).resolve() == path:
+        if file and getattr(module, "__name__", "").startswith(INCLUDED_PREFIX) and Path(file).resolve() == path:
             return module
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorCard:
+    """The harness's view of an estimator: data a sandboxed worker read from it, no code.
+
+    The harness never imports an estimator's file: its module body would run in the process
+    that holds the weights, the ground truth and the scorer (``tests/redteam/
+    attack_import_time.py`` rewrites the scorer that way). :meth:`SealedRunner.catalog`
+    asks a worker, which imports the files and answers in JSON; a card then stands in for
+    the estimator on the trusted side (names, flags, settings for cache keys, declared
+    models, and the reference a worker re-creates it from).
+
+    Attributes:
+        name, mechanistic, backend: the class's declarations.
+        ref: what a worker re-creates the estimator from.
+        settings: ``repr`` of the instance, as the worker made it (part of cache keys).
+        asked: the specs the worker was asked about; supported: those it declares.
+    """
+
+    name: str
+    mechanistic: bool
+    backend: str
+    ref: EstimatorRef
+    settings: str
+    asked: frozenset[ModelSpec]
+    supported: frozenset[ModelSpec]
+
+    def supports(self, spec: ModelSpec) -> bool:
+        """Whether the estimator declares ``spec``, as answered when the card was made."""
+        if spec not in self.asked:
+            raise ValueError(f"the catalog was not asked whether {self.name} supports {spec}")
+        return spec in self.supported
+
+    def __repr__(self) -> str:
+        return self.settings
+
+
+def _decode_catalog(reply: bytes | None, names: list[str] | None, specs: list[ModelSpec],
+                    folders: set[Path], includes: set[str]) -> list[EstimatorCard]:
+    """A worker's catalog answer as cards, checked field by field (never unpickled, no code)."""
+    import ast
+
+    def bad(why: str) -> AlgzuError:
+        return AlgzuError(f"the estimator catalog answered malformed data ({why})")
+
+    try:
+        data = json.loads(reply)
+    except (TypeError, ValueError):
+        raise bad("not JSON") from None
+    if not isinstance(data, dict):
+        raise bad("not an object")
+    if data.get("ok") is not True:
+        unknown, valid = data.get("unknown"), data.get("valid")
+        if isinstance(unknown, list) and unknown and isinstance(valid, list):
+            raise AlgzuError(f"unknown estimator {str(unknown[0])!r}; valid estimators: "
+                             f"{', '.join(map(str, valid)) or '(none)'}")
+        raise AlgzuError(f"cannot load the estimators: {str(data.get('message', ''))[:300]}")
+    cards = []
+    for c in data.get("cards", []) if isinstance(data.get("cards"), list) else [None]:
+        try:
+            name, module, qualname, file = c["name"], c["module"], c["qualname"], c["file"]
+            fields = ast.literal_eval(c["fields"])
+            supports = c["supports"]
+            mechanistic, backend, settings = c["mechanistic"], c["backend"], c["settings"]
+        except (TypeError, KeyError, ValueError, SyntaxError):
+            raise bad("a card lacks a field or its settings are not literals") from None
+        if not (all(isinstance(x, str) for x in (name, module, qualname, settings)) and isinstance(file, (str, type(None)))
+                and isinstance(mechanistic, bool) and backend in ("jax", "numpy") and isinstance(fields, tuple)
+                and all(isinstance(f, tuple) and len(f) == 2 and isinstance(f[0], str) for f in fields)
+                and isinstance(supports, list) and len(supports) == len(specs)
+                and all(isinstance(x, bool) for x in supports)):
+            raise bad(f"card {str(c.get('name'))[:40]!r}")
+        if file is not None and not (file in includes or any(Path(file).parent == f for f in folders)):
+            raise bad(f"{name}: file {file} is neither an estimator folder's nor an included one")
+        ref = EstimatorRef(name, module, qualname, file, fields)
+        cards.append(EstimatorCard(name, mechanistic, backend, ref, settings, frozenset(specs),
+                                   frozenset(s for s, ok in zip(specs, supports) if ok)))
+    if names is not None and [c.name for c in cards] != list(names):
+        raise bad("not the estimators asked for")
+    return cards
 
 
 
@@ -377,7 +460,12 @@ def _package_dirs() -> set[str]:
 class _Runner:
     """What both runners share: limits, loading an estimator in a worker, streaming a block."""
 
-    def __init__(self, timeout_s: float, memory_mb: int | None, give_up_after: int | None, sandbox: bool) -> None:
+    def __init__(self, timeout_s: float, memory_mb: int | None, give_up_after: int | None, sandbox: bool,
+                 includes: Sequence[str | Path] = ()) -> None:
+        for path in includes:
+            if Path(path).suffix != ".py" or not Path(path).is_file():
+                raise AlgzuError(f"--include {path}: not a Python file")
+        self.includes = {str(Path(p).resolve()) for p in includes}
         if not timeout_s > 0:
             raise AlgzuError(f"timeout must be positive, got {timeout_s}")
         if memory_mb is not None and memory_mb < 1:
@@ -389,14 +477,41 @@ class _Runner:
         self.give_up_after = give_up_after
         self.sandbox = sandbox
 
-    def _with_estimator(self, worker: _Worker, ref: EstimatorRef, copy: int) -> CellResult | None:
-        """Make sure ``worker`` runs and has imported ``ref``'s module; a failure to record, or None."""
-        from algzu.estimator import estimator_file, estimator_names
+    def _included(self) -> set[str]:
+        """Estimator files outside the estimator folders that workers must load: this
+        runner's ``includes`` and what :func:`algzu.estimator.include` registered here."""
+        return self.includes | included_files()
 
-        if worker.alive and ref.file and str(Path(ref.file).resolve()) not in worker.readable:
+    def _ready(self, worker: _Worker, files: set[str]) -> None:
+        """Start ``worker`` if needed, able to read ``files`` (restarted if it cannot)."""
+        if worker.alive and not {str(Path(f).resolve()) for f in files} <= worker.readable:
             worker.kill()  # a sandboxed worker cannot read a file it was not started with
         if not worker.alive:
-            worker.start({estimator_file(n) for n in estimator_names()} | ({ref.file} if ref.file else set()))
+            worker.start(files)
+
+    def _catalog(self, worker: _Worker, names: Sequence[str] | None, specs: Sequence[ModelSpec]) -> list[EstimatorCard]:
+        """Cards of the estimators ``names`` (every registered one for None), made by
+        ``worker`` (it imports the estimator files; this process never does).
+
+        Raises:
+            AlgzuError: an unknown name (with the valid ones), an estimator file that fails
+                to load, or an answer that is not a catalog.
+        """
+        includes = self._included()
+        self._ready(worker, includes)
+        specs = list(specs)
+        reply, failure = worker.ask(("catalog", sorted(includes), None if names is None else list(names), specs),
+                                    max(self.timeout_s, _LOAD_TIMEOUT_S))
+        if failure:
+            if failure == "timeout":
+                worker.kill()
+            raise AlgzuError(f"cannot list the estimators: their worker {failure}: {worker.stderr_tail()}"[:400])
+        folders = {Path(d).resolve() for d in _package_dirs()}
+        return _decode_catalog(reply, None if names is None else list(names), specs, folders, includes)
+
+    def _with_estimator(self, worker: _Worker, ref: EstimatorRef, copy: int) -> CellResult | None:
+        """Make sure ``worker`` runs and has imported ``ref``'s module; a failure to record, or None."""
+        self._ready(worker, self._included() | ({ref.file} if ref.file else set()))
         if pickle.dumps(ref) in worker.loaded:
             return None
         # Importing the estimator's module is not part of any cell's time limit.
@@ -484,9 +599,13 @@ class IsolatedRunner(_Runner):
     """
 
     def __init__(self, timeout_s: float = 600.0, memory_mb: int | None = 4096,
-                 give_up_after: int | None = 3, sandbox: bool = True) -> None:
-        super().__init__(timeout_s, memory_mb, give_up_after, sandbox)
+                 give_up_after: int | None = 3, sandbox: bool = True, includes: Sequence[str | Path] = ()) -> None:
+        super().__init__(timeout_s, memory_mb, give_up_after, sandbox, includes)
         self._worker = _Worker(UNSEALED, memory_mb, sandbox)
+
+    def catalog(self, names: Sequence[str] | None, specs: Sequence[ModelSpec]) -> list[EstimatorCard]:
+        """:class:`EstimatorCard`\\s of ``names`` (all for None), read by the worker."""
+        return self._catalog(self._worker, names, specs)
 
     def seals(self, estimator: Estimator) -> bool:
         """Whether this runner's results for ``estimator`` are sealed: never."""
@@ -566,12 +685,16 @@ class SealedRunner(_Runner):
     """
 
     def __init__(self, timeout_s: float = 600.0, memory_mb: int | None = 4096,
-                 give_up_after: int | None = 3, sandbox: bool = True) -> None:
-        super().__init__(timeout_s, memory_mb, give_up_after, sandbox)
+                 give_up_after: int | None = 3, sandbox: bool = True, includes: Sequence[str | Path] = ()) -> None:
+        super().__init__(timeout_s, memory_mb, give_up_after, sandbox, includes)
         self._tracer = _Worker(TRACER, memory_mb, sandbox)
         self._executor = _Worker(EXECUTOR, memory_mb, sandbox)
         self._unsealed = IsolatedRunner(timeout_s=timeout_s, memory_mb=memory_mb, give_up_after=give_up_after,
-                                        sandbox=sandbox)
+                                        sandbox=sandbox, includes=includes)
+
+    def catalog(self, names: Sequence[str] | None, specs: Sequence[ModelSpec]) -> list[EstimatorCard]:
+        """:class:`EstimatorCard`\\s of ``names`` (all for None), read by the tracer worker."""
+        return self._catalog(self._tracer, names, specs)
 
     def seals(self, estimator: Estimator) -> bool:
         """Whether this runner's results for ``estimator`` are sealed: JAX estimators only."""
