@@ -122,3 +122,54 @@ def test_declares_the_m16_10_kind_only():
     assert not est.supports(ModelSpec("rnn", "2nd_argmax", 16, 5))
     assert not est.supports(ModelSpec("rnn", "2nd_argmax", 8, 10))
     assert not est.supports(ModelSpec("mlp", "2nd_argmax", 8, 3))
+
+
+def _every_triple(model):
+    """The sampled rungs' readouts summed over every ordered position triple: ``(three, two)``,
+    the correct masses of three or more and of exactly two positive inputs."""
+    n = model.spec.n
+    response = T.impulse_response(model)
+    three, two = 0.0, 0.0
+    for j in range(1, n - 1):
+        grid = np.array([(a, b, o) for a in range(j) for b in range(j + 1, n) for o in range(len(T._PERMS))])
+        t1, t3, order = (jnp.asarray(grid[:, i], jnp.int32) for i in range(3))
+        three_j, two_j = T.draw_masses(model, response, j, t1, t3, order)
+        three, two = three + jnp.sum(three_j), two + jnp.sum(two_j)
+    return three, two / (n - 2)  # each ordered pair is the M, S of n - 2 triples
+
+
+def test_sampled_readouts_over_every_triple_are_the_capacity_one_surrogate(trained):
+    # With every competitor clipped (n - 1 <= _LINES) the draws' three-input masses are the
+    # tree's capacity-1 ones. (Their two-input masses are not: they are read on the edge
+    # t = 0 of a map whose ReLU patterns the triangle's majority chose after the third input
+    # arrived; 0.161 against the tree's 0.217 on this model, 0.0374 against 0.0381 on ARC's
+    # M16,10.)
+    assert trained.spec.n - 1 <= T._LINES
+    three, _ = jax.jit(_every_triple)(trained)
+    _, _, triples = jax.jit(lambda m: T.surrogate_parts(m, 1))(trained)
+    assert float(three) == pytest.approx(float(triples), abs=1e-5)  # float32 sums of ~1e-2
+
+
+def test_sampled_rung_is_unbiased_over_keys(trained):
+    few = T.few_positive(trained, T.impulse_response(trained))
+    three, two = jax.jit(_every_triple)(trained)
+    exact = float(few + three + two)
+    rung = T.TripleSample((2,) * (trained.spec.n - 2))
+    keys = jax.random.split(jax.random.key(3), 512)
+    estimates = np.asarray(jax.jit(jax.vmap(lambda k: T.sampled_estimate(trained, rung, k)))(keys))
+    assert 0.0 < estimates.min() and estimates.max() < 1.0  # no clipping, which would bias
+    stderr = estimates.std() / math.sqrt(len(estimates))
+    assert stderr > 0  # the draws do vary
+    assert abs(estimates.mean() - exact) < 4 * stderr  # 4 standard errors, 512 fixed keys
+
+
+def test_a_sampled_rung_fits_1e6_on_m16_10_and_sees_every_order_in_each_stratum():
+    spec = ModelSpec("rnn", "2nd_argmax", 16, 10)
+    rungs = T.ladder(spec)
+    sampled = rungs[: len(T.SAMPLE_DRAWS)]
+    assert all(isinstance(r, T.TripleSample) for r in sampled) and rungs[len(sampled)] == 1
+    costs = [T.program_flops(spec, r) for r in sampled] + [T.program_flops(spec, 1)]
+    assert costs == sorted(costs)  # cheapest first, then capacity 1
+    chosen = T.capacity_within(spec, 10**6)
+    assert chosen == T.TripleSample((6,) * 8)  # 48 draws: every order of arrival once per stratum
+    assert T.program_flops(spec, chosen) <= 10**6
