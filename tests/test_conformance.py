@@ -60,9 +60,15 @@ def _stacked(spec: ModelSpec, copies: int = 2) -> dict[str, np.ndarray]:
     return {n: np.stack([np.asarray(p[n]) for p in params]) for n in params[0]}
 
 
-_COMPILES: list[str] = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, _seconds, **_: _COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+_COMPILES: list[str] = []  # XLA backend compiles since the last clear()
+
+
+def _count_compile(event: str, _seconds: float, **_) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+        _COMPILES.append(event)
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile)
 
 
 @pytest.mark.parametrize("name, spec", list(_cases()))

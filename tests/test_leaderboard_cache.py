@@ -41,7 +41,8 @@ def test_editing_a_report_or_the_cli_keeps_cached_cells(monkeypatch, filename):
     assert _key() == before
 
 
-@pytest.mark.parametrize("filename", ["meter.py", "hlo_meter.py", "sandbox/runner.py", "sandbox/workers.py", "planning.py", "model.py"])
+@pytest.mark.parametrize("filename", ["meter.py", "hlo_meter.py", "sandbox/runner.py", "sandbox/workers.py",
+                                      "planning.py", "model.py"])
 def test_editing_the_execution_path_invalidates_cached_cells(monkeypatch, filename):
     before = _key()
     _edit(monkeypatch, filename)

@@ -14,6 +14,7 @@ def test_budgets_print_in_the_fewest_digits_that_give_them_back(flops, text):
     assert float(format_budget(flops)) == flops
 
 
-@pytest.mark.parametrize("value, text", [(math.inf, "∞"), (-math.inf, "-∞"), (math.nan, "–"), (0.0123456, "0.0123")])
+@pytest.mark.parametrize("value, text", [(math.inf, "∞"), (-math.inf, "-∞"), (math.nan, "–"),
+                                         (0.0123456, "0.0123")])
 def test_values_print_three_digits_and_say_infinite_or_undefined(value, text):
     assert format_value(value) == text

@@ -251,8 +251,8 @@ def _decode_catalog(reply: bytes | None, names: list[str] | None, specs: list[Mo
             mechanistic, backend, settings = c["mechanistic"], c["backend"], c["settings"]
         except (TypeError, KeyError, ValueError, SyntaxError):
             raise bad("a card lacks a field or its settings are not literals") from None
-        if not (all(isinstance(x, str) for x in (name, module, qualname, settings)) and isinstance(file, (str, type(None)))
-                and isinstance(mechanistic, bool) and backend in ("jax", "numpy") and isinstance(fields, tuple)
+        if not (all(isinstance(x, str) for x in (name, module, qualname, settings))
+                and isinstance(file, (str, type(None))) and isinstance(mechanistic, bool) and backend in ("jax", "numpy") and isinstance(fields, tuple)
                 and all(isinstance(f, tuple) and len(f) == 2 and isinstance(f[0], str) for f in fields)
                 and isinstance(supports, list) and len(supports) == len(specs)
                 and all(isinstance(x, bool) for x in supports)):
