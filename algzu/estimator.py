@@ -148,11 +148,17 @@ ESTIMATORS: Registry[type[Estimator]] = Registry(
 )
 
 
-def include(path: str | Path) -> list[str]:
-    """Import an estimator file from outside the package; returns the names it registered."""
+def include_path(path: str | Path) -> Path:
+    """``path`` resolved, if it names a Python file (what ``--include`` takes); AlgzuError if not."""
     path = Path(path).resolve()
     if path.suffix != ".py" or not path.is_file():
         raise AlgzuError(f"--include {path}: not a Python file")
+    return path
+
+
+def include(path: str | Path) -> list[str]:
+    """Import an estimator file from outside the package; returns the names it registered."""
+    path = include_path(path)
     before = set(ESTIMATORS)
     module_name = f"{INCLUDED_PREFIX}{abs(hash(str(path)))}"
     spec = importlib.util.spec_from_file_location(module_name, path)

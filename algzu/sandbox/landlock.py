@@ -10,7 +10,7 @@ nothing from algzu and nothing that starts threads. :func:`boot` is the worker's
    algzu's packages, the estimator files it was given and the system folders libraries
    read, and in ``/proc`` only its own entry (not its parent's command line or
    environment, where a held-out secret may be); it may write only its working folder;
-3. hand over to :func:`algzu.sandbox.workers.worker_main`.
+3. hand over to :func:`algzu.sandbox.serve.worker_main`.
 
 Landlock (Linux >= 5.13) also stops a confined process from ptrace-ing (or reading the
 memory of) processes outside its domain, the parent included. Where the kernel has no

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from algzu.errors import AlgzuError
 from algzu.estimator import Estimator
 from algzu.sandbox.runner import CellResult
-from algzu.sandbox.workers import EXECUTOR, MEMORY_MARKERS, TRACER, UNSEALED, EstimatorRef, _include_file
+from algzu.sandbox.workers import EXECUTOR, MEMORY_MARKERS, TRACER, UNSEALED, EstimatorRef, include_file
 
 
 def worker_main(fd: int, role: str, memory_mb: int | None, sandboxed: bool) -> None:
@@ -87,14 +88,9 @@ def _worker_catalog(includes: list[str], names: list[str] | None, specs: list) -
 
     try:
         for path in includes:
-            _include_file(Path(path))
-        registered = estimator_names()
-        wanted = registered if names is None else list(names)
-        unknown = [n for n in wanted if n not in registered]
-        if unknown:
-            return {"ok": False, "unknown": unknown, "valid": registered}
+            include_file(Path(path))
         cards = []
-        for name in wanted:
+        for name in estimator_names() if names is None else names:  # unknown: the registry's AlgzuError
             est = get_estimator(name)
             ref = EstimatorRef.of(est)
             fields = repr(ref.fields)
@@ -103,6 +99,8 @@ def _worker_catalog(includes: list[str], names: list[str] | None, specs: list) -
             cards.append({"name": ref.name, "module": ref.module, "qualname": ref.qualname, "file": ref.file,
                           "fields": fields, "settings": repr(est), "mechanistic": bool(est.mechanistic),
                           "backend": est.backend, "supports": [bool(est.supports(spec)) for spec in specs]})
+    except AlgzuError as e:
+        return {"ok": False, "message": str(e)[:500]}
     except BaseException as e:  # noqa: BLE001 - an estimator file that fails to load fails the listing
         return {"ok": False, "message": f"{type(e).__name__}: {e}"[:500]}
     return {"ok": True, "cards": cards}

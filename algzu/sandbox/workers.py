@@ -98,7 +98,7 @@ from typing import Any
 import numpy as np
 
 from algzu.errors import AlgzuError
-from algzu.estimator import INCLUDED_PREFIX, Estimator, included_files
+from algzu.estimator import INCLUDED_PREFIX, Estimator, include_path, included_files
 from algzu.model import ModelSpec
 from algzu.sandbox.runner import ERROR_CODES, CellResult
 
@@ -107,7 +107,7 @@ _FATAL = ("timeout", "crashed", "memory")
 # Words in an exception or a dying worker's stderr that mean an allocation failed.
 # Under RLIMIT_AS a thread's stack cannot be reserved either: LLVM then aborts on pthread_create.
 MEMORY_MARKERS = ("MemoryError", "RESOURCE_EXHAUSTED", "bad_alloc", "Cannot allocate memory", "Out of memory",
-                   "pthread_create failed")
+                  "pthread_create failed")
 _STARTUP_TIMEOUT_S = 300.0  # import jax on a loaded 2-core machine can take a minute
 _LOAD_TIMEOUT_S = 120.0  # importing an estimator's module (at least this, or the cell timeout)
 _MAX_PROGRAM_BYTES = 1 << 30  # a serialized program larger than this is refused unread
@@ -160,12 +160,12 @@ class EstimatorRef:
         if module is None:
             if self.file is None:
                 raise AlgzuError(f"estimator {self.name}: module {self.module} has no source file to include")
-            module = _include_file(Path(self.file))
+            module = include_file(Path(self.file))
         kind = functools.reduce(getattr, self.qualname.split("."), module)
         return kind(**dict(self.fields))
 
 
-def _include_file(path: Path):
+def include_file(path: Path):
     """The module of an estimator file, included (once per worker) with :func:`algzu.estimator.include`."""
     from algzu.estimator import include
 
@@ -236,11 +236,7 @@ def _decode_catalog(reply: bytes | None, names: list[str] | None, specs: list[Mo
         raise bad("not JSON") from None
     if not isinstance(data, dict):
         raise bad("not an object")
-    if data.get("ok") is not True:
-        unknown, valid = data.get("unknown"), data.get("valid")
-        if isinstance(unknown, list) and unknown and isinstance(valid, list):
-            raise AlgzuError(f"unknown estimator {str(unknown[0])!r}; valid estimators: "
-                             f"{', '.join(map(str, valid)) or '(none)'}")
+    if data.get("ok") is not True:  # an unknown name (the registry's words) or a file that fails to load
         raise AlgzuError(f"cannot load the estimators: {str(data.get('message', ''))[:300]}")
     cards = []
     for c in data.get("cards", []) if isinstance(data.get("cards"), list) else [None]:
@@ -462,10 +458,7 @@ class _Runner:
 
     def __init__(self, timeout_s: float, memory_mb: int | None, give_up_after: int | None, sandbox: bool,
                  includes: Sequence[str | Path] = ()) -> None:
-        for path in includes:
-            if Path(path).suffix != ".py" or not Path(path).is_file():
-                raise AlgzuError(f"--include {path}: not a Python file")
-        self.includes = {str(Path(p).resolve()) for p in includes}
+        self.includes = {str(include_path(p)) for p in includes}
         if not timeout_s > 0:
             raise AlgzuError(f"timeout must be positive, got {timeout_s}")
         if memory_mb is not None and memory_mb < 1:
