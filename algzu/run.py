@@ -83,6 +83,23 @@ def _library_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+def imported_modules(source: bytes | str) -> list[str]:
+    """Every module an absolute import in ``source`` may name: ``import a.b`` gives ``a.b``;
+    ``from a import b`` gives ``a`` and ``a.b`` (``b`` may be a module or a name in it).
+    Read as text, never imported; [] for source that does not parse."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+    return found
+
+
 def _estimator_files(est: Estimator | EstimatorCard) -> list[Path]:
     """The file defining ``est`` and every file of ``algzu.estimators`` it imports, transitively
     (``sliced_cones`` runs code of ``exact_cones``): read as text, never imported."""
@@ -97,21 +114,10 @@ def _estimator_files(est: Estimator | EstimatorCard) -> list[Path]:
         if path in seen:
             continue
         seen.append(path)
-        try:
-            tree = ast.parse(_read_source(path))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                modules = [a.name for a in node.names]
-            else:
-                continue
-            for module in modules:
-                parts = module.split(".")
-                if parts[:2] == ["algzu", "estimators"] and len(parts) == 3 and (folder / f"{parts[2]}.py").is_file():
-                    todo.append(folder / f"{parts[2]}.py")
+        for module in imported_modules(_read_source(path)):
+            parts = module.split(".")
+            if parts[:2] == ["algzu", "estimators"] and len(parts) == 3 and (folder / f"{parts[2]}.py").is_file():
+                todo.append(folder / f"{parts[2]}.py")
     return sorted(seen)
 
 

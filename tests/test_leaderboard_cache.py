@@ -1,6 +1,5 @@
 """Cached cell blocks are keyed on what can change a cell, and on nothing else."""
 
-import ast
 from pathlib import Path
 
 import numpy as np
@@ -65,16 +64,9 @@ def test_execution_path_holds_every_module_the_run_path_imports():
         return ALGZU.joinpath(*name.split(".")).with_suffix(".py")
 
     def imports(name: str) -> set[str]:
-        found = set()
-        for node in ast.walk(ast.parse(source(name).read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                mods = [f"{node.module}.{a.name}" for a in node.names] if node.module == "algzu" else [node.module]
-            elif isinstance(node, ast.Import):
-                mods = [a.name for a in node.names]
-            else:
-                continue
-            # ``import algzu`` (the package, for its path) is not a module of the run path.
-            found |= {m.removeprefix("algzu.") for m in mods if m.startswith("algzu.")}
+        # ``import algzu`` (the package, for its path) is not a module of the run path.
+        found = {m.removeprefix("algzu.") for m in leaderboard.imported_modules(source(name).read_text())
+                 if m.startswith("algzu.")}
         return {m for m in found if source(m).exists()}
 
     seen, todo = set(), ["sandbox.runner", "sandbox.workers", "sandbox.serve", "sandbox.landlock", "planning"]
