@@ -291,15 +291,20 @@ def _half_offsets(n: int, normal: np.ndarray) -> np.ndarray:
     return (0.5 * (lo + hi)).astype(np.float32)
 
 
+def _interp_offsets(offsets: jax.Array, x: jax.Array) -> jax.Array:
+    """A half-mass offset table (``_ANGLES`` entries) linearly interpolated at the fractional
+    index ``x``."""
+    i = jnp.clip(jnp.floor(x), 0.0, _ANGLES - 2.0)
+    frac = x - i
+    i = i.astype(jnp.int32)
+    return offsets[i] + frac * (offsets[i + 1] - offsets[i])
+
+
 def _majority_on_triangle(coef: jax.Array, offsets: jax.Array) -> jax.Array:
     """Whether ``coef . (1, s, t) >= 0`` holds on at least half the triangle's mass."""
     norm = jnp.sqrt(coef[..., 1] ** 2 + coef[..., 2] ** 2)
     theta = jnp.arctan2(coef[..., 2], coef[..., 1])
-    x = (theta + math.pi) * ((_ANGLES - 1) / (2 * math.pi))
-    i = jnp.clip(jnp.floor(x), 0.0, _ANGLES - 2.0)
-    frac = x - i
-    i = i.astype(jnp.int32)
-    half = offsets[i] + frac * (offsets[i + 1] - offsets[i])
+    half = _interp_offsets(offsets, (theta + math.pi) * ((_ANGLES - 1) / (2 * math.pi)))
     flat = norm <= _REL_TOL * jnp.abs(coef[..., 0])
     return jnp.where(flat, coef[..., 0] > 0, coef[..., 0] >= half * norm)
 
@@ -309,10 +314,7 @@ def _majority_l1(coef: jax.Array, offsets_l1: jax.Array) -> jax.Array:
     l1 = jnp.abs(coef[..., 1]) + jnp.abs(coef[..., 2])
     flat = l1 <= _REL_TOL * jnp.abs(coef[..., 0])
     x = _diamond_angle(coef[..., 1], coef[..., 2], jnp.where(flat, 1.0, l1)) * ((_ANGLES - 1) / 4)
-    i = jnp.clip(jnp.floor(x), 0.0, _ANGLES - 2.0)
-    frac = x - i
-    i = i.astype(jnp.int32)
-    half = offsets_l1[i] + frac * (offsets_l1[i + 1] - offsets_l1[i])
+    half = _interp_offsets(offsets_l1, x)
     return jnp.where(flat, coef[..., 0] > 0, coef[..., 0] >= half * l1)
 
 
