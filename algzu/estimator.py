@@ -159,13 +159,13 @@ def include_path(path: str | Path) -> Path:
 def include(path: str | Path) -> list[str]:
     """Import an estimator file from outside the package; returns the names it registered."""
     path = include_path(path)
-    before = set(ESTIMATORS)
     module_name = f"{INCLUDED_PREFIX}{abs(hash(str(path)))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    # Without discovery: a worker that lists or traces this file runs no other file's code.
     spec.loader.exec_module(module)
-    added = sorted(set(ESTIMATORS) - before)
+    added = sorted(name for name, cls in ESTIMATORS.current().items() if cls.__module__ == module_name)
     if not added:
         raise AlgzuError(f"--include {path}: registers no new estimator")
     return added

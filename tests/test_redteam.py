@@ -87,6 +87,10 @@ CONTAINED_TODAY = CONTAINED_BEFORE
 # in a subprocess (:data:`CLI_SCORE`). Beat sampling before the harness stopped importing
 # estimator files (6f819d9 to 56144c9).
 IN_THE_HARNESS = frozenset({"attack_import_time"})
+# Code that runs wherever the estimator's file is imported, aimed at the other estimators of
+# the run (their tracing): never included in this test process either (it would patch JAX
+# here), only given to a runner's workers. Broke an included rival on 12a40da.
+AT_RIVALS = frozenset({"attack_sabotage_rivals"})
 # Run through `algzu score` with a held-out secret in the environment (it ran estimators
 # in-process before sealing).
 CLI_SCORE = ("attack_secret_proc", "attack_gt_cache", "attack_stack_truth", "attack_import_time")
@@ -102,7 +106,7 @@ def attacks():
     sandboxed worker may read them all)."""
     with registry.ESTIMATORS.restoring():
         for name, path in ATTACK_FILES.items():
-            if name not in IN_THE_HARNESS:
+            if name not in IN_THE_HARNESS | AT_RIVALS:
                 include(path)
         yield
 
@@ -163,7 +167,7 @@ def test_every_attack_file_is_classified_and_documented():
     after its file, and its docstring says its class, what it exploits and what a sound
     harness must do."""
     assert len(ATTACK_FILES) >= 12
-    groups = [SEALED_AWAY, UNSEALED_BY_DESIGN, CONTAINED_BEFORE, LEGAL, IN_THE_HARNESS]
+    groups = [SEALED_AWAY, UNSEALED_BY_DESIGN, CONTAINED_BEFORE, LEGAL, IN_THE_HARNESS, AT_RIVALS]
     assert set(ATTACK_FILES) == set().union(*groups)
     assert sum(map(len, groups)) == len(ATTACK_FILES), "an attack is in two groups"
     assert set(CLI_SCORE) <= CONTAINED_BEFORE | IN_THE_HARNESS
@@ -199,6 +203,55 @@ def test_numpy_attack_runs_unsealed_and_never_counts(scoring_runner, cache, name
     unsealed and no verdict counts them, whatever they score."""
     result = run_suite(SUITE, cache_dir=cache, estimators=[name], block_runner=scoring_runner)
     assert_never_counted(result)
+
+
+# --- an estimator file against the others of its run ----------------------------------------
+
+# An honest competitor in a file of its own, given with --include as a submission would be.
+RIVAL = """
+import dataclasses
+
+from algzu.estimator import Estimator, register_estimator
+from algzu.planning import chance_estimate, sample_mean, samples_within
+
+
+@register_estimator
+@dataclasses.dataclass(frozen=True)
+class Rival(Estimator):
+    name = "rival_sampling"
+    mechanistic = False
+    backend = "jax"
+
+    def estimate(self, model, budget_flops, key):
+        n = samples_within(model.spec, budget_flops)
+        return sample_mean(model, n, key) if n else chance_estimate(model.spec)
+"""
+
+
+def test_a_module_body_cannot_reach_another_estimators_tracing(tmp_path):
+    """``attack_sabotage_rivals`` replaces ``jax.random.normal`` with zeros from its module
+    body. Run in one sealed run beside an honest sampler from another file, the sampler's
+    estimates are bit for bit those it gets alone: each estimator file is listed and traced
+    by a worker of its own. (With one shared tracer, 12a40da, the sampler saw only the
+    all-zero input: MSE 0.82 at every budget.)"""
+    from algzu.sandbox.workers import SealedRunner
+
+    rival = tmp_path / "rival.py"
+    rival.write_text(RIVAL)
+    suite = Suite(name="rivals", cases=SUITE.cases, n_copies=4, budgets=(10**4,), gt_samples=1 << 12, seed=0)
+    estimates = {}
+    for attacked in (False, True):
+        includes = [rival, ATTACK_FILES["attack_sabotage_rivals"]] if attacked else [rival]
+        names = ["rival_sampling", "attack_sabotage_rivals"] if attacked else ["rival_sampling"]
+        with SealedRunner(includes=includes) as runner:
+            result = run_suite(suite, cache_dir=tmp_path / f"cache-{attacked}", estimators=names, block_runner=runner)
+            tracers = runner.tracer_pids
+        assert len(tracers) == len(names), tracers  # one tracer per estimator file
+        cells = result.cells[result.cells.estimator == "rival_sampling"]
+        assert (cells.error.fillna("") == "").all(), cells.message.tolist()
+        estimates[attacked] = cells.sort_values("copy").estimate.tolist()
+    assert estimates[True] == estimates[False]
+    assert 0.6 < min(estimates[False]) and max(estimates[False]) < 1.0  # the sampler really sampled
 
 
 # --- `algzu score`: attacks on the in-process scorer, a held-out secret in the environment ---

@@ -74,12 +74,14 @@ class _PublicOnly(pickle.Unpickler):
 def test_tracer_is_sent_settings_spec_and_budget_only(sealed, small):
     spec, stacked = small
     sent = []
-    send = sealed._tracer.send
-    sealed._tracer.send = lambda message: sent.append(pickle.dumps(message)) or send(message)
+    est = get_estimator("sampling")
+    tracer = sealed._worker_for(EstimatorRef.of(est).file)
+    send = tracer.send
+    tracer.send = lambda message: sent.append(pickle.dumps(message)) or send(message)
     try:
-        results = sealed(get_estimator("sampling"), spec, stacked, 10**4, keys(0, 1), [0, 1])
+        results = sealed(est, spec, stacked, 10**4, keys(0, 1), [0, 1])
     finally:
-        sealed._tracer.send = send
+        tracer.send = send
     assert [r.error for r in results] == ["", ""]
     messages = [_PublicOnly(io.BytesIO(m)).load() for m in sent]
     assert {m[0] for m in messages} <= {"load", "trace"} and any(m[0] == "trace" for m in messages)

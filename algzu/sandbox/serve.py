@@ -56,8 +56,8 @@ def worker_main(fd: int, role: str, memory_mb: int | None, sandboxed: bool) -> N
         if kind == "stop":
             os._exit(0)
         if kind == "catalog" and role in (UNSEALED, TRACER):
-            _, includes, names, specs = message
-            conn.send_bytes(json.dumps(_worker_catalog(includes, names, specs)).encode())
+            _, source, module, specs = message
+            conn.send_bytes(json.dumps(_worker_catalog(source, module, specs)).encode())
         elif kind == "load" and role in (UNSEALED, TRACER):
             conn.send_bytes(json.dumps(_worker_load(estimators, message[1])).encode())
         elif kind == "trace" and role == TRACER:
@@ -77,21 +77,33 @@ def worker_main(fd: int, role: str, memory_mb: int | None, sandboxed: bool) -> N
             os._exit(3)  # a message this role never gets: the parent is confused, stop
 
 
-def _worker_catalog(includes: list[str], names: list[str] | None, specs: list) -> dict:
-    """What the harness may know of the estimators, as JSON data: for each name asked (every
-    registered one for None) its declarations, its settings (``repr`` of the fields, Python
-    literals only), where its class lives, and whether it supports each spec. The harness
-    checks every field (:func:`algzu.sandbox.workers._decode_catalog`)."""
+def _worker_catalog(source: str, module: str | None, specs: list) -> dict:
+    """What the harness may know of the estimators of one file, as JSON data: for each
+    estimator class defined in ``source`` (imported as ``module``, or included when None)
+    its declarations, its settings (``repr`` of the fields, Python literals only), where its
+    class lives, and whether it supports each spec. Only that file is imported (and what it
+    imports itself): no discovery of the others. The harness checks every field
+    (:func:`algzu.sandbox.workers._decode_catalog`)."""
     import ast
+    import importlib
+    import inspect
 
-    from algzu.estimator import estimator_names, get_estimator
+    from algzu.estimator import ESTIMATORS
 
     try:
-        for path in includes:
-            include_file(Path(path))
+        path = Path(source).resolve()
+        if module is None:
+            include_file(path)
+        else:
+            importlib.import_module(module)
         cards = []
-        for name in estimator_names() if names is None else names:  # unknown: the registry's AlgzuError
-            est = get_estimator(name)
+        for name, kind in sorted(ESTIMATORS.current().items()):
+            try:
+                if Path(inspect.getfile(kind)).resolve() != path:
+                    continue  # registered by a file this one imports: that file's worker reports it
+            except (OSError, TypeError):
+                continue
+            est = kind()
             ref = EstimatorRef.of(est)
             fields = repr(ref.fields)
             if ast.literal_eval(fields) != ref.fields:
@@ -102,7 +114,7 @@ def _worker_catalog(includes: list[str], names: list[str] | None, specs: list) -
     except AlgzuError as e:
         return {"ok": False, "message": str(e)[:500]}
     except BaseException as e:  # noqa: BLE001 - an estimator file that fails to load fails the listing
-        return {"ok": False, "message": f"{type(e).__name__}: {e}"[:500]}
+        return {"ok": False, "message": f"{Path(source).name}: {type(e).__name__}: {e}"[:500]}
     return {"ok": True, "cards": cards}
 
 

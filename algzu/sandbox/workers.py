@@ -4,7 +4,8 @@ A leaderboard runs code written by people who want to top it. Two ``block_runner
 :func:`algzu.run.run_suite` (same signature as :func:`algzu.sandbox.runner.run_block`):
 
 * :class:`SealedRunner` (the default): the estimator's code never shares a process with
-  the weights it is scored on. A **tracer** worker imports the estimator and traces its
+  the weights it is scored on, nor with another estimator file's code. A **tracer** worker
+  per estimator file imports that file only and traces its
   ``estimate`` on abstract weights into a serialized program (:func:`algzu.sandbox.program.trace`);
   it is sent the estimator's settings, the spec and the budget, never an array, a cache
   path, a ground truth or a secret. An **executor** worker, which never imports estimator
@@ -37,11 +38,14 @@ How it works (this module is the parent's side; :mod:`algzu.sandbox.serve` runs 
 
 * **Workers, reused.** A worker is a fresh interpreter (a spawn, never a fork: JAX is not
   fork-safe) that initialises JAX on the CPU once and then serves blocks over a socket. It
-  is started on the first block and reused across blocks and estimators; restarted only
-  after it died or hung. Startup costs about as much as ``import jax`` plus one tiny
-  compile (3-5 s on a loaded 2-core host). The tracer keeps no secret from one block to the
-  next because it never receives one: everything it is sent (settings, spec, budget) is
-  public and part of the block's cache key.
+  is started when first needed (the tracers of a listing all at once) and reused across
+  blocks; restarted only after it died or hung. A sealed run has one tracer per estimator
+  file (a module body that patches JAX or a rival's class, ``tests/redteam/
+  attack_sabotage_rivals.py``, reaches only its own file's programs) and one executor; an
+  unsealed run one worker for every file, since its rows never count. Startup costs about
+  as much as ``import jax`` plus one tiny compile (3-5 s on a loaded 2-core host). A tracer
+  keeps no secret from one block to the next because it never receives one: everything it
+  is sent (settings, spec, budget) is public and part of the block's cache key.
 * **Confined from its first instruction.** :mod:`algzu.sandbox.landlock` is the worker's entry: it
   applies Landlock (Linux >= 5.13) before numpy or JAX start any thread, so every thread
   of the worker is confined: it may read the Python installation, algzu's packages, the
@@ -222,9 +226,9 @@ class EstimatorCard:
         return self.settings
 
 
-def _decode_catalog(reply: bytes | None, names: list[str] | None, specs: list[ModelSpec],
-                    folders: set[Path], includes: set[str]) -> list[EstimatorCard]:
-    """A worker's catalog answer as cards, checked field by field (never unpickled, no code)."""
+def _decode_catalog(reply: bytes | None, source: str, specs: list[ModelSpec]) -> list[EstimatorCard]:
+    """A worker's catalog answer for the file ``source`` as cards, checked field by field
+    (never unpickled, no code): every card's class must live in that file."""
     import ast
 
     def bad(why: str) -> AlgzuError:
@@ -253,16 +257,50 @@ def _decode_catalog(reply: bytes | None, names: list[str] | None, specs: list[Mo
                 and isinstance(supports, list) and len(supports) == len(specs)
                 and all(isinstance(x, bool) for x in supports)):
             raise bad(f"card {str(c.get('name'))[:40]!r}")
-        if file is not None and not (file in includes or any(Path(file).parent == f for f in folders)):
-            raise bad(f"{name}: file {file} is neither an estimator folder's nor an included one")
+        if file is None or Path(file).resolve() != Path(source):
+            raise bad(f"{name}: its class is not in {source}")
         ref = EstimatorRef(name, module, qualname, file, fields)
         cards.append(EstimatorCard(name, mechanistic, backend, ref, settings, frozenset(specs),
                                    frozenset(s for s, ok in zip(specs, supports) if ok)))
-    if names is not None and [c.name for c in cards] != list(names):
-        raise bad("not the estimators asked for")
     return cards
 
 
+def _estimator_dirs() -> list[Path]:
+    """The folders of the package ``algzu.estimators`` (``estimators/``)."""
+    import importlib.util
+
+    try:
+        folders = importlib.util.find_spec("algzu.estimators").submodule_search_locations
+        return [Path(d).resolve() for d in folders or []]
+    except (ImportError, AttributeError):
+        return []
+
+
+def _outside_folders(files: set[str | None]) -> set[str]:
+    """``files`` (resolved) less those in algzu's plug-in folders, which every worker may read."""
+    folders = {Path(d).resolve() for d in _package_dirs()}
+    return {str(Path(f).resolve()) for f in files if f and Path(f).resolve().parent not in folders}
+
+
+def _named_in(source: str) -> set[str]:
+    """The ``name = "..."`` strings of the classes in a file, read as text (never run): a
+    hint of which file defines which estimator, checked by the file's own worker."""
+    import ast
+
+    try:
+        tree = ast.parse(Path(source).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    found = set()
+    for node in ast.walk(tree):
+        for stmt in node.body if isinstance(node, ast.ClassDef) else ():
+            # `name = "..."` (targets) or `name: str = "..."` (target)
+            targets = getattr(stmt, "targets", None) or [getattr(stmt, "target", None)]
+            value = getattr(stmt, "value", None)
+            if (any(isinstance(t, ast.Name) and t.id == "name" for t in targets)
+                    and isinstance(value, ast.Constant) and isinstance(value.value, str)):
+                found.add(value.value)
+    return found
 
 
 class _Worker:
@@ -286,6 +324,8 @@ class _Worker:
         self.loaded: set[bytes] = set()  # estimators (pickled refs) the running worker has imported
         self.proc: subprocess.Popen | None = None
         self.conn: Connection | None = None
+        self.ready = False  # launched and said hello
+        self._launched = 0.0
         self._stderr = None
         self._workdir: tempfile.TemporaryDirectory | None = None
 
@@ -299,9 +339,15 @@ class _Worker:
         Raises:
             AlgzuError: it did not start.
         """
+        self.launch(files)
+        self.await_ready()
+
+    def launch(self, files: set[str]) -> None:
+        """Spawn the worker without waiting for it (:meth:`await_ready` does), so that
+        several start at once."""
         import algzu
 
-        start = time.perf_counter()
+        self._launched = time.perf_counter()
         self.readable = {str(Path(f).resolve()) for f in files}
         parent_sock, child_sock = socket.socketpair()
         # Never the held-out seed's secret (`algzu ... --secret` reads it from $ALGZU_SECRET).
@@ -333,6 +379,14 @@ class _Worker:
             child_sock.close()
         self.conn = Connection(parent_sock.detach())
         self.loaded = set()
+        self.ready = False
+
+    def await_ready(self) -> None:
+        """Wait for a launched worker's hello.
+
+        Raises:
+            AlgzuError: it did not start.
+        """
         reply, failure = self.receive(_STARTUP_TIMEOUT_S)
         try:
             hello = json.loads(reply) if reply is not None else None
@@ -345,7 +399,8 @@ class _Worker:
             raise AlgzuError(f"isolated {self.role} worker {why}: {tail or 'no message'}")
         self.memory_capped = bool(hello.get("memory_capped"))
         self.sandboxed = bool(hello.get("sandboxed"))
-        self.startups.append(time.perf_counter() - start)
+        self.ready = True
+        self.startups.append(time.perf_counter() - self._launched)
 
     def send(self, message: tuple) -> bool:
         """Send one message (pickled: the worker trusts its parent); False if the worker is gone."""
@@ -396,6 +451,7 @@ class _Worker:
     def kill(self) -> None:
         proc, conn = self.proc, self.conn
         self.proc = self.conn = None
+        self.ready = False
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -475,36 +531,98 @@ class _Runner:
         runner's ``includes`` and what :func:`algzu.estimator.include` registered here."""
         return self.includes | included_files()
 
+    def _sources(self) -> dict[str, str | None]:
+        """Every estimator file of a run, resolved, with the module it is imported as:
+        ``algzu.estimators.<stem>`` for the files of ``estimators/``, None for included ones."""
+        sources: dict[str, str | None] = {}
+        for folder in _estimator_dirs():
+            for path in sorted(folder.glob("*.py")):
+                if not path.name.startswith("_"):
+                    sources[str(path)] = f"algzu.estimators.{path.stem}"
+        for path in sorted(self._included()):
+            sources.setdefault(str(Path(path).resolve()), None)
+        return sources
+
+    def _worker_for(self, source: str | None) -> _Worker:
+        """The worker that lists and loads the estimators of file ``source``."""
+        raise NotImplementedError
+
+    def _files_for(self, source: str | None) -> set[str]:
+        """The files outside algzu's folders that the worker of ``source`` must be able to read."""
+        raise NotImplementedError
+
     def _ready(self, worker: _Worker, files: set[str]) -> None:
         """Start ``worker`` if needed, able to read ``files`` (restarted if it cannot)."""
+        self._launch(worker, files)
+        if not worker.ready:
+            worker.await_ready()
+
+    @staticmethod
+    def _launch(worker: _Worker, files: set[str]) -> None:
         if worker.alive and not {str(Path(f).resolve()) for f in files} <= worker.readable:
             worker.kill()  # a sandboxed worker cannot read a file it was not started with
         if not worker.alive:
-            worker.start(files)
+            worker.launch(files)
 
-    def _catalog(self, worker: _Worker, names: Sequence[str] | None, specs: Sequence[ModelSpec]) -> list[EstimatorCard]:
-        """Cards of the estimators ``names`` (every registered one for None), made by
-        ``worker`` (it imports the estimator files; this process never does).
+    def _catalog(self, names: Sequence[str] | None, specs: Sequence[ModelSpec]) -> list[EstimatorCard]:
+        """Cards of the estimators ``names`` (every one for None), each file's made by the
+        worker of that file (:meth:`_worker_for`; this process never imports them).
+
+        Named estimators are looked for first in the files whose classes set that ``name``
+        (read as text), then, for any not found, in every other file.
 
         Raises:
-            AlgzuError: an unknown name (with the valid ones), an estimator file that fails
-                to load, or an answer that is not a catalog.
+            AlgzuError: an unknown name (with the valid ones), a name two files define, an
+                estimator file that fails to load, or an answer that is not a catalog.
         """
-        includes = self._included()
-        self._ready(worker, includes)
-        specs = list(specs)
-        reply, failure = worker.ask(("catalog", sorted(includes), None if names is None else list(names), specs),
-                                    max(self.timeout_s, _LOAD_TIMEOUT_S))
-        if failure:
-            if failure == "timeout":
+        sources, specs = self._sources(), list(specs)
+        asked = list(sources) if names is None else [s for s in sources if _named_in(s) & set(names)]
+        cards = self._read_catalog(asked, sources, specs)
+        if names is not None and not set(names) <= {c.name for c in cards}:
+            cards += self._read_catalog([s for s in sources if s not in asked], sources, specs)
+        found: dict[str, EstimatorCard] = {}
+        for card in cards:
+            if card.name in found:
+                raise AlgzuError(f"cannot load the estimators: duplicate estimator name {card.name!r}: "
+                                 f"{found[card.name].ref.file} and {card.ref.file}")
+            found[card.name] = card
+        if names is None:
+            return [found[n] for n in sorted(found)]
+        for name in names:
+            if name not in found:
+                raise AlgzuError(f"cannot load the estimators: unknown estimator {name!r}; "
+                                 f"valid estimators: {', '.join(sorted(found)) or '(none)'}")
+        return [found[n] for n in names]
+
+    def _read_catalog(self, asked: list[str], sources: dict[str, str | None],
+                      specs: list[ModelSpec]) -> list[EstimatorCard]:
+        """The cards of the files ``asked``: every worker started, then every file asked, at once."""
+        workers: dict[int, tuple[_Worker, set[str]]] = {}
+        for source in asked:
+            worker, files = workers.get(id(w := self._worker_for(source)), (w, set()))
+            workers[id(worker)] = (worker, files | self._files_for(source))
+        for worker, files in workers.values():
+            self._launch(worker, files)
+        for source in asked:
+            worker = self._worker_for(source)
+            if not worker.ready:
+                worker.await_ready()
+            worker.send(("catalog", source, sources[source], specs))
+        cards = []
+        for source in asked:  # a worker answers in the order it was asked
+            worker = self._worker_for(source)
+            reply, failure = worker.receive(max(self.timeout_s, _LOAD_TIMEOUT_S))
+            if failure:
+                tail = worker.stderr_tail()
                 worker.kill()
-            raise AlgzuError(f"cannot list the estimators: their worker {failure}: {worker.stderr_tail()}"[:400])
-        folders = {Path(d).resolve() for d in _package_dirs()}
-        return _decode_catalog(reply, None if names is None else list(names), specs, folders, includes)
+                raise AlgzuError(f"cannot list the estimators of {Path(source).name}: "
+                                 f"its worker {failure}: {tail}"[:400])
+            cards += _decode_catalog(reply, source, specs)
+        return cards
 
     def _with_estimator(self, worker: _Worker, ref: EstimatorRef, copy: int) -> CellResult | None:
         """Make sure ``worker`` runs and has imported ``ref``'s module; a failure to record, or None."""
-        self._ready(worker, self._included() | ({ref.file} if ref.file else set()))
+        self._ready(worker, self._files_for(ref.file))
         if pickle.dumps(ref) in worker.loaded:
             return None
         # Importing the estimator's module is not part of any cell's time limit.
@@ -598,7 +716,13 @@ class IsolatedRunner(_Runner):
 
     def catalog(self, names: Sequence[str] | None, specs: Sequence[ModelSpec]) -> list[EstimatorCard]:
         """:class:`EstimatorCard`\\s of ``names`` (all for None), read by the worker."""
-        return self._catalog(self._worker, names, specs)
+        return self._catalog(names, specs)
+
+    def _worker_for(self, source: str | None) -> _Worker:
+        return self._worker  # one worker for every file: unsealed rows never count
+
+    def _files_for(self, source: str | None) -> set[str]:
+        return _outside_folders(self._included() | {source})
 
     def seals(self, estimator: Estimator) -> bool:
         """Whether this runner's results for ``estimator`` are sealed: never."""
@@ -680,14 +804,23 @@ class SealedRunner(_Runner):
     def __init__(self, timeout_s: float = 600.0, memory_mb: int | None = 4096,
                  give_up_after: int | None = 3, sandbox: bool = True, includes: Sequence[str | Path] = ()) -> None:
         super().__init__(timeout_s, memory_mb, give_up_after, sandbox, includes)
-        self._tracer = _Worker(TRACER, memory_mb, sandbox)
+        self._tracers: dict[str, _Worker] = {}  # by estimator file: one file's code never meets another's
         self._executor = _Worker(EXECUTOR, memory_mb, sandbox)
         self._unsealed = IsolatedRunner(timeout_s=timeout_s, memory_mb=memory_mb, give_up_after=give_up_after,
                                         sandbox=sandbox, includes=includes)
 
     def catalog(self, names: Sequence[str] | None, specs: Sequence[ModelSpec]) -> list[EstimatorCard]:
-        """:class:`EstimatorCard`\\s of ``names`` (all for None), read by the tracer worker."""
-        return self._catalog(self._tracer, names, specs)
+        """:class:`EstimatorCard`\\s of ``names`` (all for None), each read by its file's tracer."""
+        return self._catalog(names, specs)
+
+    def _worker_for(self, source: str | None) -> _Worker:
+        key = str(Path(source).resolve()) if source else ""
+        if key not in self._tracers:
+            self._tracers[key] = _Worker(TRACER, self.memory_mb, self.sandbox)
+        return self._tracers[key]
+
+    def _files_for(self, source: str | None) -> set[str]:
+        return _outside_folders({source})
 
     def seals(self, estimator: Estimator) -> bool:
         """Whether this runner's results for ``estimator`` are sealed: JAX estimators only."""
@@ -701,8 +834,9 @@ class SealedRunner(_Runner):
         from algzu.sandbox.program import key_data
 
         data = [key_data(key) for key in keys]
+        ref = EstimatorRef.of(estimator)
         try:
-            blob = self._trace(EstimatorRef.of(estimator), spec, int(budget), copies[0])
+            blob = self._trace(ref, spec, int(budget), copies[0])
             if isinstance(blob, CellResult):  # the estimator cannot be traced: every cell fails alike
                 return [dataclasses.replace(blob, copy=k) for k in copies]
 
@@ -716,53 +850,59 @@ class SealedRunner(_Runner):
 
             return self._stream(self._executor, start, list(enumerate(copies)))
         except BaseException:
-            self._tracer.kill()  # interrupted mid-block: their answers must not be read as the next block's
+            # interrupted mid-block: their answers must not be read as the next block's
+            self._worker_for(ref.file).kill()
             self._executor.kill()
             raise
 
     def _trace(self, ref: EstimatorRef, spec, budget: int, copy: int) -> bytes | CellResult:
-        """The program the tracer makes of ``ref`` for (spec, budget), or the failure to record."""
-        failed = self._with_estimator(self._tracer, ref, copy)
+        """The program the tracer of ``ref``'s file makes for (spec, budget), or the failure to record."""
+        tracer = self._worker_for(ref.file)
+        failed = self._with_estimator(tracer, ref, copy)
         if failed is not None:
             return failed
         start = time.perf_counter()
-        reply, failure = self._tracer.ask(("trace", ref, spec, budget), self.timeout_s)
+        reply, failure = tracer.ask(("trace", ref, spec, budget), self.timeout_s)
         if failure:
-            return self._tracer.failure(copy, failure, time.perf_counter() - start, " while tracing")
+            return tracer.failure(copy, failure, time.perf_counter() - start, " while tracing")
         try:
             header = json.loads(reply)
             ok = header["ok"]
         except (ValueError, TypeError, KeyError):
-            return self._tracer.malformed(copy, time.perf_counter() - start)
+            return tracer.malformed(copy, time.perf_counter() - start)
         if ok is not True:
             message = header.get("message") if isinstance(header.get("message"), str) else ""
             error = header.get("error") if header.get("error") in ("memory", "refused") else "exception"
             return CellResult(copy, None, None, time.perf_counter() - start, error, message[:300])
-        blob, failure = self._tracer.receive(self.timeout_s - (time.perf_counter() - start))
+        blob, failure = tracer.receive(self.timeout_s - (time.perf_counter() - start))
         if failure:
-            return self._tracer.failure(copy, failure, time.perf_counter() - start, " while tracing")
+            return tracer.failure(copy, failure, time.perf_counter() - start, " while tracing")
         if len(blob) > _MAX_PROGRAM_BYTES:
             return CellResult(copy, None, None, time.perf_counter() - start, "refused",
                               f"program of {len(blob):,} bytes exceeds {_MAX_PROGRAM_BYTES:,}")
         return blob
 
+    def _workers(self) -> list[_Worker]:
+        return [*self._tracers.values(), self._executor, self._unsealed._worker]
+
     @property
     def startups(self) -> list[float]:
-        return self._tracer.startups + self._executor.startups + self._unsealed.startups
+        return [t for w in self._workers() for t in w.startups]
 
     @property
     def memory_capped(self) -> bool:
-        workers = [w for w in (self._tracer, self._executor, self._unsealed._worker) if w.startups]
+        workers = [w for w in self._workers() if w.startups]
         return bool(workers) and all(w.memory_capped for w in workers)
 
     @property
     def sandboxed(self) -> bool:
-        workers = [w for w in (self._tracer, self._executor, self._unsealed._worker) if w.startups]
+        workers = [w for w in self._workers() if w.startups]
         return bool(workers) and all(w.sandboxed for w in workers)
 
     @property
-    def tracer_pid(self) -> int | None:
-        return None if self._tracer.proc is None else self._tracer.proc.pid
+    def tracer_pids(self) -> dict[str, int]:
+        """The running tracers' process ids, by estimator file."""
+        return {source: w.proc.pid for source, w in self._tracers.items() if w.proc is not None}
 
     @property
     def executor_pid(self) -> int | None:
@@ -770,7 +910,7 @@ class SealedRunner(_Runner):
 
     def close(self) -> None:
         """Stop every worker."""
-        for worker in (self._tracer, self._executor):
+        for worker in (*self._tracers.values(), self._executor):
             worker.close()
         self._unsealed.close()
 
@@ -781,7 +921,7 @@ class SealedRunner(_Runner):
         self.close()
 
     def __del__(self) -> None:
-        for worker in (getattr(self, "_tracer", None), getattr(self, "_executor", None)):
+        for worker in (*getattr(self, "_tracers", {}).values(), getattr(self, "_executor", None)):
             if worker is not None and worker.alive:
                 worker.kill()
 
