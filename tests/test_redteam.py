@@ -254,6 +254,32 @@ def test_a_module_body_cannot_reach_another_estimators_tracing(tmp_path):
     assert 0.6 < min(estimates[False]) and max(estimates[False]) < 1.0  # the sampler really sampled
 
 
+def test_a_name_two_files_define_is_an_error_naming_both(tmp_path):
+    """Claiming a rival's name from another file does not take its place: listing fails, naming both files."""
+    from algzu.errors import AlgzuError
+    from algzu.sandbox.workers import SealedRunner
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    files = [tmp_path / "a" / "rival.py", tmp_path / "b" / "rival.py"]
+    for f in files:
+        f.write_text(RIVAL)
+    with SealedRunner(includes=files) as runner, pytest.raises(AlgzuError, match="duplicate estimator name") as e:
+        runner.catalog(["rival_sampling"], [])
+    assert all(str(f) in str(e.value) for f in files)
+
+
+def test_a_name_not_written_as_text_is_still_found(tmp_path):
+    """The text hint is only a shortcut: a class whose ``name`` is computed is found by asking
+    every file's worker, and its card is that of its own file."""
+    from algzu.sandbox.workers import SealedRunner
+
+    rival = tmp_path / "rival.py"
+    rival.write_text(RIVAL.replace('name = "rival_sampling"', 'name = "rival_" + "computed"'))
+    with SealedRunner(includes=[rival]) as runner:
+        [card] = runner.catalog(["rival_computed"], [])
+    assert card.ref.file == str(rival.resolve())
+
+
 # --- `algzu score`: attacks on the in-process scorer, a held-out secret in the environment ---
 
 
