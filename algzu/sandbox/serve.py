@@ -23,7 +23,15 @@ import numpy as np
 from algzu.errors import AlgzuError
 from algzu.estimator import Estimator
 from algzu.sandbox.runner import CellResult
-from algzu.sandbox.workers import EXECUTOR, MEMORY_MARKERS, TRACER, UNSEALED, EstimatorRef, include_file
+from algzu.sandbox.workers import (
+    ENTRY_POINT,
+    EXECUTOR,
+    MEMORY_MARKERS,
+    TRACER,
+    UNSEALED,
+    EstimatorRef,
+    include_file,
+)
 
 
 def worker_main(fd: int, role: str, memory_mb: int | None, sandboxed: bool) -> None:
@@ -78,31 +86,37 @@ def worker_main(fd: int, role: str, memory_mb: int | None, sandboxed: bool) -> N
 
 
 def _worker_catalog(source: str, module: str | None, specs: list) -> dict:
-    """What the harness may know of the estimators of one file, as JSON data: for each
-    estimator class defined in ``source`` (imported as ``module``, or included when None)
-    its declarations, its settings (``repr`` of the fields, Python literals only), where its
-    class lives, and whether it supports each spec. Only that file is imported (and what it
-    imports itself): no discovery of the others. The harness checks every field
-    (:func:`algzu.sandbox.workers._decode_catalog`)."""
+    """What the harness may know of the estimators of one source, as JSON data: for each
+    estimator class defined in the file ``source`` (imported as ``module``, or included
+    when None), or loaded by the entry point ``module`` (``source`` starts with
+    :data:`~algzu.sandbox.workers.ENTRY_POINT`), its declarations, its settings (``repr``
+    of the fields, Python literals only), where its class lives, and whether it supports
+    each spec. Only that source is imported (and what it imports itself): no discovery of
+    the others. The harness checks every field (:func:`algzu.sandbox.workers._decode_catalog`)."""
     import ast
     import importlib
-    import inspect
 
     from algzu.estimator import ESTIMATORS
 
     try:
-        path = Path(source).resolve()
-        if module is None:
-            include_file(path)
+        if source.startswith(ENTRY_POINT):
+            from importlib import metadata
+
+            from algzu.estimator import register_estimator
+
+            [entry] = [e for e in metadata.entry_points(group="algzu.estimators") if e.name == module]
+            mine = [register_estimator(entry.load())]  # as discovery registers entry points
         else:
-            importlib.import_module(module)
+            path = Path(source).resolve()
+            if module is None:
+                include_file(path)
+            else:
+                importlib.import_module(module)
+            # Not those of a file this one imports: that file's worker reports them.
+            mine = [kind for kind in ESTIMATORS.current().values() if _defined_in(kind, path)]
         cards = []
-        for name, kind in sorted(ESTIMATORS.current().items()):
-            try:
-                if Path(inspect.getfile(kind)).resolve() != path:
-                    continue  # registered by a file this one imports: that file's worker reports it
-            except (OSError, TypeError):
-                continue
+        for kind in sorted(mine, key=lambda k: k.name):
+            name = kind.name
             est = kind()
             ref = EstimatorRef.of(est)
             fields = repr(ref.fields)
@@ -116,6 +130,15 @@ def _worker_catalog(source: str, module: str | None, specs: list) -> dict:
     except BaseException as e:  # noqa: BLE001 - an estimator file that fails to load fails the listing
         return {"ok": False, "message": f"{Path(source).name}: {type(e).__name__}: {e}"[:500]}
     return {"ok": True, "cards": cards}
+
+
+def _defined_in(kind: type, path: Path) -> bool:
+    import inspect
+
+    try:
+        return Path(inspect.getfile(kind)).resolve() == path
+    except (OSError, TypeError):
+        return False
 
 
 def _worker_load(estimators: dict[bytes, Estimator], ref: EstimatorRef) -> dict:

@@ -117,6 +117,8 @@ _LOAD_TIMEOUT_S = 120.0  # importing an estimator's module (at least this, or th
 _MAX_PROGRAM_BYTES = 1 << 30  # a serialized program larger than this is refused unread
 # Worker roles: who holds what. Estimator code and weights never meet in a sealed run.
 UNSEALED, TRACER, EXECUTOR = "unsealed", "tracer", "executor"
+# An estimator source that is not a file: an ``algzu.estimators`` entry point, by name.
+ENTRY_POINT = "entry point "
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,7 +259,7 @@ def _decode_catalog(reply: bytes | None, source: str, specs: list[ModelSpec]) ->
                 and isinstance(supports, list) and len(supports) == len(specs)
                 and all(isinstance(x, bool) for x in supports)):
             raise bad(f"card {str(c.get('name'))[:40]!r}")
-        if file is None or Path(file).resolve() != Path(source):
+        if file is None or not (source.startswith(ENTRY_POINT) or Path(file).resolve() == Path(source)):
             raise bad(f"{name}: its class is not in {source}")
         ref = EstimatorRef(name, module, qualname, file, fields)
         cards.append(EstimatorCard(name, mechanistic, backend, ref, settings, frozenset(specs),
@@ -277,9 +279,20 @@ def _estimator_dirs() -> list[Path]:
 
 
 def _outside_folders(files: set[str | None]) -> set[str]:
-    """``files`` (resolved) less those in algzu's plug-in folders, which every worker may read."""
-    folders = {Path(d).resolve() for d in _package_dirs()}
-    return {str(Path(f).resolve()) for f in files if f and Path(f).resolve().parent not in folders}
+    """``files`` (resolved) less those every worker may read anyway (the Python installation,
+    algzu and its plug-in folders); entry-point sources are not files."""
+    import algzu
+
+    folders = [Path(d).resolve() for d in _python_dirs() | set(algzu.__path__) | _package_dirs()]
+    return {str(Path(f).resolve()) for f in files if f and not f.startswith(ENTRY_POINT)
+            and not any(Path(f).resolve().is_relative_to(d) for d in folders)}
+
+
+def _source_key(source: str | None) -> str:
+    """One key per estimator source: a resolved file, an entry point, or "" (no file)."""
+    if not source:
+        return ""
+    return source if source.startswith(ENTRY_POINT) else str(Path(source).resolve())
 
 
 def _named_in(source: str) -> set[str]:
@@ -532,8 +545,13 @@ class _Runner:
         return self.includes | included_files()
 
     def _sources(self) -> dict[str, str | None]:
-        """Every estimator file of a run, resolved, with the module it is imported as:
-        ``algzu.estimators.<stem>`` for the files of ``estimators/``, None for included ones."""
+        """Every estimator source of a run with how a worker loads it: the files of
+        ``estimators/`` (resolved) with the module they are imported as
+        (``algzu.estimators.<stem>``), included files with None, and each entry point of
+        the group ``algzu.estimators`` (``ENTRY_POINT + name``, read from the installed
+        packages' metadata, never loaded here) with its name."""
+        from importlib import metadata
+
         sources: dict[str, str | None] = {}
         for folder in _estimator_dirs():
             for path in sorted(folder.glob("*.py")):
@@ -541,6 +559,8 @@ class _Runner:
                     sources[str(path)] = f"algzu.estimators.{path.stem}"
         for path in sorted(self._included()):
             sources.setdefault(str(Path(path).resolve()), None)
+        for entry in sorted(metadata.entry_points(group="algzu.estimators"), key=lambda e: e.name):
+            sources[ENTRY_POINT + entry.name] = entry.name
         return sources
 
     def _worker_for(self, source: str | None) -> _Worker:
@@ -569,14 +589,15 @@ class _Runner:
         worker of that file (:meth:`_worker_for`; this process never imports them).
 
         Named estimators are looked for first in the files whose classes set that ``name``
-        (read as text), then, for any not found, in every other file.
+        (read as text) and in the entry points, then, for any not found, in every other file.
 
         Raises:
             AlgzuError: an unknown name (with the valid ones), a name two files define, an
                 estimator file that fails to load, or an answer that is not a catalog.
         """
         sources, specs = self._sources(), list(specs)
-        asked = list(sources) if names is None else [s for s in sources if _named_in(s) & set(names)]
+        asked = list(sources) if names is None else [s for s in sources
+                                                     if s.startswith(ENTRY_POINT) or _named_in(s) & set(names)]
         cards = self._read_catalog(asked, sources, specs)
         if names is not None and not set(names) <= {c.name for c in cards}:
             cards += self._read_catalog([s for s in sources if s not in asked], sources, specs)
@@ -617,8 +638,14 @@ class _Runner:
                 worker.kill()
                 raise AlgzuError(f"cannot list the estimators of {Path(source).name}: "
                                  f"its worker {failure}: {tail}"[:400])
-            cards += _decode_catalog(reply, source, specs)
+            found = _decode_catalog(reply, source, specs)
+            for card in found:  # an entry point's estimators are traced where they were listed
+                self._adopt(card.ref.file, worker)
+            cards += found
         return cards
+
+    def _adopt(self, file: str | None, worker: _Worker) -> None:
+        """Make ``worker`` the one that loads the estimators of ``file`` (if none is yet)."""
 
     def _with_estimator(self, worker: _Worker, ref: EstimatorRef, copy: int) -> CellResult | None:
         """Make sure ``worker`` runs and has imported ``ref``'s module; a failure to record, or None."""
@@ -814,10 +841,13 @@ class SealedRunner(_Runner):
         return self._catalog(names, specs)
 
     def _worker_for(self, source: str | None) -> _Worker:
-        key = str(Path(source).resolve()) if source else ""
+        key = _source_key(source)
         if key not in self._tracers:
             self._tracers[key] = _Worker(TRACER, self.memory_mb, self.sandbox)
         return self._tracers[key]
+
+    def _adopt(self, file: str | None, worker: _Worker) -> None:
+        self._tracers.setdefault(_source_key(file), worker)
 
     def _files_for(self, source: str | None) -> set[str]:
         return _outside_folders({source})
