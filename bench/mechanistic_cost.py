@@ -1,0 +1,79 @@
+"""Metered cost of the exact-cone estimators against the hidden width d and the length n.
+
+Run from the repository root::
+
+    python bench/mechanistic_cost.py [--d 2 4 8 16] [--n 3 4 5]
+
+For each zoo RNN on 2nd argmax (and the MLPs and argmedian models they declare), prints the
+FLOPs of the programs the estimators choose from, counted by the meter they plan with (the
+jaxpr meter; the sealed StableHLO meter agrees within 1% on these programs,
+``tests/test_hlo_meter.py``). Nothing is run: every program is traced on abstract weights
+and metered, so the figures are exact and machine-independent.
+
+* ``exact_cones`` (n <= 3): its cheapest program (the smallest growth factor of its
+  capacities; below it, it returns the chance rate) and the one at the largest factor.
+* ``sliced_cones`` (n = 4, 5): one exact 3-D slice at growth factor 1.3, and each rung of its
+  quadrature ladder (graded breakpoints, Gauss-Legendre nodes per interval), i.e. slices
+  times nodes plus the breakpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+from algzu.planning import abstract_params, metered_flops
+from algzu.zoo import load_model
+
+def _one_slice_flops(sc, spec) -> int:
+    plan = sc._plan(spec, "float64", 1, sc._GAMMA_MIN, 0)
+
+    def one(params):
+        with jax.enable_x64(True):
+            p = {k: jnp.asarray(v, jnp.float64) for k, v in params.items()}
+            omega = jnp.ones((spec.n - 2,), jnp.float64) / math.sqrt(spec.n - 2)
+            return sc._slice(plan, p, omega)[0]
+
+    return metered_flops(one, abstract_params(spec))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--d", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--n", type=int, nargs="+", default=[3, 4, 5])
+    args = parser.parse_args()
+    # Benchmarks may import estimator files; the harness never does.
+    ec, sc = (importlib.import_module(f"algzu.estimators.{name}") for name in ("exact_cones", "sliced_cones"))
+    ids = [f"2nd_argmax-d{d}-n{n}" for n in args.n for d in args.d]
+    ids += [f"argmedian-d{d}-n{n}" for n in args.n for d in (4, 8)] + [f"2nd_argmax-mlp-d32-n{n}" for n in args.n]
+    start = time.perf_counter()
+    print("| model | d | n | estimator | program | metered FLOPs |")
+    print("|---|---|---|---|---|---|")
+    for mid in ids:
+        try:
+            spec = load_model(mid).spec
+        except Exception:  # noqa: BLE001 - a cell the zoo does not have
+            continue
+        d = spec.d
+        if spec.n <= 3:
+            lo, hi = ec._GAMMAS[0], ec._GAMMAS[-1]
+            for g in (lo, hi):
+                flops = ec._plan_flops(ec._plan(spec, "float64", g))
+                print(f"| `{mid}` | {d} | {spec.n} | exact_cones | growth {g:g} | {flops:.3g} |")
+        elif spec.n <= 5:
+            print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | one slice | {_one_slice_flops(sc, spec):.3g} |")
+            for grades, m in sc._LADDER[spec.n]:
+                flops = sc._plan_flops(sc._plan(spec, "float64", m, sc._GAMMA_MIN, grades))
+                print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | {grades} grades, m = {m} | {flops:.3g} |")
+        sys.stdout.flush()
+    print(f"\n({time.perf_counter() - start:.0f} s to trace and meter)")
+
+
+if __name__ == "__main__":
+    main()
