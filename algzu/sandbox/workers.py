@@ -199,9 +199,9 @@ class EstimatorCard:
     The harness never imports an estimator's file: its module body would run in the process
     that holds the weights, the ground truth and the scorer (``tests/redteam/
     attack_import_time.py`` rewrites the scorer that way). :meth:`SealedRunner.catalog`
-    asks a worker, which imports the files and answers in JSON; a card then stands in for
-    the estimator on the trusted side (names, flags, settings for cache keys, declared
-    models, and the reference a worker re-creates it from).
+    asks each estimator file's worker, which imports that file and answers in JSON; a card
+    then stands in for the estimator on the trusted side (names, flags, settings for cache
+    keys, declared models, and the reference a worker re-creates it from).
 
     Attributes:
         name, mechanistic, backend: the class's declarations.
@@ -622,22 +622,29 @@ class _Runner:
         for source in asked:
             worker, files = workers.get(id(w := self._worker_for(source)), (w, set()))
             workers[id(worker)] = (worker, files | self._files_for(source))
-        for worker, files in workers.values():
-            self._launch(worker, files)
-        for source in asked:
-            worker = self._worker_for(source)
-            if not worker.ready:
-                worker.await_ready()
-            worker.send(("catalog", source, sources[source], specs))
+        replies = []
+        try:
+            for worker, files in workers.values():
+                self._launch(worker, files)
+            for source in asked:
+                worker = self._worker_for(source)
+                if not worker.ready:
+                    worker.await_ready()
+                worker.send(("catalog", source, sources[source], specs))
+            for source in asked:  # a worker answers in the order it was asked
+                worker = self._worker_for(source)
+                timeout = max(self.timeout_s, _LOAD_TIMEOUT_S)
+                reply, failure = worker.receive(timeout) if worker.alive else (None, "died")
+                if failure:
+                    raise AlgzuError(f"cannot list the estimators of {Path(source).name}: "
+                                     f"its worker {failure}: {worker.stderr_tail()}"[:400])
+                replies.append((source, worker, reply))
+        except BaseException:
+            for worker, _ in workers.values():
+                worker.kill()  # answers still on their way must not be read as another message's
+            raise
         cards = []
-        for source in asked:  # a worker answers in the order it was asked
-            worker = self._worker_for(source)
-            reply, failure = worker.receive(max(self.timeout_s, _LOAD_TIMEOUT_S))
-            if failure:
-                tail = worker.stderr_tail()
-                worker.kill()
-                raise AlgzuError(f"cannot list the estimators of {Path(source).name}: "
-                                 f"its worker {failure}: {tail}"[:400])
+        for source, worker, reply in replies:
             found = _decode_catalog(reply, source, specs)
             for card in found:  # an entry point's estimators are traced where they were listed
                 self._adopt(card.ref.file, worker)
@@ -913,7 +920,8 @@ class SealedRunner(_Runner):
         return blob
 
     def _workers(self) -> list[_Worker]:
-        return [*self._tracers.values(), self._executor, self._unsealed._worker]
+        """Every worker once (an entry point's tracer is also its file's)."""
+        return list({id(w): w for w in (*self._tracers.values(), self._executor, self._unsealed._worker)}.values())
 
     @property
     def startups(self) -> list[float]:
