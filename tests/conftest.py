@@ -55,3 +55,34 @@ def faulty():
     with registry.ESTIMATORS.restoring():
         registry.include(FAULTY)
         yield
+
+
+_SAMPLER = '''
+import dataclasses
+
+from algzu.estimator import Estimator, register_estimator
+from algzu.planning import chance_estimate, sample_mean, samples_within
+
+
+{decorator}@dataclasses.dataclass(frozen=True)
+class Sampler(Estimator):
+    name = {name}
+    mechanistic = False
+    backend = "jax"
+
+    def estimate(self, model, budget_flops, key):
+        n = samples_within(model.spec, budget_flops)
+        return sample_mean(model, n, key) if n else chance_estimate(model.spec)
+'''
+
+
+@pytest.fixture(scope="session")
+def sampler_source():
+    """The source of an honest sampler in a file of its own (a competitor's submission):
+    ``sampler_source(name)``; ``name_code`` replaces the ``name`` expression, and
+    ``registered=False`` leaves out ``@register_estimator`` (an entry point's class)."""
+
+    def source(name: str = "", name_code: str | None = None, registered: bool = True) -> str:
+        return _SAMPLER.format(name=name_code or repr(name), decorator="@register_estimator\n" * registered)
+
+    return source

@@ -213,27 +213,7 @@ def test_in_process_run_must_be_asked_for_as_unsealed(tmp_path, capsys, monkeypa
 
 
 
-# An honest sampler in a file of its own.
-SAMPLER = """
-import dataclasses
-
-from algzu.estimator import Estimator, register_estimator
-from algzu.planning import sample_mean, samples_within
-
-
-@register_estimator
-@dataclasses.dataclass(frozen=True)
-class Sampler(Estimator):
-    name = "b_sampler"
-    mechanistic = False
-    backend = "jax"
-
-    def estimate(self, model, budget_flops, key):
-        return sample_mean(model, samples_within(model.spec, budget_flops), key)
-"""
-
-
-def test_a_file_that_fails_to_list_leaves_the_worker_in_step(small, tmp_path):
+def test_a_file_that_fails_to_list_leaves_the_worker_in_step(small, tmp_path, sampler_source):
     """One worker lists several files (the unsealed runner's): when one fails to load, the
     listing fails naming it, after reading the answers still due from the others, so that
     none is read later as the answer to the next message (on 21ef83d the next cell read a
@@ -241,11 +221,10 @@ def test_a_file_that_fails_to_list_leaves_the_worker_in_step(small, tmp_path):
     spec, stacked = small
     broken, sampler = tmp_path / "a_broken.py", tmp_path / "b_sampler.py"
     broken.write_text("raise RuntimeError('this file does not load')\n")
-    sampler.write_text(SAMPLER)
+    sampler.write_text(sampler_source("b_sampler"))
     with IsolatedRunner(includes=[broken, sampler]) as runner:
         with pytest.raises(AlgzuError, match="a_broken.py: RuntimeError"):
             runner.catalog(None, [spec])
         [card] = runner.catalog(["b_sampler"], [spec])
         results = runner(card, spec, stacked, 10**4, [jax.random.key(0)], [0])
     assert [r.error for r in results] == [""], [r.message for r in results]
-

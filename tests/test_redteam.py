@@ -21,6 +21,10 @@ frame, the ground-truth cache, and a held-out secret from ``/proc``; one rewrite
 from its module body, wherever its file is imported): they are run through the CLI itself,
 in a subprocess whose environment holds ``$ALGZU_SECRET`` as a real held-out run's would.
 
+One attack targets the other estimators of its run (``attack_sabotage_rivals`` patches JAX
+from its module body): it is never included in this process, and an honest sampler in
+another file must score the same beside it as alone.
+
 Three attacks are legal under issue #10 (they read nothing of the harness, so no seal can
 refuse them) and are tested against what issue #11 (honest verdicts) will require
 instead: the zero-information constant tuned to the protocol, open-book precomputation on
@@ -207,28 +211,7 @@ def test_numpy_attack_runs_unsealed_and_never_counts(scoring_runner, cache, name
 
 # --- an estimator file against the others of its run ----------------------------------------
 
-# An honest competitor in a file of its own, given with --include as a submission would be.
-RIVAL = """
-import dataclasses
-
-from algzu.estimator import Estimator, register_estimator
-from algzu.planning import chance_estimate, sample_mean, samples_within
-
-
-@register_estimator
-@dataclasses.dataclass(frozen=True)
-class Rival(Estimator):
-    name = "rival_sampling"
-    mechanistic = False
-    backend = "jax"
-
-    def estimate(self, model, budget_flops, key):
-        n = samples_within(model.spec, budget_flops)
-        return sample_mean(model, n, key) if n else chance_estimate(model.spec)
-"""
-
-
-def test_a_module_body_cannot_reach_another_estimators_tracing(tmp_path):
+def test_a_module_body_cannot_reach_another_estimators_tracing(tmp_path, sampler_source):
     """``attack_sabotage_rivals`` replaces ``jax.random.normal`` with zeros from its module
     body. Run in one sealed run beside an honest sampler from another file, the sampler's
     estimates are bit for bit those it gets alone: each estimator file is listed and traced
@@ -237,7 +220,7 @@ def test_a_module_body_cannot_reach_another_estimators_tracing(tmp_path):
     from algzu.sandbox.workers import SealedRunner
 
     rival = tmp_path / "rival.py"
-    rival.write_text(RIVAL)
+    rival.write_text(sampler_source("rival_sampling"))
     suite = Suite(name="rivals", cases=SUITE.cases, n_copies=4, budgets=(10**4,), gt_samples=1 << 12, seed=0)
     estimates = {}
     for attacked in (False, True):
@@ -254,7 +237,7 @@ def test_a_module_body_cannot_reach_another_estimators_tracing(tmp_path):
     assert 0.6 < min(estimates[False]) and max(estimates[False]) < 1.0  # the sampler really sampled
 
 
-def test_a_name_two_files_define_is_an_error_naming_both(tmp_path):
+def test_a_name_two_files_define_is_an_error_naming_both(tmp_path, sampler_source):
     """Claiming a rival's name from another file does not take its place: listing fails, naming both files."""
     from algzu.errors import AlgzuError
     from algzu.sandbox.workers import SealedRunner
@@ -262,19 +245,19 @@ def test_a_name_two_files_define_is_an_error_naming_both(tmp_path):
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     files = [tmp_path / "a" / "rival.py", tmp_path / "b" / "rival.py"]
     for f in files:
-        f.write_text(RIVAL)
+        f.write_text(sampler_source("rival_sampling"))
     with SealedRunner(includes=files) as runner, pytest.raises(AlgzuError, match="duplicate estimator name") as e:
         runner.catalog(["rival_sampling"], [])
     assert all(str(f) in str(e.value) for f in files)
 
 
-def test_a_name_not_written_as_text_is_still_found(tmp_path):
+def test_a_name_not_written_as_text_is_still_found(tmp_path, sampler_source):
     """The text hint is only a shortcut: a class whose ``name`` is computed is found by asking
     every file's worker, and its card is that of its own file."""
     from algzu.sandbox.workers import SealedRunner
 
     rival = tmp_path / "rival.py"
-    rival.write_text(RIVAL.replace('name = "rival_sampling"', 'name = "rival_" + "computed"'))
+    rival.write_text(sampler_source(name_code='"rival_" + "computed"'))
     with SealedRunner(includes=[rival]) as runner:
         [card] = runner.catalog(["rival_computed"], [])
     assert card.ref.file == str(rival.resolve())

@@ -89,47 +89,29 @@ def test_tracer_is_sent_settings_spec_and_budget_only(sealed, small):
         assert all(isinstance(part, (str, int, EstimatorRef, ModelSpec)) for part in m), m
 
 
-# An installed package's estimator, registered through the entry-point group (README).
-PLUGIN = """
-import dataclasses
-
-from algzu.estimator import Estimator
-from algzu.planning import sample_mean, samples_within
-
-
-@dataclasses.dataclass(frozen=True)
-class Demo(Estimator):
-    name = "demo_plugin_sampling"
-    mechanistic = False
-    backend = "jax"
-
-    def estimate(self, model, budget_flops, key):
-        return sample_mean(model, samples_within(model.spec, budget_flops), key)
-"""
-
-
-def test_an_entry_point_estimator_is_listed_and_traced_sealed(tmp_path, monkeypatch, small):
+def test_an_entry_point_estimator_is_listed_and_traced_sealed(tmp_path, monkeypatch, small, sampler_source):
     """An ``algzu.estimators`` entry point is listed and traced by a tracer of its own, and
     this process never imports its module. (Unconfined: a real plug-in is installed where
     a confined worker may read it; this one sits in a temporary folder.)"""
     import sys
 
     spec, stacked = small
-    (tmp_path / "demo_algzu_plugin.py").write_text(PLUGIN)
+    # An installed package's estimator: registered by its entry point, not by a decorator.
+    (tmp_path / "demo_algzu_plugin.py").write_text(sampler_source("demo_plugin_sampling", registered=False))
     dist = tmp_path / "demo_algzu_plugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-algzu-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[algzu.estimators]\ndemo = demo_algzu_plugin:Demo\n")
+    (dist / "entry_points.txt").write_text("[algzu.estimators]\ndemo = demo_algzu_plugin:Sampler\n")
     with registry.ESTIMATORS.restoring():  # discovery has run: it will not load the plug-in here
         monkeypatch.syspath_prepend(str(tmp_path))
         with SealedRunner(sandbox=False) as runner:
             [card] = runner.catalog(["demo_plugin_sampling"], [spec])
             results = runner(card, spec, stacked, 10**4, keys(0, 1), [0, 1])
             tracers = runner.tracer_pids
-    assert card.supports(spec) and card.ref.file == str((tmp_path / "demo_algzu_plugin.py").resolve())
+    plugin = str((tmp_path / "demo_algzu_plugin.py").resolve())
+    assert card.supports(spec) and card.ref.file == plugin
     assert [r.error for r in results] == ["", ""], [r.message for r in results]
     assert 0.5 < min(r.estimate for r in results)
-    plugin = str((tmp_path / "demo_algzu_plugin.py").resolve())
     assert set(tracers) == {ENTRY_POINT + "demo", plugin}  # no other file's tracer started
     assert tracers[plugin] == tracers[ENTRY_POINT + "demo"]  # listed and traced by one worker
     assert "demo_algzu_plugin" not in sys.modules
