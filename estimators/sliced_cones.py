@@ -450,6 +450,17 @@ def _plan_flops(plan: _Plan) -> int:
     return metered_flops(_program(plan), abstract_params(plan.spec))
 
 
+# The largest budget of the shipped suites (algzu.suites): a model whose cheapest program
+# costs more is not declared.
+DECLARED_UP_TO = 10**9
+
+
+@functools.lru_cache(maxsize=256)
+def _cheapest_flops(spec: ModelSpec, dtype: str) -> int:
+    grades, m = _LADDER[spec.n][0]
+    return _plan_flops(_plan(spec, dtype, m, _GAMMA_MIN, grades))
+
+
 @functools.lru_cache(maxsize=256)
 def best_plan(spec: ModelSpec, budget_flops: int, dtype: str = "float64") -> _Plan | None:
     """The most accurate quadrature level at ``gamma = 1.3`` whose metered program fits,
@@ -472,8 +483,8 @@ class SlicedCones(Estimator):
     """Exact cone measures on 3-D slices, quadrature over the rest; see the module docstring.
 
     Applies to bias-free ReLU RNNs and MLPs with n = 4, 5 on argmax, 2nd argmax and
-    argmedian (n = 3 works and is exact, but ``exact_cones`` does it for a tenth of the
-    cost). Deterministic (the key is unused; no input is sampled).
+    argmedian whose cheapest program fits in ``DECLARED_UP_TO`` FLOPs (n = 3 works and is
+    exact, but ``exact_cones`` does it for a tenth of the cost). Deterministic (the key is unused; no input is sampled).
 
     Attributes:
         dtype: ``"float64"`` (default) or ``"float32"`` (cheaper, but ~1.5% of slices meet
@@ -488,7 +499,10 @@ class SlicedCones(Estimator):
     dtype: str = "float64"
 
     def supports(self, spec: ModelSpec) -> bool:
-        return super().supports(spec) and 4 <= spec.n <= 5
+        # Below its cheapest quadrature it returns the chance rate, worse than a constant
+        # (issue 12): declared only where that program fits the largest budget of the
+        # shipped suites, not on the zoo's d = 16, n = 5 RNN (2.9e9) or d = 32 MLP (3.5e9).
+        return super().supports(spec) and 4 <= spec.n <= 5 and _cheapest_flops(spec, self.dtype) <= DECLARED_UP_TO
 
     def estimate(self, model: Model, budget_flops: int, key: jax.Array) -> jax.Array:
         spec = model.spec

@@ -19,6 +19,7 @@ import pytest
 from algzu.estimator import get_estimator
 from algzu.estimators.exact_cones import exact_accuracy
 from algzu.estimators.sliced_cones import (
+    DECLARED_UP_TO,
     SlicedCones,
     _edge_terms,
     _plan,
@@ -143,3 +144,13 @@ def test_registered_mechanistic_jax_for_n_4_and_5():
     assert est.supports(ModelSpec("rnn", "argmedian", 8, 5)) and est.supports(ModelSpec("mlp", "2nd_argmax", 8, 4))
     assert not est.supports(ModelSpec("rnn", "2nd_argmax", 4, 3))
     assert not est.supports(ModelSpec("rnn", "2nd_argmax", 4, 6))
+
+
+def test_declares_no_model_its_cheapest_program_cannot_afford():
+    """Where even the coarsest quadrature costs more than the largest suite budget, every
+    answer would be the chance rate: the zoo's d = 16, n = 5 RNN is not declared, its d = 8
+    one (the default suite's) is."""
+    est = get_estimator("sliced_cones")
+    big, declared = ModelSpec("rnn", "2nd_argmax", 16, 5), ModelSpec("rnn", "2nd_argmax", 8, 5)
+    assert best_plan(big, DECLARED_UP_TO) is None and not est.supports(big)
+    assert best_plan(declared, DECLARED_UP_TO) is not None and est.supports(declared)
