@@ -267,23 +267,10 @@ def _decode_catalog(reply: bytes | None, source: str, specs: list[ModelSpec]) ->
     return cards
 
 
-def _estimator_dirs() -> list[Path]:
-    """The folders of the package ``algzu.estimators`` (``estimators/``)."""
-    import importlib.util
-
-    try:
-        folders = importlib.util.find_spec("algzu.estimators").submodule_search_locations
-        return [Path(d).resolve() for d in folders or []]
-    except (ImportError, AttributeError):
-        return []
-
-
 def _outside_folders(files: set[str | None]) -> set[str]:
-    """``files`` (resolved) less those every worker may read anyway (the Python installation,
-    algzu and its plug-in folders); entry-point sources are not files."""
-    import algzu
-
-    folders = [Path(d).resolve() for d in _python_dirs() | set(algzu.__path__) | _package_dirs()]
+    """``files`` (resolved) less those every worker may read anyway (:func:`_readable_dirs`);
+    entry-point sources are not files."""
+    folders = [Path(d).resolve() for d in _readable_dirs()]
     return {str(Path(f).resolve()) for f in files if f and not f.startswith(ENTRY_POINT)
             and not any(Path(f).resolve().is_relative_to(d) for d in folders)}
 
@@ -358,8 +345,6 @@ class _Worker:
     def launch(self, files: set[str]) -> None:
         """Spawn the worker without waiting for it (:meth:`await_ready` does), so that
         several start at once."""
-        import algzu
-
         self._launched = time.perf_counter()
         self.readable = {str(Path(f).resolve()) for f in files}
         parent_sock, child_sock = socket.socketpair()
@@ -376,7 +361,7 @@ class _Worker:
         env["TMPDIR"] = self._workdir.name
         sandbox = None
         if self.sandbox:
-            sandbox = {"dirs": sorted(_python_dirs() | set(algzu.__path__) | _package_dirs()),
+            sandbox = {"dirs": sorted(_readable_dirs()),
                        "files": sorted(self.readable)}
         boot = Path(__file__).with_name("landlock.py")
         # Loaded by path, not imported: importing algzu would start threads before Landlock.
@@ -509,12 +494,20 @@ def _python_dirs() -> set[str]:
             *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))}
 
 
-def _package_dirs() -> set[str]:
+def _readable_dirs() -> set[str]:
+    """The folders every confined worker may read: the Python installation, algzu and its
+    plug-in folders."""
+    import algzu
+
+    return _python_dirs() | set(algzu.__path__) | _package_dirs()
+
+
+def _package_dirs(names: tuple[str, ...] = ("algzu.estimators", "algzu.tasks")) -> set[str]:
     """Where algzu's plug-in packages (tasks/, estimators/) live: they may sit outside algzu/."""
     import importlib.util
 
     dirs = set()
-    for name in ("algzu.estimators", "algzu.tasks"):
+    for name in names:
         try:
             dirs |= set(importlib.util.find_spec(name).submodule_search_locations or [])
         except (ImportError, AttributeError):
@@ -553,7 +546,7 @@ class _Runner:
         from importlib import metadata
 
         sources: dict[str, str | None] = {}
-        for folder in _estimator_dirs():
+        for folder in sorted(Path(d).resolve() for d in _package_dirs(("algzu.estimators",))):
             for path in sorted(folder.glob("*.py")):
                 if not path.name.startswith("_"):
                     sources[str(path)] = f"algzu.estimators.{path.stem}"
