@@ -35,8 +35,11 @@ reduce_window                    cumulative form (window = the whole axis, padde
 sort                             comparator identical to ``lax.sort``'s for some ``num_keys``:
                                  ``4*num_keys*size*ceil(log2 n)``; any other comparator:
                                  ``max(body, 4)*size*ceil(log2 n)``
-scatter                          body returning the update: 0; one add/mul/max/min: 1 per
+scatter                          body returning the update, or one add/mul/max/min: 1 per
                                  update element; any other: body per update element
+gather, dynamic_slice,           1 per element read (``dynamic_update_slice``: written), as
+dynamic_update_slice             the jaxpr meter: positions the program computes; a lookup
+                                 table would otherwise be free arithmetic
 select_and_scatter, map          body x its number of applications (never 0)
 while                            counted loops only (below); any other is refused
 case, if                         the dearest branch
@@ -48,7 +51,6 @@ cholesky, triangular_solve,      flopscope's formulas (as :mod:`algzu.meter`)
 LAPACK custom calls
 constant iota broadcast(_in_dim) 0 (data movement)
 reshape transpose slice
-dynamic_(update_)slice gather
 concatenate pad reverse convert
 bitcast_convert real imag
 optimization_barrier tuple
@@ -76,8 +78,9 @@ ops. A look-alike cannot buy cheap compute; anything else is counted op by op. T
 * Inline expansions: ``erf_inv``, ``erfc``, ``lgamma``, ``digamma``, ``bessel_i0e``,
   ``bessel_i1e``, ``logistic``, ``exp2``, ``igamma``, ``igammac`` (16 per element),
   ``nextafter`` (1), ``jax.random.bits`` on a key or a ``vmap``-ed batch of keys (1 per 32-bit
-  word), and, free as in the jaxpr meter, a ``gather`` in ``fill`` mode (its out-of-bounds
-  mask), ``astype(bool)`` (``x != 0``) and ``jax.random.key(seed)`` (two bit operations). The
+  word), a ``gather`` in ``fill`` mode (1 per element read, as the jaxpr meter's one
+  ``gather``: its out-of-bounds mask is free), and, free as in the jaxpr meter,
+  ``astype(bool)`` (``x != 0``) and ``jax.random.key(seed)`` (two bit operations). The
   expansion must be a sub-graph of one block whose charged ops feed nothing outside it.
 * Region bodies: the reductions, cumulative windows and sort comparators above.
 
@@ -90,7 +93,9 @@ meter charges their source:
 
 * ``lax.scan`` (and ``fori_loop`` with Python-int bounds, which becomes a scan) lowers to a
   loop whose bound is a constant: ``trips x (body - the counter's increment)``; the compare
-  and the increment are the scan's own bookkeeping, which the jaxpr meter does not see.
+  and the increment are the scan's own bookkeeping, which the jaxpr meter does not see. The
+  body's ``dynamic_slice`` of ``xs`` and ``dynamic_update_slice`` of ``ys`` are charged as
+  any, and the jaxpr meter charges the scan the same elements per looped step.
 * ``fori_loop`` with array bounds is a jaxpr ``while`` whose bound is a carry:
   ``trips x (body + cond) + cond``.
 
@@ -964,6 +969,9 @@ def _signature_matches(signature: tuple, op: ir.Operation) -> bool:
 
 
 def _inline_price(kind: str, root: ir.Operation) -> int:
+    if kind == "gather_fill":  # the mask is free, the read is charged (as the jaxpr's gather)
+        gather = _owner(root.operands[1])
+        return max(_size(gather.results[0]), 1) * _rate([*gather.operands, *gather.results])
     if kind in _FREE_KINDS:
         return 0
     shape, elem = _tensor(root.results[0].type)
@@ -978,8 +986,7 @@ def _inline_price(kind: str, root: ir.Operation) -> int:
 
 _FREE = frozenset({
     "stablehlo.constant", "stablehlo.iota", "stablehlo.broadcast_in_dim", "stablehlo.broadcast",
-    "stablehlo.reshape", "stablehlo.transpose", "stablehlo.slice", "stablehlo.dynamic_slice",
-    "stablehlo.dynamic_update_slice", "stablehlo.gather", "stablehlo.concatenate", "stablehlo.pad",
+    "stablehlo.reshape", "stablehlo.transpose", "stablehlo.slice", "stablehlo.concatenate", "stablehlo.pad",
     "stablehlo.reverse", "stablehlo.convert", "stablehlo.bitcast_convert", "stablehlo.real",
     "stablehlo.imag", "stablehlo.optimization_barrier", "stablehlo.tuple",
     "stablehlo.get_tuple_element", "stablehlo.return", "func.return", "sdy.sharding_constraint",
@@ -1241,7 +1248,8 @@ class _Walk:
         block = body.blocks[0]
         ops = [o.operation for o in block.operations]
         if n == 1 and len(ops) == 1 and list(ops[0].operands) == [block.arguments[1]]:
-            return 0  # plain scatter: the update replaces the operand (data movement)
+            # Plain scatter: the update replaces the operand, moved to computed positions.
+            return max(count, 1) * _rate([*op.operands, *op.results])
         if n == 1 and _single_op_body(body) in _SIMPLE_BODIES:
             return max(count, 1) * _rate([*op.operands, *op.results])
         return max(count, 1) * max(self.region_cost(body, known), 1)
@@ -1252,6 +1260,13 @@ class _Walk:
         select = max(self.region_cost(op.regions[0], known), 1)
         scatter = max(self.region_cost(op.regions[1], known), 1)
         return max(_size(source), 1) * (math.prod(window) * select + scatter)
+
+    def moved_cost(self, op: ir.Operation, known: dict) -> int:
+        """A read (``gather``, ``dynamic_slice``) or write (``dynamic_update_slice``) at computed
+        positions: one per element moved (free, it would be arithmetic by table lookup)."""
+        del known
+        moved = op.operands[1] if op.name == "stablehlo.dynamic_update_slice" else op.results[0]
+        return max(_size(moved), 1) * _rate([*op.operands, *op.results])
 
     def map_cost(self, op: ir.Operation, known: dict) -> int:
         return max(_size(op.results[0]), 1) * max(self.region_cost(op.regions[0], known), 1)
@@ -1426,6 +1441,9 @@ _HANDLERS: dict[str, Callable[..., int]] = {
     "stablehlo.reduce_window": _Walk.reduce_window_cost,
     "stablehlo.sort": _Walk.sort_cost,
     "stablehlo.scatter": _Walk.scatter_cost,
+    "stablehlo.gather": _Walk.moved_cost,
+    "stablehlo.dynamic_slice": _Walk.moved_cost,
+    "stablehlo.dynamic_update_slice": _Walk.moved_cost,
     "stablehlo.select_and_scatter": _Walk.select_and_scatter_cost,
     "stablehlo.map": _Walk.map_cost,
     "stablehlo.while": _Walk.while_cost,

@@ -37,6 +37,10 @@ sort                ``sort`` (all operands, ``num_keys``),  sort, argsort, lexso
                     ``top_k`` (as a full sort: an upper                             per row; the log is at
                     bound)                                                          least 1
 scatter-accumulate  scatter-add/mul/min/max                 ``add.at``              1 per update element
+moved by position   gather dynamic_slice (reads),           fancy indexing,         1 per element read or
+                    dynamic_update_slice scatter (writes);  ``take``, ``put``       written; a scan: its
+                    a ``scan``'s ``xs``/``ys`` per looped                           ``xs`` and ``ys`` slices
+                    step                                                            per looped step
 random words        random_bits random_split                --                      1 per generated 32-bit
                     random_fold_in threefry2x32                                     word (a threefry key is 2)
 random samplers     ``jax.random.normal`` / ``uniform`` /   standard_normal,        16 / 3 / 1 per sample
@@ -45,8 +49,8 @@ linear algebra      cholesky eigh svd qr lu                 linalg.*            
                     triangular_solve                                                ``2n^3/3``, triangular
                                                                                     solve ``m^2`` per column
 data movement       reshape broadcast_in_dim squeeze        views: slicing,         0
-                    transpose slice dynamic_slice gather    ``.T``, broadcast_to
-                    scatter concatenate pad rev iota copy
+                    transpose slice concatenate pad rev     ``.T``, broadcast_to
+                    iota copy
                     convert_element_type bitcast
                     stop_gradient random_seed/wrap/unwrap
                     debug_callback debug_print
@@ -58,7 +62,15 @@ Rules shared by both paths:
   flopscope's ``dtype_rates``; 32-bit and narrower x1. (With JAX's default 32-bit mode this
   never triggers; numpy defaults to 64-bit, so numpy estimators should use float32.)
 * **Minimum 1.** Every charged operation costs at least 1 FLOP, as in flopscope.
-* **Loops.** ``scan``: body x ``length``. ``fori_loop`` with static bounds lowers to a scan.
+* **Positions computed by the program.** A read or write whose position the program
+  computes (``gather``, ``dynamic_slice``, ``dynamic_update_slice``, ``scatter``) costs 1 per
+  element moved, whatever computed the position. Free, a lookup into a constant table would
+  be arithmetic for nothing (``tests/redteam/attack_lookup_arithmetic.py``: sampling at
+  4 FLOPs a sample on M4,3 when ``gather`` cost 0, up to 7b90a62). Static slices stay free.
+* **Loops.** ``scan``: body x ``length``, plus the elements of its ``xs`` and ``ys`` slices
+  per step JAX keeps in the loop (every step when ``unroll`` is 1; none when ``unroll``
+  covers the whole length; else all but the last ``length % unroll``), which the lowering
+  reads and writes at the loop counter's position. ``fori_loop`` with static bounds lowers to a scan.
   A ``while`` is accepted only in ``fori_loop`` form (``i < upper``, ``i += 1``, bounds known
   when traced): ``trips * (body + cond) + cond``; any other while loop raises
   :class:`AlgzuError` (its trip count is data-dependent). Loop counters are charged like
@@ -83,9 +95,10 @@ Known differences (flopscope's charge, which this module cannot change, vs the J
 
 * flopscope charges 1 per element for *materialising* data movement -- ``reshape``,
   ``astype``, ``concatenate``/``stack``, ``copy``, ``array``, ``ones``/``full``, ``arange``
-  -- and for fancy indexing (``x[idx]``, per *input* element), ``take``/``take_along_axis``
-  4 per element; the JAX path charges all data movement 0 (jnp inserts reshapes, broadcasts
-  and dtype converts implicitly, numpy does the same with free views).
+  -- and 4 per element for fancy indexing (``x[idx]``); the JAX path charges reads and
+  writes at computed positions 1 per element (as flopscope's ``take`` and ``put``) and all
+  other data movement 0 (jnp inserts reshapes, broadcasts and dtype converts implicitly,
+  numpy does the same with free views).
 * numpy's index results (``argmax``, ``argsort``) are int64, so comparing them costs 2 per
   element in flopscope and 1 in JAX (int32).
 * ``rng.random`` (uniform on [0, 1)) costs 1 per sample in flopscope; JAX cannot tell
@@ -126,8 +139,7 @@ DTYPE_RATE = {"float64": 2, "int64": 2, "uint64": 2, "complex128": 2}
 OVER_BUDGET = "over_budget"
 
 _FREE = frozenset({
-    "reshape", "broadcast_in_dim", "squeeze", "expand_dims", "transpose", "slice",
-    "dynamic_slice", "dynamic_update_slice", "gather", "scatter", "concatenate", "pad", "rev",
+    "reshape", "broadcast_in_dim", "squeeze", "expand_dims", "transpose", "slice", "concatenate", "pad", "rev",
     "iota", "copy", "copy_p", "convert_element_type", "bitcast_convert_type", "stop_gradient",
     "optimization_barrier", "sharding_constraint", "device_put", "split", "stack",
     "platform_index", "real", "imag", "random_seed", "random_wrap", "random_unwrap",
@@ -161,6 +173,11 @@ _REDUCTIONS = frozenset({
 _CUMULATIVE = {"cumsum": 1, "cumprod": 1, "cummax": 1, "cummin": 1, "cumlogsumexp": TRANSCENDENTAL}
 _SCATTER_ACCUMULATE = frozenset({"scatter-add", "scatter_add", "scatter-mul", "scatter_mul",
                                  "scatter-min", "scatter_min", "scatter-max", "scatter_max"})  # fmt: skip
+# Reads and writes at positions computed by the program: one per element moved, like
+# flopscope's ``take`` and ``put``. Free, they would be arithmetic by table lookup
+# (``tests/redteam/attack_lookup_arithmetic.py``).
+_MOVED_READS = frozenset({"gather", "dynamic_slice"})
+_MOVED_WRITES = frozenset({"dynamic_update_slice", "scatter"})
 _RANDOM_KEYS = frozenset({"random_split", "random_fold_in"})
 # Higher-order primitives that run their sub-jaxpr once, and the parameter that holds it.
 _CALLS = {
@@ -289,7 +306,7 @@ def _eqn_flops(eqn: jcore.JaxprEqn, known: dict[jcore.Var, np.ndarray]) -> int:
             return sampler
         return _sub_flops(params[_CALLS[name]], eqn.invars, known)
     if name == "scan":
-        return params["length"] * _sub_flops(params["jaxpr"])
+        return params["length"] * _sub_flops(params["jaxpr"]) + _scan_moved(eqn)
     if name == "while":
         return _while_flops(eqn, known)
     if name == "cond":
@@ -342,6 +359,10 @@ def _first_order_flops(eqn: jcore.JaxprEqn) -> tuple[int, int] | None:
         return operand.size * _ceil_log2(operand.shape[-1]), SORT
     if name in _SCATTER_ACCUMULATE:
         return eqn.invars[2].aval.size, 1
+    if name in _MOVED_READS:
+        return out.size, 1
+    if name in _MOVED_WRITES:
+        return eqn.invars[1 if name == "dynamic_update_slice" else 2].aval.size, 1
     if name == "random_bits":
         return out.size * -(-params["bit_width"] // 32), 1
     if name in _RANDOM_KEYS:
@@ -404,6 +425,28 @@ def _dtype_rate(eqn: jcore.JaxprEqn) -> int:
         if dtype is not None and not jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
             rate = max(rate, DTYPE_RATE.get(np.dtype(dtype).name, 1))
     return rate
+
+
+def _scan_moved(eqn: jcore.JaxprEqn) -> int:
+    """Elements a scan moves at computed positions: each looped step reads its ``xs`` slice and
+    writes its ``ys`` slice (the ``dynamic_slice`` and ``dynamic_update_slice`` it is lowered
+    to). Steps JAX unrolls outside the loop (all of them when ``1 < unroll >= length``, else
+    the last ``length % unroll``) use static slices, which are free."""
+    params = eqn.params
+    length, unroll = params["length"], params["unroll"]
+    unroll = length if unroll is True else max(int(unroll), 1)
+    looped = length if unroll == 1 else 0 if unroll >= length else length // unroll * unroll
+    body = params["jaxpr"].jaxpr
+    n_in = params["num_consts"] + params["num_carry"]
+    moved = [v.aval for v in body.invars[n_in:]] + [v.aval for v in body.outvars[params["num_carry"]:]]
+    return looped * sum(_moved_elements(aval) for aval in moved)
+
+
+def _moved_elements(aval: Any) -> int:
+    """Elements of one array moved, at its dtype's rate (a key counts its 32-bit words)."""
+    if jax.dtypes.issubdtype(aval.dtype, jax.dtypes.extended):
+        return aval.size * _key_words(aval)
+    return aval.size * DTYPE_RATE.get(np.dtype(aval.dtype).name, 1)
 
 
 def _while_flops(eqn: jcore.JaxprEqn, known: Mapping[jcore.Var, np.ndarray]) -> int:

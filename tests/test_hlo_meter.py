@@ -320,9 +320,9 @@ LINALG_PINNED = {
     "eigh": (720, 801),  # + 1 + 4 * (4 eigenvalues + 16 eigenvector entries)
     "qr": (556, 797),
     "svd": (3008, 3489),  # + 1 + 4 * (16 + 4 + 100: U, S, V^T)
-    "solve": (162, 355),
-    "inv": (290, 483),
-    "slogdet": (329, 490),
+    "solve": (166, 379),
+    "inv": (306, 519),
+    "slogdet": (333, 514),
 }
 
 

@@ -32,10 +32,10 @@ the public base model, and the public-seed copies regenerated from public data. 
 suite a verdict is drawn from (held-out copies of closed-book bases) they must not win the
 headline (efficiency against ``sampling+prior``, interval at most 1).
 
-One attack still wins, and is an open hole (``OPEN_HOLES``, a strict ``xfail``):
+One attack was written after sealing and won under it (``CHARGED_AWAY``):
 ``attack_lookup_arithmetic`` does its arithmetic by ``gather`` from constant tables, which
-the meter charges 0 (flopscope, whose weights the meter follows elsewhere, charges ``take``
-one FLOP per element read).
+the meter charged 0 up to 7b90a62. Reads and writes at computed positions now cost one FLOP
+per element moved (as flopscope charges ``take``), and its program runs over budget.
 
 Cost: one worker, one small model (M4,3), 8 copies, 2 budgets, 2^16-input ground truth,
 plus one CLI subprocess: 85 s wall (36 s CPU) for the whole file on a 2-core machine at
@@ -77,6 +77,9 @@ SEALED_AWAY = frozenset({
     "attack_debug_callback", "attack_stack_walk", "attack_gc_walk", "attack_compile_time_eval",
     "attack_patch_meter", "attack_trace_time_truth", "attack_tmpdir_state", "attack_free_scatter",
 })  # fmt: skip
+# JAX attacks that beat sampling under sealing, written after it, and stopped by the meter:
+# arithmetic by table lookup (``gather`` was free up to 7b90a62).
+CHARGED_AWAY = frozenset({"attack_lookup_arithmetic"})
 # numpy attacks (their code must hold the weights to compute on them): they cannot be
 # sealed, so they run in an unsealed worker and their rows say so; they never count for a
 # verdict. Those that beat sampling there still do.
@@ -103,9 +106,6 @@ AT_RIVALS = frozenset({"attack_sabotage_rivals"})
 # Run through `algzu score` with a held-out secret in the environment (it ran estimators
 # in-process before sealing).
 CLI_SCORE = ("attack_secret_proc", "attack_gt_cache", "attack_stack_truth", "attack_import_time")
-# Open holes: attacks that still win under sealing, kept here (and in the README) until the
-# meter is fixed; their test is a strict xfail, so the fix must flip it.
-OPEN_HOLES = frozenset({"attack_lookup_arithmetic"})
 # Legal under issue #10 (no harness data read); judged by issue #11's headline instead.
 LEGAL = frozenset({"attack_protocol_constant", "attack_open_book", "attack_public_copies"})
 # The headline (issue #11): efficiency against sampling+prior, interval `<prefix>_lo/_hi`.
@@ -179,7 +179,7 @@ def test_every_attack_file_is_classified_and_documented():
     after its file, and its docstring says its class, what it exploits and what a sound
     harness must do."""
     assert len(ATTACK_FILES) >= 12
-    groups = [SEALED_AWAY, UNSEALED_BY_DESIGN, CONTAINED_BEFORE, LEGAL, IN_THE_HARNESS, AT_RIVALS, OPEN_HOLES]
+    groups = [SEALED_AWAY, UNSEALED_BY_DESIGN, CONTAINED_BEFORE, LEGAL, IN_THE_HARNESS, AT_RIVALS, CHARGED_AWAY]
     assert set(ATTACK_FILES) == set().union(*groups)
     assert sum(map(len, groups)) == len(ATTACK_FILES), "an attack is in two groups"
     assert set(CLI_SCORE) <= CONTAINED_BEFORE | IN_THE_HARNESS
@@ -209,17 +209,15 @@ def test_sealed_attack_is_refused_or_charged_and_does_not_beat_sampling(scoring_
     assert_contained(result)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="open hole: the meter charges gather 0, so arithmetic by table lookup is free")
 def test_arithmetic_by_table_lookup_is_charged(scoring_runner, cache):
-    """A sampler whose forward pass is lookups into constant product and sum tables (one
-    ``gather`` per operation, charged 0 today) pays ~4 FLOPs a sample on M4,3 against
-    ``sampling``'s 182. Sealing cannot see it: it reads nothing but its own constants. It
-    beats sampling (and, at 1e4 with 32 copies, sampling+prior) until a data-dependent read
-    is charged like the arithmetic it replaces."""
+    """A sampler whose forward pass is lookups into constant product and sum tables planned
+    ~4 FLOPs a sample on M4,3 when ``gather`` was free (15x plain sampling at 1e3 on this
+    suite, 2.9 against sampling+prior at 1e4 with 32 copies). Sealing cannot see it: it
+    reads nothing but its own constants. Charged one FLOP per element it reads, its program
+    is over budget."""
     result = run_suite(SUITE, cache_dir=cache, estimators=["attack_lookup_arithmetic"], block_runner=scoring_runner)
     assert result.cells.sealed.all()
-    assert_contained(result)
+    assert (result.cells.error == "over_budget").all(), _describe(result)
 
 
 @pytest.mark.parametrize("name", sorted(UNSEALED_BY_DESIGN | {"attack_gt_cache", "attack_stack_truth"}))
