@@ -82,6 +82,13 @@ d=2, n=2 model 1.6e3 in float32, 2.4e3 in float64 [1.1e3]; zoo d=4, n=3 7.0e4 fl
 1.4e6 [1.1e6]. Per cut it is about 4 per vertex, ``K + 5`` per face, ~50 per split face
 and ``3 (3 + w) + 8`` per crossing edge (``w`` values per vertex), per layer ``2 d^2`` per
 vertex and ~55 per boundary edge for the area (float64 work twice that).
+
+**Cost since reads and writes are charged** (after 7b90a62). The clipping is index-table
+work: gathers and scatters, which the meter charges one FLOP per element moved (free, they
+let ``tests/redteam/attack_lookup_arithmetic.py`` sample for 4 FLOPs a sample). The
+cheapest program on ARC's M4,3 costs 136,999 FLOPs by the jaxpr meter (136,418 charged), up
+from 69,454, so ARC's 71,000-operation budget buys the chance rate and the protocol's
+first exact budget is 1e6; on M2,2 3,549 (from 2,416); on the zoo's d = 16, n = 3 model 1.74e6.
 """
 
 from __future__ import annotations

@@ -60,6 +60,11 @@ breakpoints) need more slices than 1e9 FLOPs buy, and the d = 8, n = 5 models af
 the coarsest level (errors ~1e-2). The estimate is exact for n = 3 (``omega = +-1``, no
 quadrature), which the tests check against ``exact_cones``.
 
+The FLOP figures above were metered before reads and writes at computed positions were
+charged (up to 7b90a62). Since then every program costs about 1.5x as much: d = 8, n = 5 at
+its cheapest level 7.5e8 charged (from 4.2e8, same quadrature); d = 4, n = 5 at ``m = 2``
+9.2e8; the cheapest d = 4, n = 4 level 1.24e7.
+
 **Budget.** One slice is an ``exact_cones`` program (static shapes, capacities from a model
 of how many faces each cut splits, scaled by ``gamma``); ``lax.scan`` runs it over the
 nodes. The budget buys the most accurate quadrature level (grades, ``m``) at

@@ -95,7 +95,13 @@ splittable region clips both sides and measures one, ~1.9e3 FLOPs per neuron). I
 like n^3 d^2 (triples times a d x d product). A sampled draw costs ``n - j`` region steps
 of ~2.7e3 (the 16 x 16 x 3 product, 1.5e3, and the majority lookup, 1.0e3, on a table
 indexed by the normal's L1 "diamond angle", so no arctangent) plus ~4.5e3 of readouts; with
-``m`` draws per stratum on M16,10 (the same count by both meters):
+``m`` draws per stratum on M16,10 (the same count by both meters). These figures, and the
+FLOPs in the table of measurements below, predate charged reads and writes at computed
+positions (up to 7b90a62). Since then capacity 1 costs 9.49e6 FLOPs by both meters (its
+clipping gathers and scatters ~4.9e5 elements; the squares in ``_majority_on_triangle`` are
+``jnp.square``, which the jaxpr meter charges as the multiply it lowers to, not 16 as
+``** 2``), ``m = 1`` 1.67e5 and ``m = 6`` 9.58e5: every budget of the table buys the same
+program as before:
 
 =====================  ======  ======  ======  ======  ======  ======  ======  ======  ======  ======
 draws per stratum m    1       2       3       4       6       9       12      18      24      36
@@ -302,7 +308,7 @@ def _interp_offsets(offsets: jax.Array, x: jax.Array) -> jax.Array:
 
 def _majority_on_triangle(coef: jax.Array, offsets: jax.Array) -> jax.Array:
     """Whether ``coef . (1, s, t) >= 0`` holds on at least half the triangle's mass."""
-    norm = jnp.sqrt(coef[..., 1] ** 2 + coef[..., 2] ** 2)
+    norm = jnp.sqrt(jnp.square(coef[..., 1]) + jnp.square(coef[..., 2]))  # not ** 2: 16 FLOPs to plan
     theta = jnp.arctan2(coef[..., 2], coef[..., 1])
     half = _interp_offsets(offsets, (theta + math.pi) * ((_ANGLES - 1) / (2 * math.pi)))
     flat = norm <= _REL_TOL * jnp.abs(coef[..., 0])

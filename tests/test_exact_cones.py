@@ -237,13 +237,16 @@ def test_zero_readout_predicts_class_0_so_scores_chance(arch, task, d, n):
     assert abs(_exact(Model(model.spec, params)) - 1.0 / n) < 1e-12
 
 
-def test_m43_fits_71k_flops_in_float32_on_held_out_copies():
-    # ARC's M4,3 protocol (sigma 0.05): the float32 program at gamma = 1 is what a 71k
-    # budget buys. The capacity model was fitted on the protocol's copies (seed 0), so
-    # check 256 others: no overflow, and float32 within 1e-6 of float64.
+def test_m43_cheapest_program_is_float32_and_exact_on_held_out_copies():
+    # ARC's M4,3 protocol (sigma 0.05): the float32 program at gamma = 1 is the cheapest,
+    # 136,999 FLOPs with its reads and writes at computed positions charged (69,454 when they
+    # were free, up to 7b90a62, inside the protocol's 71k; now 71k buys nothing). The capacity model was fitted on the
+    # protocol's copies (seed 0), so check 256 others: no overflow, and float32 within 1e-6
+    # of float64.
     base = load_model("2nd_argmax-d4-n3")
-    plan = best_plan(base.spec, 71_000)
-    assert plan is not None and plan.dtype == "float32" and _plan_flops(plan) <= 71_000
+    assert best_plan(base.spec, 71_000) is None
+    plan = best_plan(base.spec, 140_000)
+    assert plan is not None and plan.dtype == "float32" and _plan_flops(plan) <= 140_000
     stacked = noisy_params(base, "2nd_argmax-d4-n3", NoiseSpec(0.05, 256, seed=11))
     run = jax.jit(jax.vmap(lambda p: _order_accuracy(plan, p)[:2]))
     values, ok = run({k: jnp.asarray(v) for k, v in stacked.items()})
@@ -286,7 +289,7 @@ def test_budget_sweep_meters_within_budget_up_to_float64_with_ample_capacity():
 
 
 @pytest.mark.parametrize(
-    "spec, bound", [(ModelSpec("rnn", "2nd_argmax", 2, 2), 2_000), (ModelSpec("rnn", "2nd_argmax", 16, 3), 1.2e6)]
+    "spec, bound", [(ModelSpec("rnn", "2nd_argmax", 2, 2), 2_500), (ModelSpec("rnn", "2nd_argmax", 16, 3), 1.8e6)]
 )
 def test_cheapest_program_costs_below_stated_bound(spec, bound):
     assert _plan_flops(_plan(spec, "float32", 1.0)) < bound

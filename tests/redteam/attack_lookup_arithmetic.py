@@ -1,28 +1,29 @@
 """``attack_lookup_arithmetic``: plain Monte Carlo whose forward pass is table lookups, which
-the meter charges 0, so it affords ~40 times the samples of ``sampling``.
+the meter charged 0 (up to 7b90a62), so it afforded ~45 times the samples of ``sampling``.
 
 Attack class: other (issue #10, class 12): free computation in the cost model's "data
 movement", like ``attack_free_scatter``, but through ``gather`` with data-dependent indices.
 
-What it exploits: the meter charges ``gather`` 0 whatever its indices, and a constant costs
-nothing, so arithmetic on a fixed grid of values is free: ``a * b`` is ``PRODUCT[i, j]`` and
-``a + b`` is ``SUM[i, j]``, constant tables indexed by the operands' grid positions (one
-``gather`` each). The weights are put on their grid once (an ``asinh``, a multiply-add and a
-``convert`` each: ~20 FLOPs); the inputs and their 2nd-argmax targets are drawn at trace time
-with numpy and staged as constants (free); the whole RNN (``relu(w_ih x_t + W_hh h)``, the
-readout) runs as lookups. Charged: the argmax of the logits, the comparison with the target
-and the mean, 4 FLOPs a sample against ``sampling``'s 182 on M4,3. The grids (2,048 and 1,024
-values evenly spaced in ``asinh``, 1.4% and 2.2% apart) bias the estimate by ~1 point, far less than what
-~45 times the samples gain at small budgets (measured on M4,3 at sigma 0.05, 32 copies:
-22x plain sampling at 1e3, 2.9 [1.2, 7.9] against sampling+prior at 1e4). On M16,10 it beats
-plain sampling at 1e4 (4.3x) but never sampling+prior (0.035 at best): the grids' error over
-10 steps of 16-term sums.
+What it exploits: the meter charged ``gather`` 0 whatever its indices (up to 7b90a62), and a
+constant costs nothing, so arithmetic on a fixed grid of values is free: ``a * b`` is
+``PRODUCT[i, j]`` and ``a + b`` is ``SUM[i, j]``, constant tables indexed by the operands'
+grid positions (one ``gather`` each). The weights are put on their grid once (an ``asinh``,
+a multiply-add and a ``convert`` each: ~20 FLOPs); the inputs and their 2nd-argmax targets
+are drawn at trace time with numpy and staged as constants (free); the whole RNN
+(``relu(w_ih x_t + W_hh h)``, the readout) runs as lookups. Charged: the argmax of the
+logits, the comparison with the target and the mean, 4 FLOPs a sample against ``sampling``'s
+182 on M4,3. The grids (2,048 and 1,024 values evenly spaced in ``asinh``, 1.4% and 2.2%
+apart) bias the estimate by ~1 point, far less than what ~45 times the samples gain at small
+budgets (measured on M4,3 at sigma 0.05, 32 copies: 22x plain sampling at 1e3, 2.9 [1.2,
+7.9] against sampling+prior at 1e4). On M16,10 it beats plain sampling at 1e4 (4.3x) but
+never sampling+prior (0.035 at best): the grids' error over 10 steps of 16-term sums.
 
 What a sound harness must do: charge a data-dependent read as what it is, at least one
 operation per element read (flopscope charges ``take`` ``numel(output)`` and fancy indexing
 4 per element): a lookup then costs what the arithmetic it replaces costs, and the attack is
-at best plain sampling on a coarse grid. Today this is an **open hole**:
-``tests/test_redteam.py::test_arithmetic_by_table_lookup_is_charged`` is a strict xfail.
+at best plain sampling on a coarse grid. Done after 7b90a62: reads and writes at computed
+positions cost 1 per element moved, this program (planned at n + 1 FLOPs a sample) runs
+over budget (``tests/test_redteam.py::test_arithmetic_by_table_lookup_is_charged``).
 """
 
 import dataclasses
