@@ -986,9 +986,9 @@ def _inline_price(kind: str, root: ir.Operation) -> int:
 
 _FREE = frozenset({
     "stablehlo.constant", "stablehlo.iota", "stablehlo.broadcast_in_dim", "stablehlo.broadcast",
-    "stablehlo.reshape", "stablehlo.transpose", "stablehlo.slice", "stablehlo.concatenate", "stablehlo.pad",
-    "stablehlo.reverse", "stablehlo.convert", "stablehlo.bitcast_convert", "stablehlo.real",
-    "stablehlo.imag", "stablehlo.optimization_barrier", "stablehlo.tuple",
+    "stablehlo.reshape", "stablehlo.transpose", "stablehlo.slice", "stablehlo.concatenate",
+    "stablehlo.pad", "stablehlo.reverse", "stablehlo.convert", "stablehlo.bitcast_convert",
+    "stablehlo.real", "stablehlo.imag", "stablehlo.optimization_barrier", "stablehlo.tuple",
     "stablehlo.get_tuple_element", "stablehlo.return", "func.return", "sdy.sharding_constraint",
 })  # fmt: skip
 

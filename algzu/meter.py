@@ -70,9 +70,9 @@ Rules shared by both paths:
 * **Loops.** ``scan``: body x ``length``, plus the elements of its ``xs`` and ``ys`` slices
   per step JAX keeps in the loop (every step when ``unroll`` is 1; none when ``unroll``
   covers the whole length; else all but the last ``length % unroll``), which the lowering
-  reads and writes at the loop counter's position. ``fori_loop`` with static bounds lowers to a scan.
-  A ``while`` is accepted only in ``fori_loop`` form (``i < upper``, ``i += 1``, bounds known
-  when traced): ``trips * (body + cond) + cond``; any other while loop raises
+  reads and writes at the loop counter's position. ``fori_loop`` with static bounds lowers
+  to a scan. A ``while`` is accepted only in ``fori_loop`` form (``i < upper``, ``i += 1``,
+  bounds known when traced): ``trips * (body + cond) + cond``; any other while loop raises
   :class:`AlgzuError` (its trip count is data-dependent). Loop counters are charged like
   any scalar op. Python loops in numpy code are free.
 * **Branches.** ``cond`` / ``switch`` charge the most expensive branch: an upper bound,
@@ -139,9 +139,9 @@ DTYPE_RATE = {"float64": 2, "int64": 2, "uint64": 2, "complex128": 2}
 OVER_BUDGET = "over_budget"
 
 _FREE = frozenset({
-    "reshape", "broadcast_in_dim", "squeeze", "expand_dims", "transpose", "slice", "concatenate", "pad", "rev",
-    "iota", "copy", "copy_p", "convert_element_type", "bitcast_convert_type", "stop_gradient",
-    "optimization_barrier", "sharding_constraint", "device_put", "split", "stack",
+    "reshape", "broadcast_in_dim", "squeeze", "expand_dims", "transpose", "slice", "concatenate",
+    "pad", "rev", "iota", "copy", "copy_p", "convert_element_type", "bitcast_convert_type",
+    "stop_gradient", "optimization_barrier", "sharding_constraint", "device_put", "split", "stack",
     "platform_index", "real", "imag", "random_seed", "random_wrap", "random_unwrap",
     "random_clone", "lu_pivots_to_permutation", "debug_callback", "debug_print",
 })  # fmt: skip
@@ -438,8 +438,8 @@ def _scan_moved(eqn: jcore.JaxprEqn) -> int:
     looped = length if unroll == 1 else 0 if unroll >= length else length // unroll * unroll
     body = params["jaxpr"].jaxpr
     n_in = params["num_consts"] + params["num_carry"]
-    moved = [v.aval for v in body.invars[n_in:]] + [v.aval for v in body.outvars[params["num_carry"]:]]
-    return looped * sum(_moved_elements(aval) for aval in moved)
+    xs, ys = body.invars[n_in:], body.outvars[params["num_carry"] :]
+    return looped * sum(_moved_elements(v.aval) for v in (*xs, *ys))
 
 
 def _moved_elements(aval: Any) -> int:

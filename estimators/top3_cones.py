@@ -308,7 +308,8 @@ def _interp_offsets(offsets: jax.Array, x: jax.Array) -> jax.Array:
 
 def _majority_on_triangle(coef: jax.Array, offsets: jax.Array) -> jax.Array:
     """Whether ``coef . (1, s, t) >= 0`` holds on at least half the triangle's mass."""
-    norm = jnp.sqrt(jnp.square(coef[..., 1]) + jnp.square(coef[..., 2]))  # not ** 2: 16 FLOPs to plan
+    # jnp.square, not ** 2: the jaxpr meter plans integer_pow at 16 FLOPs, a multiply is charged.
+    norm = jnp.sqrt(jnp.square(coef[..., 1]) + jnp.square(coef[..., 2]))
     theta = jnp.arctan2(coef[..., 2], coef[..., 1])
     half = _interp_offsets(offsets, (theta + math.pi) * ((_ANGLES - 1) / (2 * math.pi)))
     flat = norm <= _REL_TOL * jnp.abs(coef[..., 0])

@@ -341,6 +341,31 @@ def test_common_estimator_ops_cost_what_the_jaxpr_meter_charges_their_lowering(o
         assert hlo == lowered
 
 
+def test_reads_and_writes_at_computed_positions_cost_one_per_element_moved():
+    """Free, a lookup into a constant table is arithmetic for nothing
+    (``tests/redteam/attack_lookup_arithmetic.py``): 2 rows of 3 read or written cost 6 in
+    both meters, whatever the table's size; dynamic slices add the clamping of their starts."""
+    table = jnp.ones((256, 3), F32)
+    rows, starts = jnp.array([5, 7], jnp.uint32), jnp.array([5, 7], jnp.int32)
+    assert both(lambda t, i: t.at[i].get(mode="promise_in_bounds"), table, rows) == (6, 6, 6)
+    assert both(lambda t, i: t.at[i].set(1.0, mode="promise_in_bounds"), table, rows) == (6, 6, 6)
+    for fn in (lambda t, j: lax.dynamic_slice(t, (j[0], j[1]), (2, 3)),
+               lambda t, j: lax.dynamic_update_slice(t, jnp.zeros((2, 3), F32), (j[0], j[1]))):
+        jaxpr_count, _, hlo = both(fn, table, starts)
+        assert jaxpr_count == hlo >= 6
+
+
+@pytest.mark.parametrize("length, unroll, looped", [(1, 1, 1), (7, 3, 6), (10, 5, 10), (10, 10, 0), (10, True, 0)])
+def test_a_scan_is_charged_its_slices_per_step_kept_in_the_loop(length, unroll, looped):
+    """The lowering reads ``xs`` and writes ``ys`` at the counter's position in the steps it
+    keeps in the loop (3 + 3 elements here) and slices statically the steps it unrolls; the
+    body costs 6 (a 3-sum, an add, 3 multiplies)."""
+    xs = jnp.ones((length, 3), F32)
+    fn = lambda x, c: lax.scan(lambda c, xi: (c + xi.sum(), xi * 2), c, x, unroll=unroll)  # noqa: E731
+    jaxpr_count, _, hlo = both(fn, xs, jnp.float32(0))
+    assert jaxpr_count == hlo == 6 * length + 6 * looped
+
+
 def test_cholesky_adds_the_failure_check_to_flopscopes_formula():
     a = jnp.asarray(np.eye(5, dtype=np.float32) + 1.0)
     jaxpr_count, _, hlo = both(lambda m: lax.linalg.cholesky(m, symmetrize_input=False), a)
