@@ -61,8 +61,8 @@ custom calls ``Sharding``,
 ``SPMDShardToFullShape``
 ===============================  ==============================================================
 
-64-bit operands or results double the charge and every charged op costs at least 1, as in
-:mod:`algzu.meter`.
+64-bit operands or results double the charge, complex64 ones multiply it by 11 (complex128 by
+22), and every charged op costs at least 1, as in :mod:`algzu.meter`.
 
 **What is recognised, and how.** JAX lowers some single jaxpr primitives to many StableHLO
 ops. Where the jaxpr meter charges such a primitive a fixed price, this meter charges the same
@@ -370,9 +370,15 @@ def _elem(value: ir.Value) -> str:
     return _tensor(value.type)[1]
 
 
+# Per element type: 64-bit work costs x2 (flopscope's dtype rates); complex work costs
+# flopscope's dearest complex factor, x11 (a divide), so that two reals packed in one complex
+# never buy two operations for one (``tests/redteam/attack_complex_packing.py``).
+_RATES = {"f64": 2, "i64": 2, "ui64": 2, "complex<f32>": 11, "complex<f64>": 22}
+
+
 def _rate(values: Sequence[ir.Value]) -> int:
-    """flopscope's dtype rate: x2 if any operand or result is 64-bit."""
-    return 2 if any(_elem(v) in _WIDE for v in values) else 1
+    """The dtype rate of an op: the largest of its operands' and results' (1 by default)."""
+    return max((_RATES.get(_elem(v), 1) for v in values), default=1)
 
 
 def _named(op: ir.Operation) -> list[tuple[str, Any]]:

@@ -58,9 +58,11 @@ data movement       reshape broadcast_in_dim squeeze        views: slicing,     
 
 Rules shared by both paths:
 
-* **Dtype rate.** Work on 64-bit values (float64, int64, complex128) costs x2, as in
-  flopscope's ``dtype_rates``; 32-bit and narrower x1. (With JAX's default 32-bit mode this
-  never triggers; numpy defaults to 64-bit, so numpy estimators should use float32.)
+* **Dtype rate.** Work on 64-bit values (float64, int64) costs x2, as in flopscope's
+  ``dtype_rates``; 32-bit and narrower x1. (With JAX's default 32-bit mode this never
+  triggers; numpy defaults to 64-bit, so numpy estimators should use float32.) Complex work
+  costs x11 (complex128 x22), flopscope's dearest complex factor (its divide; an add is 2,
+  a multiply 6): at x1, a complex number carrying two samples would halve every product.
 * **Minimum 1.** Every charged operation costs at least 1 FLOP, as in flopscope.
 * **Positions computed by the program.** A read or write whose position the program
   computes (``gather``, ``dynamic_slice``, ``dynamic_update_slice``, ``scatter``) costs 1 per
@@ -134,7 +136,10 @@ SORT = 4  # sort, argsort, lexsort
 # flopscope's per-sample prices of the samplers the JAX path recognises.
 SAMPLER_FLOPS = {"_normal": 16, "_uniform": 3, "_randint": 1}
 # 64-bit work costs double (flopscope's dtype_rates); everything narrower costs 1.
-DTYPE_RATE = {"float64": 2, "int64": 2, "uint64": 2, "complex128": 2}
+# Complex work costs flopscope's dearest complex factor, x11 (a divide; an add is 2 real ones,
+# a multiply 6): at 1, two reals packed in one complex would buy two operations for one
+# (``tests/redteam/attack_complex_packing.py``).
+DTYPE_RATE = {"float64": 2, "int64": 2, "uint64": 2, "complex64": 11, "complex128": 22}
 
 OVER_BUDGET = "over_budget"
 

@@ -355,6 +355,14 @@ def test_reads_and_writes_at_computed_positions_cost_one_per_element_moved():
         assert jaxpr_count == hlo >= 6
 
 
+def test_complex_work_costs_eleven_per_element():
+    """Two reals packed in one complex64 must not buy two operations for one
+    (``tests/redteam/attack_complex_packing.py``): flopscope's dearest complex factor, x11."""
+    z = jnp.ones(10, jnp.complex64)
+    assert both(lambda a, b: a * b, z, z) == (110, 110, 110)
+    assert both(lambda w, h: w.astype(jnp.complex64) @ h, jnp.ones((4, 10), F32), z) == (4 * 19 * 11,) * 3
+
+
 @pytest.mark.parametrize("length, unroll, looped", [(1, 1, 1), (7, 3, 6), (10, 5, 10), (10, 10, 0), (10, True, 0)])
 def test_a_scan_is_charged_its_slices_per_step_kept_in_the_loop(length, unroll, looped):
     """The lowering reads ``xs`` and writes ``ys`` at the counter's position in the steps it

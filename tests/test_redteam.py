@@ -32,10 +32,13 @@ the public base model, and the public-seed copies regenerated from public data. 
 suite a verdict is drawn from (held-out copies of closed-book bases) they must not win the
 headline (efficiency against ``sampling+prior``, interval at most 1).
 
-One attack was written after sealing and won under it (``CHARGED_AWAY``):
+Two attacks were written after sealing and won under it (``CHARGED_AWAY``):
 ``attack_lookup_arithmetic`` does its arithmetic by ``gather`` from constant tables, which
 the meter charged 0 up to 7b90a62. Reads and writes at computed positions now cost one FLOP
 per element moved (as flopscope charges ``take``), and its program runs over budget.
+``attack_complex_packing`` carries two samples in one complex64 number, whose ops the meter
+charged as float32 ones up to 2bdaa52 (1.9 against sampling+prior on the 432 protocol at
+1e8): complex work now costs flopscope's dearest complex factor, x11.
 
 Cost: one worker, one small model (M4,3), 8 copies, 2 budgets, 2^16-input ground truth,
 plus one CLI subprocess: 85 s wall (36 s CPU) for the whole file on a 2-core machine at
@@ -78,8 +81,9 @@ SEALED_AWAY = frozenset({
     "attack_patch_meter", "attack_trace_time_truth", "attack_tmpdir_state", "attack_free_scatter",
 })  # fmt: skip
 # JAX attacks that beat sampling under sealing, written after it, and stopped by the meter:
-# arithmetic by table lookup (``gather`` was free up to 7b90a62).
-CHARGED_AWAY = frozenset({"attack_lookup_arithmetic"})
+# arithmetic by table lookup (``gather`` was free up to 7b90a62) and two samples packed in
+# one complex number (complex ops cost what float32 ones did up to 2bdaa52).
+CHARGED_AWAY = frozenset({"attack_lookup_arithmetic", "attack_complex_packing"})
 # numpy attacks (their code must hold the weights to compute on them): they cannot be
 # sealed, so they run in an unsealed worker and their rows say so; they never count for a
 # verdict. Those that beat sampling there still do.
@@ -200,7 +204,9 @@ def test_attacks_are_never_discovered_by_the_normal_leaderboard():
     assert not [n for n in out.strip().split(",") if n.startswith("attack_")]
 
 
-@pytest.mark.parametrize("name", sorted(SEALED_AWAY | (CONTAINED_BEFORE - {"attack_gt_cache", "attack_stack_truth"})))
+@pytest.mark.parametrize(
+    "name", sorted(SEALED_AWAY | CHARGED_AWAY | (CONTAINED_BEFORE - {"attack_gt_cache", "attack_stack_truth"}))
+)
 def test_sealed_attack_is_refused_or_charged_and_does_not_beat_sampling(scoring_runner, cache, name):
     """Under the default (sealed) runner a JAX attack ends as failed or refused cells with a
     stable error code, or does not beat sampling at any budget."""
