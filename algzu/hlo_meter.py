@@ -158,7 +158,7 @@ from jax._src.lib.mlir import ir
 from jax._src.lib.mlir.dialects import hlo
 
 from algzu.errors import AlgzuError
-from algzu.meter import SAMPLER_FLOPS, SELECT, SORT, TRANSCENDENTAL, _ceil_log2
+from algzu.meter import SAMPLER_FLOPS, SELECT, SORT, TRANSCENDENTAL, _ceil_log2, is_key
 
 # A walk visits each op once per call site and loop body it sits in; legitimate programs
 # (the shipped estimators at 1e9 FLOPs) take at most ~6e3 steps. Past this the program is refused:
@@ -268,18 +268,25 @@ def _check_avals(what: str, tree: Any, avals: Sequence[Any], expected: Any, fun_
 # --- public metering entry points ----------------------------------------------------------
 
 
-def exported_flops(exported: export.Exported) -> int:
+def exported_flops(exported: export.Exported, free: Sequence[int] = ()) -> int:
     """FLOPs of one run of an exported program, counted from its StableHLO (see module doc).
+
+    Args:
+        exported: the program.
+        free: the positions, among its flat inputs, of those independent of the copy (the
+            key's data): work that depends on nothing else is free.
 
     Raises:
         Refused: an op, custom call or loop the meter cannot price, recursion, or a module
             too large to walk.
     """
-    return module_flops(exported.mlir_module_serialized)
+    kept = exported.module_kept_var_idx  # the module's arguments, as positions of the inputs
+    return module_flops(exported.mlir_module_serialized, [j for j, i in enumerate(kept) if i in set(free)])
 
 
-def module_flops(serialized: bytes) -> int:
-    """FLOPs of one run of the ``main`` function of a serialized StableHLO portable artifact."""
+def module_flops(serialized: bytes, free: Sequence[int] = ()) -> int:
+    """FLOPs of one run of the ``main`` function of a serialized StableHLO portable artifact;
+    ``free``: positions of ``main``'s arguments that are independent of the copy."""
     with mlir.make_ir_context():
         try:
             module = _jax.mlir.deserialize_portable_artifact(serialized)
@@ -290,7 +297,7 @@ def module_flops(serialized: bytes) -> int:
         except Exception as e:  # noqa: BLE001
             raise Refused(f"the StableHLO module does not verify: {e}"[:300]) from None
         try:
-            return _Walk(module).total()
+            return _Walk(module, free).total()
         except Refused:
             raise
         except RecursionError:
@@ -335,9 +342,11 @@ def count_flops(fn: Callable[..., Any], *args: Any) -> int:
     """FLOPs of ``fn(*args)`` as this meter prices its exported StableHLO (traced, not run).
 
     The same meaning as :func:`algzu.meter.count_flops`, through ``jax.export``, so a program
-    can be planned with the meter that will score it.
+    can be planned with the meter that will score it. Typed PRNG keys among ``args`` are
+    independent of the copy.
     """
-    return exported_flops(export_program(fn, *args))
+    free = [i for i, leaf in enumerate(jax.tree.leaves(args)) if is_key(leaf)]
+    return exported_flops(export_program(fn, *args), free)
 
 
 # --- types and constants -------------------------------------------------------------------
@@ -1033,7 +1042,7 @@ _FOLD = {
 class _Walk:
     """One metering walk over a module."""
 
-    def __init__(self, module: ir.Module):
+    def __init__(self, module: ir.Module, free: Sequence[int] = ()):
         # A module partitioned over several devices describes the whole computation (sharding
         # constraints are free annotations), so it is metered like any other; whether the
         # trusted side runs it is :func:`check_signature`'s call (one device only).
@@ -1049,6 +1058,9 @@ class _Walk:
         self.recognised: dict[str, int | None] = {}
         self.references: set[tuple] = set()
         self.kinds: dict[tuple[str, str], list[tuple[str, tuple]]] = {}
+        self.free_args = frozenset(free)
+        self.outs: dict[tuple, list[bool]] = {}  # (callee, tainted args, forced) -> tainted results
+        self.tainting: list[str] = []
 
     def reference(self, build: Callable[..., Any], *key: Any) -> Any:
         """``build(*key)``, a (cached) reference lowering. Each new one costs an export on the
@@ -1064,35 +1076,48 @@ class _Walk:
             raise Refused(f"the module takes more than {MAX_STEPS:,} steps to meter")
 
     def total(self) -> int:
-        return self.func_cost("main", {})
+        if "main" not in self.funcs or len(self.funcs["main"].regions) != 1:
+            raise Refused("the module's main function has no body")
+        n_args = len(self.funcs["main"].regions[0].blocks[0].arguments)
+        return self.func_cost("main", {}, frozenset(range(n_args)) - self.free_args)
 
     # -- functions and blocks --
 
-    def func_cost(self, name: str, known_args: Mapping[int, np.generic]) -> int:
-        if name not in self.funcs:
-            raise Refused(f"call to undefined function @{name}")
-        if name in self.active:
-            raise Refused(f"function @{name} calls itself (recursion is not metered)")
-        key = (name, tuple(sorted((i, repr(v)) for i, v in known_args.items())))
+    def func_cost(
+        self, name: str, known_args: Mapping[int, np.generic], tainted: frozenset[int] = None, forced: bool = False
+    ) -> int:
+        """Cost of a call of ``name``; ``tainted``: its arguments that depend on the copy (all
+        when None); ``forced``: it runs under control that depends on the copy (all charged)."""
+        block = self.body(name)
+        if tainted is None:
+            tainted = frozenset(range(len(block.arguments)))
+        key = (name, tuple(sorted((i, repr(v)) for i, v in known_args.items())), tainted, forced)
         if key in self.memo:
             return self.memo[key]
-        func = self.funcs[name]
-        if len(func.regions) != 1 or len(func.regions[0].blocks) != 1:
-            raise Refused(f"function @{name} has no body or more than one block")
-        block = func.regions[0].blocks[0]
-        known = {block.arguments[i]: v for i, v in known_args.items()}
+        known = _Scope({block.arguments[i]: v for i, v in known_args.items()})
         self.active.append(name)
+        self.enter(block, known, tainted, forced)
         cost = self.block_cost(block, known)
         self.active.pop()
         self.memo[key] = cost
         return cost
+
+    def body(self, name: str) -> ir.Block:
+        if name not in self.funcs:
+            raise Refused(f"call to undefined function @{name}")
+        if name in self.active or name in self.tainting:
+            raise Refused(f"function @{name} calls itself (recursion is not metered)")
+        func = self.funcs[name]
+        if len(func.regions) != 1 or len(func.regions[0].blocks) != 1:
+            raise Refused(f"function @{name} has no body or more than one block")
+        return func.regions[0].blocks[0]
 
     def region_cost(self, region: ir.Region, known: dict) -> int:
         if len(region.blocks) != 1:
             raise Refused("a region with other than one block")
         return self.block_cost(region.blocks[0], known)
 
-    def block_cost(self, block: ir.Block, known: dict) -> int:
+    def block_cost(self, block: ir.Block, known: _Scope) -> int:
         priced, absorbed = self.inline_matches(block)
         total = 0
         for op in block.operations:
@@ -1100,12 +1125,126 @@ class _Walk:
             self.tick()
             if op in absorbed:
                 continue
+            if self.free(op, known):  # depends on nothing of the copy's
+                self.fold(op, known)
+                continue
             if op in priced:
                 total += priced[op]
                 continue
             total += self.op_cost(op, known)
             self.fold(op, known)
         return total
+
+    # -- what depends on the copy --
+    #
+    # Before a function is costed, its values that depend on the copy's weights are marked
+    # (``known.tainted``). An op none of whose operands or results is marked is free: it could
+    # have run before the copy existed (drawing inputs, computing their targets, building
+    # tables), as it could have at trace time. A loop carry is marked if its initial value is
+    # or an iteration makes it; a branch or loop whose control depends on the copy has
+    # everything in it marked (charged in full); any other op with regions is marked whole if
+    # any operand or value it captures is.
+
+    def enter(self, block: ir.Block, known: _Scope, tainted: frozenset[int], forced: bool) -> None:
+        args = list(block.arguments)
+        if forced:
+            self.mark_all(block, known)
+            return
+        known.tainted.update(args[i] for i in tainted if i < len(args))
+        self.taint_block(block, known)
+
+    def taint_block(self, block: ir.Block, known: _Scope) -> None:
+        for op in block.operations:
+            self.taint_op(op.operation, known)
+
+    def taint_op(self, op: ir.Operation, known: _Scope) -> None:
+        self.tick()
+        marked = known.tainted
+        ins = [v in marked for v in op.operands]
+        name = op.name
+        if name == "stablehlo.while":
+            outs = self.taint_while(op, known, ins)
+        elif name in ("stablehlo.case", "stablehlo.if"):
+            if ins and ins[0]:
+                for region in op.regions:
+                    self.mark_all(region, known)
+                outs = [True] * len(op.results)
+            else:
+                returned = []
+                for region in op.regions:
+                    block = _one_block(region)
+                    self.taint_block(block, known)
+                    returned.append([v in marked for v in _terminator(block).operands])
+                outs = [any(column) for column in zip(*returned)] or [False] * len(op.results)
+        elif name == "func.call":
+            callee = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
+            outs = self.call_taint(callee, frozenset(i for i, t in enumerate(ins) if t))
+        elif op.regions:
+            depends = any(ins) or self.captures(op, marked)
+            if depends:
+                for region in op.regions:
+                    self.mark_all(region, known)
+            outs = [depends] * len(op.results)
+        else:
+            outs = [any(ins)] * len(op.results)
+        marked.update(r for r, t in zip(op.results, outs) if t)
+
+    def taint_while(self, op: ir.Operation, known: _Scope, carry: list[bool]) -> list[bool]:
+        cond, body = (_one_block(r) for r in op.regions)
+        marked = known.tainted
+        while True:
+            for block in (cond, body):
+                marked.update(a for a, t in zip(block.arguments, carry) if t)
+                self.taint_block(block, known)
+            if any(v in marked for v in _terminator(cond).operands):  # the copy decides when it stops
+                for region in op.regions:
+                    self.mark_all(region, known)
+                return [True] * len(op.results)
+            after = [c or v in marked for c, v in zip(carry, _terminator(body).operands)]
+            if after == carry:
+                return carry
+            carry = after
+
+    def call_taint(self, callee: str, tainted: frozenset[int]) -> list[bool]:
+        """Which results of a call of ``callee`` depend on the copy."""
+        key = (callee, tainted)
+        if key not in self.outs:
+            block = self.body(callee)
+            known = _Scope()
+            self.tainting.append(callee)
+            self.enter(block, known, tainted, False)
+            self.tainting.pop()
+            self.outs[key] = [v in known.tainted for v in _terminator(block).operands]
+        return self.outs[key]
+
+    def captures(self, op: ir.Operation, marked: set) -> bool:
+        """Whether an op reads, inside its regions, a marked value defined outside them."""
+        for region in op.regions:
+            for block in region.blocks:
+                for inner in block.operations:
+                    self.tick()
+                    inner = inner.operation
+                    if any(v in marked for v in inner.operands) or self.captures(inner, marked):
+                        return True
+        return False
+
+    def mark_all(self, where: ir.Region | ir.Block, known: _Scope) -> None:
+        """Mark every value in a region (or block) and charge every call in it in full."""
+        blocks = where.blocks if isinstance(where, ir.Region) else [where]
+        for block in blocks:
+            known.tainted.update(block.arguments)
+            for op in block.operations:
+                self.tick()
+                op = op.operation
+                known.tainted.update(op.results)
+                if op.name in ("func.call", "stablehlo.composite"):
+                    known.forced.add(op)
+                for region in op.regions:
+                    self.mark_all(region, known)
+
+    def free(self, op: ir.Operation, known: _Scope) -> bool:
+        marked = known.tainted
+        return not any(v in marked for v in op.results) and not any(v in marked for v in op.operands)
 
     def fold(self, op: ir.Operation, known: dict) -> None:
         """Record scalar integer/float constants (for loop bounds)."""
@@ -1151,7 +1290,7 @@ class _Walk:
         if price is not None:
             return price
         args = {i: known[v] for i, v in enumerate(op.operands) if v in known}
-        return self.func_cost(callee, args)
+        return self.func_cost(callee, args, _marked(op, known), op in known.forced)
 
     def recognised_price(self, callee: str) -> int | None:
         """The fixed price of a genuine ``jax.random`` function (None if not one)."""
@@ -1184,7 +1323,7 @@ class _Walk:
             return max(_size(out), 1) * TRANSCENDENTAL * _rate([*op.operands, *op.results])
         # Unknown or altered: the decomposition is what runs.
         args = {i: known[v] for i, v in enumerate(op.operands) if v in known}
-        return self.func_cost(decomposition, args)
+        return self.func_cost(decomposition, args, _marked(op, known), op in known.forced)
 
     def case_cost(self, op: ir.Operation, known: dict) -> int:
         return max((self.region_cost(r, known) for r in op.regions), default=0)
@@ -1289,7 +1428,7 @@ class _Walk:
             cond = self.region_cost(op.regions[0], known)
             return trips * (body + cond) + cond
         # A scan: its counter and test are the lowering's bookkeeping.
-        return trips * (body - self.op_cost(increment, known))
+        return trips * (body - (0 if self.free(increment, known) else self.op_cost(increment, known)))
 
     def custom_call_cost(self, op: ir.Operation, known: dict) -> int:
         target = ir.StringAttr(op.attributes["call_target_name"]).value
@@ -1460,6 +1599,34 @@ _HANDLERS: dict[str, Callable[..., int]] = {
     "stablehlo.dot": _Walk.dot_cost,
     "stablehlo.convolution": _Walk.convolution_cost,
 }
+
+
+class _Scope(dict):
+    """One function call's known scalar constants (for loop bounds), and its values that depend
+    on the copy's weights (``tainted``)."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self.tainted: set[ir.Value] = set()
+        self.forced: set[ir.Operation] = set()  # calls under control that depends on the copy
+
+
+def _marked(op: ir.Operation, known: _Scope) -> frozenset[int]:
+    """The positions of ``op``'s operands that depend on the copy."""
+    return frozenset(i for i, v in enumerate(op.operands) if v in known.tainted)
+
+
+def _one_block(region: ir.Region) -> ir.Block:
+    if len(region.blocks) != 1:
+        raise Refused("a region with other than one block")
+    return region.blocks[0]
+
+
+def _terminator(block: ir.Block) -> ir.Operation:
+    ops = list(block.operations)
+    if not ops:
+        raise Refused("an empty block")
+    return ops[-1].operation
 
 
 def _single_op_body(region: ir.Region) -> str | None:

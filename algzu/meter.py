@@ -56,6 +56,21 @@ data movement       reshape broadcast_in_dim squeeze        views: slicing,     
                     debug_callback debug_print
 ==================  ======================================  ======================  ==========================
 
+The JAX path charges only **work on the copy**: an operation none of whose inputs depends on
+the copy's weights is free (table above or not). Such work could have run before the copy
+existed (while the program is traced, offline, in the author's head), and a program that
+precomputes it as constants already pays nothing for it; charging it only when it runs would
+make trace-time constants a discount. So drawing inputs from a key, computing their targets,
+building tables and index masks cost nothing, for ``sampling`` and every other estimator
+alike; the forward pass on those inputs, and everything downstream of a weight, is charged.
+(At trace time: ``tests/redteam/attack_trace_time_design.py``, a sampler whose inputs and
+targets were numpy constants, won the M4,3 headline at 1e5 while ``sampling`` paid 69 of its
+182 FLOPs a sample for them.) Which inputs are the copy's: every array argument; PRNG keys
+are not (:func:`count_flops`: typed keys; the sealed program: its key data). A value depends
+on the copy if an input of the operation that made it does; a loop carry if its initial
+value does or an iteration makes it; a branch or loop whose control depends on the copy (its
+predicate, index or stop test) is charged whole, its work on constants included, as before.
+
 Rules shared by both paths:
 
 * **Dtype rate.** Work on 64-bit values (float64, int64) costs x2, as in flopscope's
@@ -78,7 +93,7 @@ Rules shared by both paths:
   :class:`AlgzuError` (its trip count is data-dependent). Loop counters are charged like
   any scalar op. Python loops in numpy code are free.
 * **Branches.** ``cond`` / ``switch`` charge the most expensive branch: an upper bound,
-  because the count is fixed before the program runs.
+  because the count is fixed before the program runs (whole when the copy picks it, above).
 * **Calls.** ``jit``, ``closed_call``, ``custom_jvp_call``, ``custom_vjp_call``,
   ``checkpoint`` and ``custom_linear_solve`` (its ``solve``) are counted through.
 * **Refused.** An unknown primitive raises :class:`AlgzuError` naming it, never charging 0;
@@ -116,7 +131,7 @@ import functools
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import flopscope
@@ -226,20 +241,53 @@ class Metered:
 # --- JAX path: counting a jaxpr -------------------------------------------------------------
 
 
-def jaxpr_flops(closed_jaxpr: jcore.ClosedJaxpr | jcore.Jaxpr) -> int:
+def jaxpr_flops(closed_jaxpr: jcore.ClosedJaxpr, free: Sequence[bool] | None = None) -> int:
     """FLOPs of one run of a (closed) jaxpr under the module's cost model.
+
+    Args:
+        closed_jaxpr: the program.
+        free: per input, whether it is independent of the copy (a PRNG key). Work that depends
+            on no other input is free. ``None``: every input is the copy's.
 
     Raises:
         AlgzuError: an unknown primitive, a host callback, or a while loop whose trip count
             is not known when traced.
     """
     jaxpr, consts = _unclose(closed_jaxpr)
-    return _jaxpr_flops(jaxpr, _known_consts(jaxpr.constvars, consts))
+    free = [False] * len(jaxpr.invars) if free is None else list(free)
+    if len(free) != len(jaxpr.invars):
+        raise AlgzuError(f"{len(free)} free flags for {len(jaxpr.invars)} inputs")
+    scope = _Scope(v for v, f in zip(jaxpr.invars, free) if not f)
+    scope.update(_known_consts(jaxpr.constvars, consts))
+    return _jaxpr_flops(jaxpr, scope)
 
 
 def count_flops(fn: Callable[..., Any], *args: Any) -> int:
-    """FLOPs of ``fn(*args)``, counted from its jaxpr (``fn`` is traced, not run)."""
-    return jaxpr_flops(jax.make_jaxpr(fn)(*args))
+    """FLOPs of ``fn(*args)``, counted from its jaxpr (``fn`` is traced, not run). Typed PRNG
+    keys among ``args`` are independent of the copy: work that depends on nothing else is free."""
+    free = [is_key(leaf) for leaf in jax.tree.leaves(args)]
+    return jaxpr_flops(jax.make_jaxpr(fn)(*args), free)
+
+
+def is_key(leaf: Any) -> bool:
+    """Whether an argument leaf is a typed PRNG key."""
+    return jax.dtypes.issubdtype(getattr(leaf, "dtype", None) or np.float32, jax.dtypes.prng_key)
+
+
+class _Scope(dict):
+    """One jaxpr's known scalar constants (for loop bounds), and its variables that depend on
+    the copy's weights (``tainted``). ``charge_all``: the jaxpr runs under control that depends
+    on the copy (a branch it picks), so everything in it is charged, as if it depended on it."""
+
+    def __init__(self, tainted: Iterable[jcore.Var] = (), charge_all: bool = False):
+        super().__init__()
+        self.tainted = set(tainted)
+        self.charge_all = charge_all
+
+
+def _depends(atom: jcore.Var | jcore.Literal, scope: _Scope) -> bool:
+    """Whether ``atom`` depends on the copy's weights."""
+    return scope.charge_all or (isinstance(atom, jcore.Var) and atom in scope.tainted)
 
 
 def _unclose(jaxpr: jcore.ClosedJaxpr | jcore.Jaxpr) -> tuple[jcore.Jaxpr, Sequence[Any]]:
@@ -263,7 +311,7 @@ def _value(atom: jcore.Var | jcore.Literal, known: Mapping[jcore.Var, np.ndarray
     return known.get(atom)
 
 
-def _jaxpr_flops(jaxpr: jcore.Jaxpr, known: dict[jcore.Var, np.ndarray]) -> int:
+def _jaxpr_flops(jaxpr: jcore.Jaxpr, known: _Scope) -> int:
     total = 0
     for eqn in jaxpr.eqns:
         total += _eqn_flops(eqn, known)
@@ -271,20 +319,25 @@ def _jaxpr_flops(jaxpr: jcore.Jaxpr, known: dict[jcore.Var, np.ndarray]) -> int:
     return total
 
 
-def _sub_flops(
+def _sub(
     sub: jcore.ClosedJaxpr | jcore.Jaxpr,
+    taint: Sequence[bool],
     args: Sequence[jcore.Var | jcore.Literal] = (),
     known: Mapping[jcore.Var, np.ndarray] | None = None,
-) -> int:
-    """FLOPs of a sub-jaxpr, passing in the caller's known constant arguments."""
+    charge_all: bool = False,
+) -> tuple[int, list[bool]]:
+    """FLOPs of a sub-jaxpr whose inputs depend on the copy as ``taint`` says, and which of its
+    outputs do; the caller's known constant ``args`` are passed in (loop bounds)."""
     jaxpr, consts = _unclose(sub)
-    inner = _known_consts(jaxpr.constvars, consts)
+    inner = _Scope((v for v, t in zip(jaxpr.invars, taint) if t), charge_all)
+    inner.update(_known_consts(jaxpr.constvars, consts))
     if known is not None:
         for var, atom in zip(jaxpr.invars, args):
             value = _value(atom, known)
             if value is not None and value.size == 1:
                 inner[var] = value
-    return _jaxpr_flops(jaxpr, inner)
+    cost = _jaxpr_flops(jaxpr, inner)
+    return cost, [_depends(v, inner) for v in jaxpr.outvars]
 
 
 def _fold_constants(eqn: jcore.JaxprEqn, known: dict[jcore.Var, np.ndarray]) -> None:
@@ -300,24 +353,41 @@ def _fold_constants(eqn: jcore.JaxprEqn, known: dict[jcore.Var, np.ndarray]) -> 
         known[eqn.outvars[0]] = np.asarray(_FOLD[name](*values))
 
 
-def _eqn_flops(eqn: jcore.JaxprEqn, known: dict[jcore.Var, np.ndarray]) -> int:
+def _eqn_flops(eqn: jcore.JaxprEqn, known: _Scope) -> int:
+    """FLOPs of one equation; marks its outputs that depend on the copy. An equation none of
+    whose inputs depends on the copy is free: it could have run before the copy existed."""
+    taint = [_depends(a, known) for a in eqn.invars]
+    if not any(taint) and not known.charge_all:
+        return 0
+    cost, outs = _eqn_cost(eqn, known, taint)
+    known.tainted.update(v for v, t in zip(eqn.outvars, outs) if t)
+    return cost
+
+
+def _eqn_cost(eqn: jcore.JaxprEqn, known: _Scope, taint: list[bool]) -> tuple[int, list[bool]]:
+    """(FLOPs, which outputs depend on the copy) of an equation some input of which does."""
     name = eqn.primitive.name
     params = eqn.params
+    every = [True] * len(eqn.outvars)
     if name in _FREE:
-        return 0
+        return 0, every
     if name in _CALLS:
         sampler = _sampler_flops(eqn) if name in ("jit", "pjit") else None
         if sampler is not None:
-            return sampler
-        return _sub_flops(params[_CALLS[name]], eqn.invars, known)
+            return sampler, every
+        return _sub(params[_CALLS[name]], taint, eqn.invars, known, known.charge_all)
     if name == "scan":
-        return params["length"] * _sub_flops(params["jaxpr"]) + _scan_moved(eqn)
+        return _scan_flops(eqn, taint, known.charge_all)
     if name == "while":
-        return _while_flops(eqn, known)
+        return _while_flops(eqn, known, taint)
     if name == "cond":
-        return max(_sub_flops(branch) for branch in params["branches"])
+        branches = params["branches"]
+        if taint[0] or known.charge_all:  # the copy picks the branch: all of it is charged
+            return max(_sub(b, taint[1:], charge_all=True)[0] for b in branches), every
+        runs = [_sub(b, taint[1:]) for b in branches]
+        return max(cost for cost, _ in runs), [any(outs) for outs in zip(*(o for _, o in runs))]
     if name == "custom_linear_solve":
-        return _sub_flops(params["jaxprs"].solve)
+        return _sub(params["jaxprs"].solve, (), charge_all=True)[0], every
     if name in _HOST_CALLBACKS:
         raise AlgzuError(f"{name} runs host Python that the meter cannot count; use jax.numpy ops")
     counted = _first_order_flops(eqn)
@@ -327,7 +397,7 @@ def _eqn_flops(eqn: jcore.JaxprEqn, known: dict[jcore.Var, np.ndarray]) -> int:
             "rewrite with jax.numpy / lax ops it knows, or add it to algzu/meter.py"
         )
     work, weight = counted
-    return max(int(work), 1) * weight * _dtype_rate(eqn)
+    return max(int(work), 1) * weight * _dtype_rate(eqn), every
 
 
 def _first_order_flops(eqn: jcore.JaxprEqn) -> tuple[int, int] | None:
@@ -432,19 +502,29 @@ def _dtype_rate(eqn: jcore.JaxprEqn) -> int:
     return rate
 
 
-def _scan_moved(eqn: jcore.JaxprEqn) -> int:
-    """Elements a scan moves at computed positions: each looped step reads its ``xs`` slice and
-    writes its ``ys`` slice (the ``dynamic_slice`` and ``dynamic_update_slice`` it is lowered
-    to). Steps JAX unrolls outside the loop (all of them when ``1 < unroll >= length``, else
-    the last ``length % unroll``) use static slices, which are free."""
+def _scan_flops(eqn: jcore.JaxprEqn, taint: list[bool], charge_all: bool) -> tuple[int, list[bool]]:
+    """A scan: body x ``length``, plus the ``xs``/``ys`` slices that depend on the copy, moved
+    at the loop counter's position per looped step (the ``dynamic_slice`` and
+    ``dynamic_update_slice`` it is lowered to). Steps JAX unrolls outside the loop (all of them
+    when ``1 < unroll >= length``, else the last ``length % unroll``) use static slices, which
+    are free. A carry depends on the copy if its initial value does or a step makes it."""
     params = eqn.params
+    n_consts, n_carry = params["num_consts"], params["num_carry"]
+    carry = taint[n_consts : n_consts + n_carry]
+    while True:
+        body, outs = _sub(params["jaxpr"], taint[:n_consts] + carry + taint[n_consts + n_carry :], charge_all=charge_all)
+        after = [a or b for a, b in zip(carry, outs[:n_carry])]
+        if after == carry:
+            break
+        carry = after
     length, unroll = params["length"], params["unroll"]
     unroll = length if unroll is True else max(int(unroll), 1)
     looped = length if unroll == 1 else 0 if unroll >= length else length // unroll * unroll
-    body = params["jaxpr"].jaxpr
-    n_in = params["num_consts"] + params["num_carry"]
-    xs, ys = body.invars[n_in:], body.outvars[params["num_carry"] :]
-    return looped * sum(_moved_elements(v.aval) for v in (*xs, *ys))
+    inner = params["jaxpr"].jaxpr
+    xs = [v for v, t in zip(inner.invars[n_consts + n_carry :], taint[n_consts + n_carry :]) if t]
+    ys = [v for v, t in zip(inner.outvars[n_carry:], outs[n_carry:]) if t]
+    moved = looped * sum(_moved_elements(v.aval) for v in (*xs, *ys))
+    return length * body + moved, carry + outs[n_carry:]
 
 
 def _moved_elements(aval: Any) -> int:
@@ -454,13 +534,26 @@ def _moved_elements(aval: Any) -> int:
     return aval.size * DTYPE_RATE.get(np.dtype(aval.dtype).name, 1)
 
 
-def _while_flops(eqn: jcore.JaxprEqn, known: Mapping[jcore.Var, np.ndarray]) -> int:
+def _while_flops(eqn: jcore.JaxprEqn, known: _Scope, taint: list[bool]) -> tuple[int, list[bool]]:
     trips = _fori_trip_count(eqn, known)
     if trips is None:
         raise AlgzuError(_WHILE_ERROR)
-    body = _sub_flops(eqn.params["body_jaxpr"])
-    cond = _sub_flops(eqn.params["cond_jaxpr"])
-    return trips * (body + cond) + cond
+    params = eqn.params
+    n_cond, n_body = params["cond_nconsts"], params["body_nconsts"]
+    cond_consts, body_consts = taint[:n_cond], taint[n_cond : n_cond + n_body]
+    carry = taint[n_cond + n_body :]
+    charge_all = known.charge_all
+    while True:
+        cond, (test,) = _sub(params["cond_jaxpr"], cond_consts + carry, charge_all=charge_all)
+        body, outs = _sub(params["body_jaxpr"], body_consts + carry, charge_all=charge_all)
+        if test and not charge_all:  # the copy decides when the loop stops: all of it is charged
+            charge_all, carry = True, [True] * len(carry)
+            continue
+        after = [a or b for a, b in zip(carry, outs)]
+        if after == carry:
+            break
+        carry = after
+    return trips * (body + cond) + cond, carry
 
 
 def _fori_trip_count(eqn: jcore.JaxprEqn, known: Mapping[jcore.Var, np.ndarray]) -> int | None:

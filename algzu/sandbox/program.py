@@ -123,8 +123,11 @@ def load(blob: bytes, spec: ModelSpec) -> Program:
     if len(outs) != 1 or outs[0].shape != () or not np.issubdtype(outs[0].dtype, np.number) or np.issubdtype(
             outs[0].dtype, np.complexfloating):
         raise BadOutput(f"expected a real scalar, got {', '.join(map(str, outs)) or 'nothing'}")
-    hlo_meter.check_signature(exported, abstract_inputs(spec), jax.ShapeDtypeStruct((), outs[0].dtype))
-    return Program(exported, hlo_meter.exported_flops(exported))
+    params, key = abstract_inputs(spec)
+    hlo_meter.check_signature(exported, (params, key), jax.ShapeDtypeStruct((), outs[0].dtype))
+    # The key's data is the last input: work that depends on nothing else (drawing inputs,
+    # computing their targets) is free, as it is when done while tracing.
+    return Program(exported, hlo_meter.exported_flops(exported, free=[len(params)]))
 
 
 class BadOutput(AlgzuError):
