@@ -157,14 +157,16 @@ class Hog(_Faulty):
 @register_estimator
 @dataclasses.dataclass(frozen=True)
 class OverBudget(Estimator):
-    """A JAX program of ~2e9 FLOPs: refused by the meter before it is compiled."""
+    """A JAX program of ~2e9 FLOPs on the copy's weights: refused by the meter before it is
+    compiled. (Work on constants alone would be free.)"""
 
     name = "faulty_over_budget"
     mechanistic = True
     backend = "jax"
 
     def estimate(self, model: Model, budget_flops: int, key: jax.Array):
-        x = jnp.ones((1000, 1000), jnp.float32)
+        w = sum(jnp.sum(v) for v in model.params.values())
+        x = jnp.full((1000, 1000), w, jnp.float32)
         return jnp.clip((x @ x).mean() / 1e4, 0.0, 1.0)
 
 

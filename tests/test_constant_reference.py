@@ -87,6 +87,8 @@ def test_constant_fvu_is_the_in_sample_share_of_the_variance(summary):
 
 def test_constant_would_have_beaten_plain_sampling(summary):
     small = summary[(summary["model"] == "2nd_argmax-d4-n3") & (summary["budget_flops"] == 10**3)].iloc[0]
-    assert small.efficiency_lo > 10, small  # issue #11: 43x at 1e3 with the protocol's 256 copies
+    # issue #11: 43x at 1e3 with the protocol's 256 copies when a sample cost 182 FLOPs (input
+    # draws charged); ~27x at 113 (work on the copy only). Here 8 copies: about 10-30x.
+    assert small.efficiency_lo > 5, small
     below = summary[summary["samples"] == 0]
     assert len(below) and below["efficiency"].isna().all() and below["prior_efficiency"].notna().all()
