@@ -34,7 +34,8 @@ cost model):
   no values), and a key it cannot read; loop counts may depend on the spec and budget, not
   on weight values. The traced program is exported as StableHLO (:mod:`algzu.sandbox.program`);
   the harness meters that program itself (:mod:`algzu.hlo_meter`: loop bodies times their
-  trip counts, the dearest branch of a ``cond``), refuses one over budget, and runs it on
+  trip counts, the dearest branch of a ``cond``; only work that depends on the weights is
+  charged, so drawing inputs from the key is free), refuses one over budget, and runs it on
   each copy's weights in another process. A program with a host callback, an unknown op or
   a data-dependent ``while`` loop is ``refused``. Trace-time Python costs nothing but may
   only reach public things (the spec, the zoo's public models: open-book work, which the
@@ -42,7 +43,8 @@ cost model):
   caches or secrets readable) and within the cell timeout.
 * ``backend = "numpy"`` (**unsealed**): ``estimate`` runs eagerly with weights given as
   flopscope arrays; every operation must go through ``flopscope.numpy`` (imported as
-  ``fnp``) to be counted, random numbers included (use :func:`numpy_rng`), and the run stops
+  ``fnp``) to be counted, random numbers included (use :func:`numpy_rng`; flopscope charges
+  them, where the JAX path charges only work on the weights), and the run stops
   the moment it exceeds the budget. Its code holds the weights, so nothing stops it from
   leaving the meter: its rows are marked ``sealed: false`` and never count for a verdict.
 * Planning done while tracing (e.g. metering a candidate program to pick a sample count,

@@ -64,6 +64,16 @@ custom calls ``Sharding``,
 64-bit operands or results double the charge, complex64 ones multiply it by 11 (complex128 by
 22), and every charged op costs at least 1, as in :mod:`algzu.meter`.
 
+**Only work on the copy is charged**, as in :mod:`algzu.meter`: an op none of whose operands
+or results depends on the copy's weights is free. Which ``main`` arguments are independent of
+the copy is the caller's word (``free``: the sealed program's key data); values are marked
+function by function before the walk prices them (``_Walk.taint_op``): a result depends on
+the copy if an operand does; a ``while`` carry if its initial value does or the body makes it
+(to a fixed point); a call's results as its callee's body says for that pattern of arguments;
+any other op with regions (reduce, sort, scatter, map) whole, if an operand or a value it
+captures does. A ``case`` / ``if`` whose index or a ``while`` whose stop test depends on the
+copy has everything in it marked, calls included: charged whole, as before this rule.
+
 **What is recognised, and how.** JAX lowers some single jaxpr primitives to many StableHLO
 ops. Where the jaxpr meter charges such a primitive a fixed price, this meter charges the same
 price for the lowered ops *only when they are identical to what JAX itself emits for the same
