@@ -1069,7 +1069,7 @@ class _Walk:
         self.references: set[tuple] = set()
         self.kinds: dict[tuple[str, str], list[tuple[str, tuple]]] = {}
         self.free_args = frozenset(free)
-        self.outs: dict[tuple, list[bool]] = {}  # (callee, tainted args, forced) -> tainted results
+        self.outs: dict[tuple, list[bool]] = {}  # (callee, its tainted arguments) -> tainted results
         self.tainting: list[str] = []
 
     def reference(self, build: Callable[..., Any], *key: Any) -> Any:

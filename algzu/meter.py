@@ -271,7 +271,8 @@ def count_flops(fn: Callable[..., Any], *args: Any) -> int:
 
 def is_key(leaf: Any) -> bool:
     """Whether an argument leaf is a typed PRNG key."""
-    return jax.dtypes.issubdtype(getattr(leaf, "dtype", None) or np.float32, jax.dtypes.prng_key)
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 class _Scope(dict):
@@ -511,8 +512,9 @@ def _scan_flops(eqn: jcore.JaxprEqn, taint: list[bool], charge_all: bool) -> tup
     params = eqn.params
     n_consts, n_carry = params["num_consts"], params["num_carry"]
     carry = taint[n_consts : n_consts + n_carry]
+    consts, xs = taint[:n_consts], taint[n_consts + n_carry :]
     while True:
-        body, outs = _sub(params["jaxpr"], taint[:n_consts] + carry + taint[n_consts + n_carry :], charge_all=charge_all)
+        body, outs = _sub(params["jaxpr"], consts + carry + xs, charge_all=charge_all)
         after = [a or b for a, b in zip(carry, outs[:n_carry])]
         if after == carry:
             break
@@ -521,9 +523,9 @@ def _scan_flops(eqn: jcore.JaxprEqn, taint: list[bool], charge_all: bool) -> tup
     unroll = length if unroll is True else max(int(unroll), 1)
     looped = length if unroll == 1 else 0 if unroll >= length else length // unroll * unroll
     inner = params["jaxpr"].jaxpr
-    xs = [v for v, t in zip(inner.invars[n_consts + n_carry :], taint[n_consts + n_carry :]) if t]
-    ys = [v for v, t in zip(inner.outvars[n_carry:], outs[n_carry:]) if t]
-    moved = looped * sum(_moved_elements(v.aval) for v in (*xs, *ys))
+    read = [v for v, t in zip(inner.invars[n_consts + n_carry :], xs) if t]
+    written = [v for v, t in zip(inner.outvars[n_carry:], outs[n_carry:]) if t]
+    moved = looped * sum(_moved_elements(v.aval) for v in (*read, *written))
     return length * body + moved, carry + outs[n_carry:]
 
 

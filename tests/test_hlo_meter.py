@@ -295,6 +295,35 @@ def test_jax_random_samplers_and_keys_cost_what_the_jaxpr_meter_charges(key):
         assert both(fn, key) == (0, 0, 0)  # the key is independent of the copy: free
 
 
+def test_only_work_on_the_copy_is_charged_in_both_meters(key):
+    """What depends on the key and constants alone is free in both meters: through a scan
+    whose carry meets the weights only in its body (charged from the first step), a call that
+    returns one free and one charged result, and a branch picked by a free index."""
+    w = jnp.ones(4, F32)
+
+    def late(w, k):
+        def body(c, i):
+            return c * w + jax.random.normal(jax.random.fold_in(k, i), (4,)), None
+
+        return lax.scan(body, jnp.zeros(4, F32), jnp.arange(5))[0]
+
+    assert both(late, w, key) == (5 * 8,) * 3  # per step a product and a sum, the draws free
+
+    pair = jax.jit(lambda w, k: (jax.random.normal(k, (4,)), w * 2.0))
+
+    def split(w, k):
+        drawn, doubled = pair(w, k)
+        return jnp.sum(drawn * 3.0) + jnp.sum(doubled)
+
+    assert both(split, w, key) == (4 + 3 + 1,) * 3  # w * 2, its sum, the final add
+
+    def branch(w, k):
+        index = jax.random.randint(k, (), 0, 2)
+        return lax.switch(index, [lambda v: v * 2.0, jnp.exp], w)
+
+    assert both(branch, w, key) == (4 * 16,) * 3  # the dearest branch; the index is free
+
+
 def test_sampler_lookalike_is_counted_op_by_op(key):
     def _normal(k):  # noqa: PLW0621 - named like jax.random's private sampler on purpose
         return jnp.exp(jax.random.uniform(k, (4, 10)))
