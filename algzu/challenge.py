@@ -18,6 +18,7 @@ import json
 import math
 import types
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 import pandas as pd
@@ -60,6 +61,9 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
         column: the efficiency that decides (its ``_lo`` end must reach 1 for a win).
     """
     rows = summary[summary["mechanistic"].astype(bool)]
+    agnostic = summary[~summary["mechanistic"].astype(bool)]
+    if "sealed" in agnostic.columns:
+        agnostic = agnostic[agnostic["sealed"].eq(True)]
     unsealed = ""
     if "sealed" in rows.columns:
         names = sorted(rows.loc[~rows["sealed"].eq(True), "estimator"].unique())
@@ -74,15 +78,30 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
                            "a win is a claim only if it holds closed-book too): "}[book]
     if rows.empty:
         return prefix + "No sealed mechanistic estimator was scored here, so none can beat sampling." + unsealed
-    wins = rows[rows[f"{column}_lo"] >= 1.0]
+    above = rows[rows[f"{column}_lo"] >= 1.0]
+    # "Mechanistic" is its author's word: a win must also beat, measured, every model-agnostic
+    # estimator on the board at that budget (tests/redteam/attack_relabeled_sampler.py).
+    rivals = [_agnostic_rivals(r, agnostic) for r in above.itertuples()]
+    wins = above[[not names for names in rivals]]
     if wins.empty:
         head = ("No mechanistic estimator beats sampling+prior (sampling that knows the protocol's mean and "
-                "spread): no interval of its efficiency reaches 1 at its lower end")
-        head += ", though some intervals reach 1." if (rows[f"{column}_hi"] >= 1.0).any() else "."
+                "spread)")
+        if above.empty:
+            head += ": no interval of its efficiency reaches 1 at its lower end"
+            head += ", though some intervals reach 1." if (rows[f"{column}_hi"] >= 1.0).any() else "."
+        else:
+            head += " and every model-agnostic estimator on this board."
     else:
         where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)}" for r in wins.itertuples())
-        head = f"A mechanistic estimator beats sampling+prior (efficiency interval >= 1): {where}."
+        head = (f"A mechanistic estimator beats sampling+prior (efficiency interval >= 1) and every "
+                f"model-agnostic estimator on this board (MSE interval below theirs): {where}.")
     lines = [head]
+    tied = [(r, names) for r, names in zip(above.itertuples(), rivals) if names]
+    if tied:
+        where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)} (not below "
+                          f"{', '.join(f'`{n}`' for n in names)})" for r, names in tied)
+        lines.append(f"Not wins, though above sampling+prior: no better than a model-agnostic estimator measured "
+                     f"at the same budget: {where}.")
     plain_only = rows[(rows["efficiency_lo"] >= 1.0) & (rows[f"{column}_lo"] < 1.0)]
     if not plain_only.empty:
         where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)}" for r in plain_only.itertuples())
@@ -98,6 +117,15 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     if peaks:
         lines.append("; ".join(peaks) + ".")
     return prefix + " ".join(lines) + unsealed
+
+
+def _agnostic_rivals(row: Any, agnostic: pd.DataFrame) -> list[str]:
+    """The model-agnostic estimators (``mechanistic = False``, sealed) of ``row``'s model and
+    budget whose measured MSE is at or below the upper end of ``row``'s MSE interval."""
+    same = agnostic[(agnostic["budget_flops"] == row.budget_flops) & agnostic["mse"].notna()]
+    if "model" in agnostic.columns:
+        same = same[same["model"] == row.model]
+    return sorted(same.loc[same["mse"] <= row.mse_hi, "estimator"].unique())
 
 
 def m43_comparison(result: SuiteResult) -> pd.DataFrame:
