@@ -6,10 +6,11 @@ estimator is mechanistic is its author's word, and a verdict counted every row t
 
 What it exploits: ``sampling+prior`` is the reference of the headline, and better sampling
 beats it without reading the model: ``stratified`` scores 1.76 [1.12, 2.78] at 1e8 on the
-432 protocol and 2.16 [1.47, 3.15] closed-book (where a sample costs 5,249 FLOPs). Declared
-mechanistic, the same program made the verdict say "A mechanistic estimator beats
-sampling+prior" on ARC's open challenge, open-book and closed-book, reading nothing but the
-model's outputs on random inputs.
+432 protocol and 2.16 [1.47, 3.15] closed-book. Declared mechanistic, the same program
+(its own keys) scored 1.96 [1.24, 2.88] and 2.6 [1.77, 3.8], and up to 16be9a4 the verdicts
+of ``algzu challenge 432 [--heldout] --include tests/redteam/attack_relabeled_sampler.py``
+said "A mechanistic estimator beats sampling+prior" at 1e8 (and 1e9 open-book): ARC's open
+challenge "won" by a sampler that reads nothing but the model's outputs on random inputs.
 
 What a sound harness must do: never let the word "mechanistic" decide a win by itself. A
 mechanistic win must also beat every model-agnostic estimator on the same board at that
