@@ -18,8 +18,8 @@ import json
 import math
 import types
 from collections.abc import Mapping
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -53,6 +53,8 @@ def copy_statistics(result: SuiteResult) -> dict:
 def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEADLINE) -> str:
     """One paragraph from the summary table alone: does a mechanistic estimator beat the headline
     reference (sampling+prior), where, and what the plain-sampling efficiency would have said.
+    A win also needs an MSE interval below the measured MSE of every model-agnostic estimator
+    (``mechanistic`` false, sealed) of the same model and budget: the flag is its author's word.
 
     Args:
         summary: :func:`algzu.scoring.summarize` rows plus ``mechanistic``. If it has a
