@@ -1123,9 +1123,7 @@ class _Walk:
         return func.regions[0].blocks[0]
 
     def region_cost(self, region: ir.Region, known: dict) -> int:
-        if len(region.blocks) != 1:
-            raise Refused("a region with other than one block")
-        return self.block_cost(region.blocks[0], known)
+        return self.block_cost(_one_block(region), known)
 
     def block_cost(self, block: ir.Block, known: _Scope) -> int:
         priced, absorbed = self.inline_matches(block)

@@ -27,7 +27,7 @@ from jax._src.interpreters import mlir
 from jax._src.interpreters import partial_eval as pe
 from jax._src.lib.mlir import ir
 from jax.experimental import io_callback
-from test_meter import COMMON_OPS, SAME_WORK
+from test_meter import COMMON_OPS, SAME_WORK, as_copy
 
 from algzu import hlo_meter, meter
 from algzu.errors import AlgzuError
@@ -42,7 +42,7 @@ F32 = jnp.float32
 
 # --- the jaxpr meter, as the program is lowered ---------------------------------------------
 
-_ORIGINAL = {name: getattr(meter, name) for name in ("_jaxpr_flops", "_eqn_flops", "_first_order_flops")}
+_ORIGINAL = {name: getattr(meter, name) for name in ("_jaxpr_flops", "_eqn_cost", "_first_order_flops")}
 
 
 def _multiplies(y: int) -> int:
@@ -89,16 +89,11 @@ def _live_jaxpr_flops(jaxpr: jcore.Jaxpr, known: dict) -> int:
     return total
 
 
-def _lowered_eqn_flops(eqn: jcore.JaxprEqn, known) -> int:
+def _lowered_eqn_cost(eqn: jcore.JaxprEqn, known, taint: list[bool]) -> tuple[int, list[bool]]:
     default = _default_branch(eqn)
     if default is None:
-        return _ORIGINAL["_eqn_flops"](eqn, known)
-    taint = [meter._depends(a, known) for a in eqn.invars[1:]]
-    if not any(taint) and not known.charge_all:
-        return 0
-    cost, outs = meter._sub(default, taint, charge_all=known.charge_all)
-    known.tainted.update(v for v, t in zip(eqn.outvars, outs) if t)
-    return cost
+        return _ORIGINAL["_eqn_cost"](eqn, known, taint)
+    return meter._sub(default, taint[1:], charge_all=known.charge_all)
 
 
 def _lowered_first_order_flops(eqn: jcore.JaxprEqn):
@@ -116,7 +111,7 @@ def lowered_jaxpr_flops(closed: jcore.ClosedJaxpr, free=None) -> int:
         free = [f for f, u in zip(free, used) if u]
     with (
         mock.patch.object(meter, "_jaxpr_flops", _live_jaxpr_flops),
-        mock.patch.object(meter, "_eqn_flops", _lowered_eqn_flops),
+        mock.patch.object(meter, "_eqn_cost", _lowered_eqn_cost),
         mock.patch.object(meter, "_first_order_flops", _lowered_first_order_flops),
     ):
         return meter.jaxpr_flops(jcore.ClosedJaxpr(jaxpr, closed.consts), free)
@@ -254,7 +249,7 @@ def both(fn, *args) -> tuple[int, int, int]:
 def both_as_copy(fn, *args) -> tuple[int, int]:
     """(jaxpr meter, StableHLO meter) of ``fn(*args)`` with every input, keys included, counted
     as the copy's: what a draw costs when its key depends on the weights."""
-    return meter.jaxpr_flops(jax.make_jaxpr(fn)(*args)), hlo_meter.exported_flops(hlo_meter.export_program(fn, *args))
+    return as_copy(fn, *args), hlo_meter.exported_flops(hlo_meter.export_program(fn, *args))
 
 
 def test_rnn_forward_count_matches_closed_form():
