@@ -127,6 +127,25 @@ SUITES: Mapping[str, Suite] = types.MappingProxyType({
         seed=43,
         description="ARC's M4,3 protocol: weight noise std 0.05, 256 noisy copies",
     ),
+    "beyond-n3": Suite(
+        name="beyond-n3",
+        cases=(
+            # Noise std from `algzu calibrate MODEL --target-sd 0.02` (sd of the copies'
+            # accuracies ~2 points, as in ARC's 432 protocol), rounded; d8-n5 as in `default`.
+            ModelCase("2nd_argmax-d4-n4", 0.0136),
+            ModelCase("2nd_argmax-d4-n5", 0.0132),
+            ModelCase("2nd_argmax-d8-n5", 0.015),
+            ModelCase("argmedian-d4-n5", 0.0773),
+            ModelCase("argmedian-d8-n5", 0.014),
+        ),
+        n_copies=32,
+        budgets=geometric_budgets(1e4, 1e9),
+        # 2^24 inputs (standard error ~1.2e-4) so that an exact estimator's efficiency of 10
+        # against sampling at 1e8 FLOPs is measurable above the ground truth's own noise.
+        gt_samples=1 << 24,
+        seed=45,
+        description="issue 12's models beyond n = 3 (2nd argmax d4-n4, d4-n5, d8-n5; argmedian d4-n5, d8-n5), 32 noisy copies each",
+    ),
     "smoke": Suite(
         name="smoke",
         cases=(ModelCase("algzoo/2nd_argmax-d2-n2", 0.5), ModelCase("2nd_argmax-d4-n3", 0.05)),
