@@ -53,11 +53,17 @@ def copy_statistics(result: SuiteResult) -> dict:
 def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEADLINE) -> str:
     """One paragraph from the summary table alone: does a mechanistic estimator beat the headline
     reference (sampling+prior), where, and what the plain-sampling efficiency would have said.
-    A win also needs an MSE interval below the measured MSE of every model-agnostic estimator
-    (``mechanistic`` false, sealed) of the same model and budget: the flag is its author's word.
+    A win must also beat every model-agnostic estimator (``mechanistic`` false, sealed) of the
+    same model and budget, measured: the flag is its author's word. With the summary's
+    ``not_below`` column (:func:`algzu.scoring.rival_comparison`) the comparison is paired over
+    the copies: the interval of MSE / the rival's MSE must lie below 1. A summary written
+    before that column existed falls back to the unpaired rule its verdicts were written with
+    (the MSE interval below the rival's measured MSE), which lets an estimator as good as a
+    rival win in 7% of simulated cells (``tests/test_redteam.py``).
 
     Args:
-        summary: :func:`algzu.scoring.summarize` rows plus ``mechanistic``. If it has a
+        summary: :func:`algzu.scoring.summarize` rows plus ``mechanistic`` (and, from
+            :func:`algzu.run.run_suite`, ``not_below``). If it has a
             ``sealed`` column, only rows with ``sealed == True`` count.
         book: ``"open-book"`` or ``"closed-book"``, named at the start of the verdict.
         column: the efficiency that decides (its ``_lo`` end must reach 1 for a win).
@@ -96,7 +102,7 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     else:
         where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)}" for r in wins.itertuples())
         head = (f"A mechanistic estimator beats sampling+prior (efficiency interval >= 1) and every "
-                f"model-agnostic estimator on this board (MSE interval below theirs): {where}.")
+                f"model-agnostic estimator on this board (its MSE below theirs, 95% interval): {where}.")
     lines = [head]
     tied = [(r, names) for r, names in zip(above.itertuples(), rivals) if names]
     if tied:
@@ -123,7 +129,12 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
 
 def _agnostic_rivals(row: Any, agnostic: pd.DataFrame) -> list[str]:
     """The model-agnostic estimators (``mechanistic = False``, sealed) of ``row``'s model and
-    budget whose measured MSE is at or below the upper end of ``row``'s MSE interval."""
+    budget that ``row`` is not below: as paired over copies in ``row.not_below``, else (an
+    older summary) those whose measured MSE is at or below the upper end of ``row``'s MSE
+    interval."""
+    if hasattr(row, "not_below"):
+        text = row.not_below if isinstance(row.not_below, str) else ""  # empty cells read back as NaN
+        return sorted(name for name in text.split(",") if name)
     same = agnostic[(agnostic["budget_flops"] == row.budget_flops) & agnostic["mse"].notna()]
     if "model" in agnostic.columns:
         same = same[same["model"] == row.model]

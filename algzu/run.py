@@ -36,7 +36,7 @@ from algzu.model import Model, ModelSpec
 from algzu.noise import NoiseSpec, noisy_params
 from algzu.sandbox.runner import CellResult, cell_key, run_block
 from algzu.sandbox.workers import EstimatorCard, EstimatorRef
-from algzu.scoring import summarize
+from algzu.scoring import rival_comparison, summarize
 from algzu.suites import Suite
 from algzu.zoo import load_model
 
@@ -248,6 +248,8 @@ def run_suite(
     mech = {e.name: e.mechanistic for e in ests}
     summary.insert(2, "mechanistic", summary["estimator"].map(mech))
     summary.insert(3, "sealed", summary["estimator"].map({e.name: bool(seals(e)) for e in ests}))
+    summary = summary.merge(rival_comparison(cells), on=["model", "estimator", "budget_flops"], how="left")
+    summary["not_below"] = summary["not_below"].fillna("")
     return SuiteResult(cells, summary, fps)
 
 

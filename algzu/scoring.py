@@ -133,6 +133,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from algzu.errors import AlgzuError
+
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
@@ -143,7 +145,8 @@ HEADLINE = "prior_efficiency"
 # Columns of the per-copy table the statistics are smooth functions of (means over copies):
 # squared error q, score variance v, centred truth g - mean g, its square, s^2.
 _Q, _V, _G, _G2, _S2 = range(5)
-_COLUMNS = {"one": (_Q,), "sampling": (_Q, _V), "constant": (_Q, _G, _G2, _S2), "sampling_prior": (_Q, _V, _G, _G2, _S2)}
+_COLUMNS = {"one": (_Q,), "sampling": (_Q, _V), "constant": (_Q, _G, _G2, _S2), "sampling_prior": (_Q, _V, _G, _G2, _S2),
+            "rival": (_Q, _V)}
 
 
 def failure_estimate(ground_truth: np.ndarray, metric: str) -> np.ndarray:
@@ -190,8 +193,10 @@ def reference(name: str, n: float, k: int) -> Callable[[np.ndarray], tuple[np.nd
     """A reference MSE as a function of the column means, with the gradient of its log.
 
     Args:
-        name: ``"constant"``, ``"sampling"``, ``"sampling_prior"``, or ``"one"`` (R = 1,
-            for the interval of the MSE itself).
+        name: ``"constant"``, ``"sampling"``, ``"sampling_prior"``, ``"one"`` (R = 1,
+            for the interval of the MSE itself), or ``"rival"`` (R = the mean of column v,
+            where :func:`rival_comparison` puts another estimator's squared errors on the
+            same copies).
         n: samples affordable at the budget, ``floor(B / c)``.
         k: copies.
 
@@ -211,9 +216,11 @@ def reference(name: str, n: float, k: int) -> Callable[[np.ndarray], tuple[np.nd
         with np.errstate(divide="ignore", invalid="ignore"):
             if name == "one":
                 return np.ones(m.shape[:-1]), np.zeros(m.shape)
-            if name == "sampling":
+            if name in ("sampling", "rival"):
                 grad = np.zeros(m.shape)
                 grad[..., _V] = 1 / m[..., _V]
+                if name == "rival":
+                    return m[..., _V], grad
                 r = m[..., _V] / n if n >= 1 else np.full(m.shape[:-1], np.nan)
                 return r, grad
             V = _population_variance(m, k)
@@ -332,6 +339,78 @@ def efficiency_from_relative(r: float) -> float:
     return 1.0 / r
 
 
+def _cell_table(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(:func:`copy_columns`, estimates, failed) of one estimator's cells at one model and
+    budget, sorted by copy; a failed cell is scored as :func:`failure_estimate`."""
+    metric = g["metric"].iloc[0]
+    truth = g["ground_truth"].to_numpy(float)
+    failed = g["error"].fillna("").astype(str).to_numpy() != ""
+    est = np.where(failed, failure_estimate(truth, metric), g["estimate"].to_numpy(float))
+    cols = copy_columns(est, truth, g["gt_stderr"].to_numpy(float), g["gt_samples"].to_numpy(float), metric)
+    return cols, est, failed
+
+
+def rival_interval(q: np.ndarray, q_rival: np.ndarray, level: float = LEVEL,
+                   weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``r = mse / mse_rival`` of two estimators scored on the same copies, with its interval.
+
+    Args:
+        q, q_rival: per-copy squared errors (column q of :func:`copy_columns`), ``(..., K)``,
+            copy k of one the same copy as copy k of the other.
+        level, weights: as :func:`relative_mse_interval`.
+
+    Returns:
+        ``(r, lo, hi)`` as :func:`relative_mse_interval`: paired (every resample draws the
+        same copies for both), so what the copies share (which are hard, the ground truth's
+        own error) cancels and what differs, each estimator's own luck, is counted for both.
+        ``r`` is +inf where ``mse_rival <= 0 < mse`` and NaN where both are <= 0.
+    """
+    cols = np.zeros((*np.shape(q), 5))
+    cols[..., _Q], cols[..., _V] = q, q_rival
+    return relative_mse_interval(cols, reference("rival", 1, cols.shape[-2]), level=level, weights=weights)
+
+
+def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
+    """Every sealed mechanistic estimator against every sealed model-agnostic one (the
+    ``mechanistic`` and ``sealed`` columns of the cells) at the same model and budget.
+
+    A mechanistic estimator is below a rival when the upper end of the interval of
+    ``mse / mse_rival`` (:func:`rival_interval`) is below 1. The flag is its author's word,
+    so a verdict counts a win only below every rival (:func:`algzu.challenge.verdict`).
+
+    Returns:
+        Columns ``model, estimator, budget_flops``, ``agnostic_ratio_hi`` (the largest upper
+        end over the rivals, +inf where a ratio is undefined) and ``not_below`` (the rivals it
+        is not below, comma-separated); one row per sealed mechanistic estimator, model and
+        budget that has a rival.
+    """
+    keys = ["model", "estimator", "budget_flops"]
+    rows = []
+    weights: dict[int, np.ndarray] = {}
+    for (model, budget), g in cells.groupby(["model", "budget_flops"], sort=True):
+        sealed = g[g["sealed"].astype(bool)]
+        tables = {name: (bool(e["mechanistic"].iloc[0]), _cell_table(e.sort_values("copy"))[0][:, _Q],
+                         tuple(e.sort_values("copy")["copy"]))
+                  for name, e in sealed.groupby("estimator", sort=True)}
+        rivals = {name: t for name, t in tables.items() if not t[0]}
+        for name, (mechanistic, q, copies) in tables.items():
+            if not mechanistic or not rivals:
+                continue
+            his, not_below = [], []
+            for rival, (_, q_rival, rival_copies) in rivals.items():
+                if rival_copies != copies:
+                    raise AlgzuError(f"{model} at {budget:g}: {name} and {rival} were scored on different copies")
+                w = weights.setdefault(len(q), bootstrap_weights(len(q)))
+                hi = float(rival_interval(q, q_rival, weights=w)[2])
+                hi = math.inf if math.isnan(hi) else hi
+                his.append(hi)
+                if not hi < 1.0:
+                    not_below.append(rival)
+            rows.append({"model": model, "estimator": name, "budget_flops": float(budget),
+                         "agnostic_ratio_hi": max(his), "not_below": ",".join(not_below)})
+    return pd.DataFrame(rows, columns=[*keys, "agnostic_ratio_hi", "not_below"])
+
+
 def summarize(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> pd.DataFrame:
     """One row per (model, estimator, budget) from the tidy per-copy table.
 
@@ -355,10 +434,7 @@ def summarize(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> pd.Dat
         g = g.sort_values("copy")
         metric = g["metric"].iloc[0]
         truth = g["ground_truth"].to_numpy(float)
-        stderr = g["gt_stderr"].to_numpy(float)
-        failed = g["error"].fillna("").astype(str).to_numpy() != ""
-        est = np.where(failed, failure_estimate(truth, metric), g["estimate"].to_numpy(float))
-        cols = copy_columns(est, truth, stderr, g["gt_samples"].to_numpy(float), metric)
+        cols, est, failed = _cell_table(g)
         k = len(g)
         w = weights.setdefault(k, bootstrap_weights(k))
         n = float(np.floor(budget / flops_per_sample[model]))
