@@ -145,8 +145,7 @@ HEADLINE = "prior_efficiency"
 # Columns of the per-copy table the statistics are smooth functions of (means over copies):
 # squared error q, score variance v, centred truth g - mean g, its square, s^2.
 _Q, _V, _G, _G2, _S2 = range(5)
-_COLUMNS = {"one": (_Q,), "sampling": (_Q, _V), "constant": (_Q, _G, _G2, _S2), "sampling_prior": (_Q, _V, _G, _G2, _S2),
-            "rival": (_Q, _V)}
+_COLUMNS = {"one": (_Q,), "sampling": (_Q, _V), "constant": (_Q, _G, _G2, _S2), "sampling_prior": (_Q, _V, _G, _G2, _S2)}
 
 
 def failure_estimate(ground_truth: np.ndarray, metric: str) -> np.ndarray:
@@ -193,10 +192,8 @@ def reference(name: str, n: float, k: int) -> Callable[[np.ndarray], tuple[np.nd
     """A reference MSE as a function of the column means, with the gradient of its log.
 
     Args:
-        name: ``"constant"``, ``"sampling"``, ``"sampling_prior"``, ``"one"`` (R = 1,
-            for the interval of the MSE itself), or ``"rival"`` (R = the mean of column v,
-            where :func:`rival_comparison` puts another estimator's squared errors on the
-            same copies).
+        name: ``"constant"``, ``"sampling"``, ``"sampling_prior"``, or ``"one"`` (R = 1,
+            for the interval of the MSE itself).
         n: samples affordable at the budget, ``floor(B / c)``.
         k: copies.
 
@@ -216,11 +213,9 @@ def reference(name: str, n: float, k: int) -> Callable[[np.ndarray], tuple[np.nd
         with np.errstate(divide="ignore", invalid="ignore"):
             if name == "one":
                 return np.ones(m.shape[:-1]), np.zeros(m.shape)
-            if name in ("sampling", "rival"):
+            if name == "sampling":
                 grad = np.zeros(m.shape)
                 grad[..., _V] = 1 / m[..., _V]
-                if name == "rival":
-                    return m[..., _V], grad
                 r = m[..., _V] / n if n >= 1 else np.full(m.shape[:-1], np.nan)
                 return r, grad
             V = _population_variance(m, k)
@@ -350,9 +345,16 @@ def _cell_table(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return cols, est, failed
 
 
-def rival_interval(q: np.ndarray, q_rival: np.ndarray, level: float = LEVEL,
-                   weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``r = mse / mse_rival`` of two estimators scored on the same copies, with its interval.
+def rival_gap(q: np.ndarray, q_rival: np.ndarray, level: float = LEVEL,
+              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``mse - mse_rival`` of two estimators scored on the same copies, with its interval.
+
+    The mean of the per-copy differences ``q_k - q_rival_k``, so paired: every resample draws
+    the same copies for both, and what they share (which copies are hard, the ground truth's
+    own error, which ``q`` and ``q_rival`` both carry) cancels. The interval is the union of
+    the bootstrap-t and the percentile interval of that mean (as :func:`relative_mse_interval`,
+    on the difference itself: it may be negative, and a ratio is unstable where the rival's
+    MSE is indistinguishable from 0, as an exact estimator's is).
 
     Args:
         q, q_rival: per-copy squared errors (column q of :func:`copy_columns`), ``(..., K)``,
@@ -360,14 +362,21 @@ def rival_interval(q: np.ndarray, q_rival: np.ndarray, level: float = LEVEL,
         level, weights: as :func:`relative_mse_interval`.
 
     Returns:
-        ``(r, lo, hi)`` as :func:`relative_mse_interval`: paired (every resample draws the
-        same copies for both), so what the copies share (which are hard, the ground truth's
-        own error) cancels and what differs, each estimator's own luck, is counted for both.
-        ``r`` is +inf where ``mse_rival <= 0 < mse`` and NaN where both are <= 0.
+        ``(gap, lo, hi)``, each of shape ``q.shape[:-1]``.
     """
-    cols = np.zeros((*np.shape(q), 5))
-    cols[..., _Q], cols[..., _V] = q, q_rival
-    return relative_mse_interval(cols, reference("rival", 1, cols.shape[-2]), level=level, weights=weights)
+    d = np.asarray(q, float) - np.asarray(q_rival, float)
+    k = d.shape[-1]
+    w = bootstrap_weights(k) if weights is None else weights
+    gap = d.mean(axis=-1)
+    se = np.sqrt(np.maximum((d * d).mean(axis=-1) - gap**2, 0.0) / k)
+    means = np.einsum("bk,...k->b...", w, d)
+    ses = np.sqrt(np.maximum(np.einsum("bk,...k->b...", w, d * d) - means**2, 0.0) / k)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(means, [a, 1 - a], axis=0, method="inverted_cdf")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(ses > 0, (means - gap) / ses, 0.0)
+    t_lo, t_hi = np.quantile(t, [a, 1 - a], axis=0, method="inverted_cdf")
+    return gap, np.minimum(lo, gap - t_hi * se), np.maximum(hi, gap - t_lo * se)
 
 
 def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
@@ -375,23 +384,23 @@ def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
     ``mechanistic`` and ``sealed`` columns of the cells) at the same model and budget.
 
     A mechanistic estimator is below a rival when the upper end of the interval of
-    ``mse / mse_rival`` (:func:`rival_interval`) is below 1. The flag is its author's word,
-    so a verdict counts a win only below every rival (:func:`algzu.challenge.verdict`).
+    ``mse - mse_rival`` (:func:`rival_gap`, paired over the copies) is below 0. The flag is
+    its author's word, so a verdict counts a win only below every rival
+    (:func:`algzu.challenge.verdict`).
 
     Returns:
-        Columns ``model, estimator, budget_flops``, ``agnostic_ratio_hi`` (the largest upper
-        end over the rivals, +inf where a ratio is undefined) and ``not_below`` (the rivals it
-        is not below, comma-separated); one row per sealed mechanistic estimator, model and
-        budget that has a rival.
+        Columns ``model, estimator, budget_flops``, ``agnostic_gap_hi`` (the largest upper
+        end over the rivals) and ``not_below`` (the rivals it is not below, comma-separated);
+        one row per sealed mechanistic estimator, model and budget that has a rival.
     """
     keys = ["model", "estimator", "budget_flops"]
     rows = []
     weights: dict[int, np.ndarray] = {}
     for (model, budget), g in cells.groupby(["model", "budget_flops"], sort=True):
-        sealed = g[g["sealed"].astype(bool)]
-        tables = {name: (bool(e["mechanistic"].iloc[0]), _cell_table(e.sort_values("copy"))[0][:, _Q],
-                         tuple(e.sort_values("copy")["copy"]))
-                  for name, e in sealed.groupby("estimator", sort=True)}
+        tables = {}
+        for name, e in g[g["sealed"].astype(bool)].groupby("estimator", sort=True):
+            e = e.sort_values("copy")
+            tables[name] = (bool(e["mechanistic"].iloc[0]), _cell_table(e)[0][:, _Q], tuple(e["copy"]))
         rivals = {name: t for name, t in tables.items() if not t[0]}
         for name, (mechanistic, q, copies) in tables.items():
             if not mechanistic or not rivals:
@@ -401,14 +410,13 @@ def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
                 if rival_copies != copies:
                     raise AlgzuError(f"{model} at {budget:g}: {name} and {rival} were scored on different copies")
                 w = weights.setdefault(len(q), bootstrap_weights(len(q)))
-                hi = float(rival_interval(q, q_rival, weights=w)[2])
-                hi = math.inf if math.isnan(hi) else hi
+                hi = float(rival_gap(q, q_rival, weights=w)[2])
                 his.append(hi)
-                if not hi < 1.0:
+                if not hi < 0.0:
                     not_below.append(rival)
             rows.append({"model": model, "estimator": name, "budget_flops": float(budget),
-                         "agnostic_ratio_hi": max(his), "not_below": ",".join(not_below)})
-    return pd.DataFrame(rows, columns=[*keys, "agnostic_ratio_hi", "not_below"])
+                         "agnostic_gap_hi": max(his), "not_below": ",".join(not_below)})
+    return pd.DataFrame(rows, columns=[*keys, "agnostic_gap_hi", "not_below"])
 
 
 def summarize(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> pd.DataFrame:
