@@ -59,7 +59,10 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     the copies: the interval of MSE - the rival's MSE must lie below 0. A summary written
     before that column existed falls back to the unpaired rule its verdicts were written with
     (the MSE interval below the rival's measured MSE), which lets an estimator as good as a
-    rival win in 7% of simulated cells (``tests/test_redteam.py``).
+    rival win in 7% of simulated cells (``tests/test_redteam.py``). A shipped baseline
+    (:data:`algzu.run.BASELINES`) that supports the model but was left out of the run
+    (``baselines_not_run``) is a rival not beaten: a board without ``stratified`` would
+    otherwise let a better sampler declared mechanistic win against ``sampling`` alone.
 
     Args:
         summary: :func:`algzu.scoring.summarize` rows plus ``mechanistic`` (and, from
@@ -106,10 +109,10 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     lines = [head]
     tied = [(r, names) for r, names in zip(above.itertuples(), rivals) if names]
     if tied:
-        where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)} (not below "
-                          f"{', '.join(f'`{n}`' for n in names)})" for r, names in tied)
-        lines.append(f"Not wins, though above sampling+prior: no better than a model-agnostic estimator measured "
-                     f"at the same budget: {where}.")
+        where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)} ({'; '.join(names)})"
+                          for r, names in tied)
+        lines.append(f"Not wins, though above sampling+prior: not measured better than every model-agnostic "
+                     f"estimator at the same budget: {where}.")
     plain_only = rows[(rows["efficiency_lo"] >= 1.0) & (rows[f"{column}_lo"] < 1.0)]
     if not plain_only.empty:
         where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)}" for r in plain_only.itertuples())
@@ -127,14 +130,29 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     return prefix + " ".join(lines) + unsealed
 
 
+def _names(value: Any) -> list[str]:
+    """A comma-separated list of names from a summary cell (an empty one reads back as NaN)."""
+    return sorted(name for name in value.split(",") if name) if isinstance(value, str) else []
+
+
 def _agnostic_rivals(row: Any, agnostic: pd.DataFrame) -> list[str]:
-    """The model-agnostic estimators (``mechanistic = False``, sealed) of ``row``'s model and
-    budget that ``row`` is not below: as paired over copies in ``row.not_below``, else (an
-    older summary) those whose measured MSE is at or below the upper end of ``row``'s MSE
-    interval."""
+    """Why ``row`` does not beat the model-agnostic estimators (``mechanistic = False``,
+    sealed) of its model and budget, one phrase each ([] if it does): those it is not below,
+    as paired over copies in ``row.not_below`` (else, in an older summary, those whose
+    measured MSE is at or below the upper end of ``row``'s MSE interval), and the shipped
+    baselines the run left out (``row.baselines_not_run``, :data:`algzu.run.BASELINES`)."""
+    reasons = [f"`{name}` not run" for name in _names(getattr(row, "baselines_not_run", ""))]
     if hasattr(row, "not_below"):
-        text = row.not_below if isinstance(row.not_below, str) else ""  # empty cells read back as NaN
-        return sorted(name for name in text.split(",") if name)
+        names = _names(row.not_below)
+    else:
+        names = _unpaired_rivals(row, agnostic)
+    if names:
+        reasons.insert(0, f"not below {', '.join(f'`{n}`' for n in names)}")
+    return reasons
+
+
+def _unpaired_rivals(row: Any, agnostic: pd.DataFrame) -> list[str]:
+    """Before ``not_below``: the rivals whose measured MSE is at or below ``row.mse_hi``."""
     same = agnostic[(agnostic["budget_flops"] == row.budget_flops) & agnostic["mse"].notna()]
     if "model" in agnostic.columns:
         same = same[same["model"] == row.model]

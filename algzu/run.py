@@ -157,6 +157,24 @@ class SuiteResult:
 BlockRunner = Callable[[Estimator | EstimatorCard, object, dict, int, list, list], list[CellResult]]
 
 
+# The shipped model-agnostic estimators. A verdict's win must beat each one that supports the
+# model (algzu.challenge.verdict), so a run that leaves one out draws no win there.
+BASELINES = ("sampling", "stratified")
+
+
+def _baselines_not_run(ests: Sequence, specs: Sequence[ModelSpec], block_runner: BlockRunner) -> list:
+    """The :data:`BASELINES` a run of ``ests`` with a mechanistic estimator leaves out, as the
+    runner sees them (their ``supports`` says where each would have been a rival)."""
+    names = {e.name for e in ests}
+    missing = [b for b in BASELINES if b not in names]
+    if not missing or not any(e.mechanistic for e in ests):
+        return []
+    try:
+        return list(resolve_estimators(missing, specs, block_runner))
+    except AlgzuError:  # not registered here (a trimmed install): nothing to compare with
+        return []
+
+
 def resolve_estimators(names: Sequence[str] | None, specs: Sequence[ModelSpec],
                        block_runner: BlockRunner) -> list[Estimator | EstimatorCard]:
     """The estimators ``names`` (every registered one for None), as the runner sees them.
@@ -205,6 +223,7 @@ def run_suite(
     models = [(c, bases[c.model] if bases and c.model in bases else load_model(c.model)) for c in suite.cases]
     ests = resolve_estimators(estimators, [m.spec for _, m in models], block_runner)
     names = [e.name for e in ests]
+    not_run = _baselines_not_run(ests, [m.spec for _, m in models], block_runner)
     frames = []
     fps: dict[str, float] = {}
     total = sum(len(suite.budgets) * sum(e.supports(m.spec) for e in ests) for _, m in models)
@@ -250,6 +269,9 @@ def run_suite(
     summary.insert(3, "sealed", summary["estimator"].map({e.name: bool(seals(e)) for e in ests}))
     summary = summary.merge(rival_comparison(cells), on=["model", "estimator", "budget_flops"], how="left")
     summary["not_below"] = summary["not_below"].fillna("")
+    left_out = {case.model: ",".join(b.name for b in not_run if b.supports(model.spec)) for case, model in models}
+    summary["baselines_not_run"] = np.where(summary["mechanistic"].astype(bool),
+                                            summary["model"].map(left_out).fillna(""), "")
     return SuiteResult(cells, summary, fps)
 
 

@@ -263,6 +263,13 @@ def test_inputs_staged_while_tracing_buy_nothing(attacks, model_id):
     assert per_drawn == pytest.approx(per_staged, abs=1.0), (per_staged, per_drawn)
 
 
+def _summary_row(name, mechanistic, mse, mse_hi, lo, **more):
+    """A summary row of the 432 protocol at 1e8 (figures rounded), with headline lower end ``lo``."""
+    return dict(model="algzoo/example_2nd_argmax", estimator=name, mechanistic=mechanistic, sealed=True,
+                budget_flops=1e8, mse=mse, mse_hi=mse_hi, prior_efficiency=lo + 0.6, prior_efficiency_lo=lo,
+                prior_efficiency_hi=lo + 1.6, efficiency=lo + 0.6, efficiency_lo=lo, fvu=mse / 4e-4, **more)
+
+
 def test_a_sampler_declared_mechanistic_wins_no_verdict():
     """``attack_relabeled_sampler`` is ``stratified`` declared mechanistic. On the 432 protocol
     at 1e8 both score 1.76 [1.12, 2.78] against sampling+prior (2.16 [1.47, 3.15] closed-book),
@@ -271,13 +278,7 @@ def test_a_sampler_declared_mechanistic_wins_no_verdict():
     estimator still does. The rows are the committed 432 cells' shape, figures rounded."""
     from algzu.challenge import verdict
 
-    def row(name, mechanistic, mse, mse_hi, lo):
-        return dict(model="algzoo/example_2nd_argmax", estimator=name, mechanistic=mechanistic, sealed=True,
-                    budget_flops=1e8, mse=mse, mse_hi=mse_hi, prior_efficiency=lo + 0.6, prior_efficiency_lo=lo,
-                    prior_efficiency_hi=lo + 1.6, efficiency=lo + 0.6, efficiency_lo=lo, fvu=mse / 4e-4)
-
-    import pandas as pd
-
+    row = _summary_row
     rows = [row("stratified", False, 2.0e-6, 3.2e-6, 1.12), row("sampling", False, 3.8e-6, 5.6e-6, 0.64),
             row("attack_relabeled_sampler", True, 2.0e-6, 3.2e-6, 1.12)]
     text = verdict(pd.DataFrame(rows), book="closed-book")
@@ -286,6 +287,29 @@ def test_a_sampler_declared_mechanistic_wins_no_verdict():
     exact = row("exact", True, -1e-9, 2e-9, 400.0)
     text = verdict(pd.DataFrame(rows + [exact]), book="closed-book")
     assert "every model-agnostic estimator on this board (its MSE below theirs, 95% interval): `exact` at 1e+08." in text
+
+
+def test_a_board_without_stratified_draws_no_win(scoring_runner, cache):
+    """``algzu leaderboard --estimator attack_relabeled_sampler --estimator sampling``: on a
+    board without ``stratified`` the relabeled sampler beats every model-agnostic estimator
+    *on the board*, and up to 6c2c160 the verdict called that a win (the 432 rows at 1e8
+    below, without a ``stratified`` row). A shipped baseline left out of a run that supports
+    the model is now named in the summary (``baselines_not_run``) and counts as a rival not
+    beaten."""
+    from algzu.challenge import verdict
+
+    result = run_suite(SUITE, cache_dir=cache, estimators=["attack_relabeled_sampler", "sampling"],
+                       block_runner=scoring_runner)
+    left_out = result.summary.groupby("estimator")["baselines_not_run"].unique()
+    assert list(left_out["attack_relabeled_sampler"]) == ["stratified"] and list(left_out["sampling"]) == [""]
+    rows = [_summary_row("sampling", False, 3.8e-6, 5.6e-6, 0.64, not_below="", baselines_not_run=""),
+            _summary_row("attack_relabeled_sampler", True, 2.0e-6, 3.2e-6, 1.12, not_below="",
+                         baselines_not_run="stratified")]
+    text = verdict(pd.DataFrame(rows))
+    assert "A mechanistic estimator beats" not in text, text
+    assert "`attack_relabeled_sampler` at 1e+08 (`stratified` not run)" in text, text
+    old = pd.DataFrame(rows).drop(columns="baselines_not_run")  # the summary as 6c2c160 wrote it
+    assert "A mechanistic estimator beats" in verdict(old)
 
 
 def _relabeled_cells(seed: int, copies: int = 32, sd: float = 0.003) -> pd.DataFrame:
