@@ -66,8 +66,8 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
 
     Args:
         summary: :func:`algzu.scoring.summarize` rows plus ``mechanistic`` (and, from
-            :func:`algzu.run.run_suite`, ``not_below``). If it has a
-            ``sealed`` column, only rows with ``sealed == True`` count.
+            :func:`algzu.run.run_suite`, ``not_below`` and ``baselines_not_run``). If it has
+            a ``sealed`` column, only rows with ``sealed == True`` count.
         book: ``"open-book"`` or ``"closed-book"``, named at the start of the verdict.
         column: the efficiency that decides (its ``_lo`` end must reach 1 for a win).
     """

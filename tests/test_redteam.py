@@ -312,14 +312,20 @@ def test_a_board_without_stratified_draws_no_win(scoring_runner, cache):
     assert "A mechanistic estimator beats" in verdict(old)
 
 
+def _truths(rng: np.random.Generator, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copies' true accuracies ~ N(0.9, 0.035), their ground truths from 2^20 inputs and its
+    standard errors."""
+    p = np.clip(rng.normal(0.9, 0.035, shape), 0.0, 0.999)
+    se = np.sqrt(p * (1 - p) / 2**20)
+    return p, p + se * rng.standard_normal(shape), se
+
+
 def _relabeled_cells(seed: int, copies: int = 32, sd: float = 0.003) -> pd.DataFrame:
     """One model and budget: ``stratified``, an exact estimator and ``relabeled``, as good as
     ``stratified`` with draws of its own (both the truth plus N(0, sd) errors), declared
-    mechanistic; truths ~ N(0.9, 0.035), ground truth from 2^20 inputs."""
+    mechanistic (:func:`_truths`)."""
     rng = np.random.default_rng(seed)
-    p = np.clip(rng.normal(0.9, 0.035, copies), 0.0, 0.999)
-    se = np.sqrt(p * (1 - p) / 2**20)
-    truth = p + se * rng.standard_normal(copies)
+    p, truth, se = _truths(rng, copies)
     estimates = {"stratified": (False, p + sd * rng.standard_normal(copies)),
                  "relabeled": (True, p + sd * rng.standard_normal(copies)), "exact": (True, p)}
     return pd.DataFrame([dict(model="m", estimator=name, mechanistic=mech, sealed=True, budget_flops=1e8, copy=k,
@@ -337,16 +343,14 @@ def test_an_estimator_as_good_as_a_rival_is_rarely_called_better():
     with a spread of its own is crossed that often. Paired over the copies (``rival_gap``:
     the interval of MSE - the rival's MSE below 0) it is 3.1% (with 3,000 cells and other
     seeds: 3.1% and 4.3% at 32 copies, 2.4% and 3.4% at 64, 2.7% and 2.1% at 256), against
-    2.5% for one end of a 95% interval. Asserted on the same 2,000 cells (fixed seed): <= 2.5% + 3 standard errors
-    of a 2.5% rate (0.35 points each), and the unpaired rule above 5%, so the simulation
-    still shows what the pairing is for."""
+    2.5% for one end of a 95% interval. Asserted on the same 2,000 cells (fixed seed):
+    <= 2.5% + 3 standard errors of a 2.5% rate (0.35 points each), and the unpaired rule
+    above 5%, so the simulation still shows what the pairing is for."""
     from algzu.scoring import _Q, bootstrap_weights, copy_columns, reference, relative_mse_interval, rival_gap
 
     rng = np.random.default_rng(11)
     cells, copies, sd = 2000, 32, 0.003
-    p = np.clip(rng.normal(0.9, 0.035, (cells, copies)), 0.0, 0.999)
-    se = np.sqrt(p * (1 - p) / 2**20)
-    truth = p + se * rng.standard_normal(p.shape)
+    p, truth, se = _truths(rng, (cells, copies))
     n_gt = np.full(p.shape, 2.0**20)
     rival, relabeled = (copy_columns(p + sd * rng.standard_normal(p.shape), truth, se, n_gt, "accuracy")
                         for _ in range(2))
