@@ -56,7 +56,8 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     A win must also beat every model-agnostic estimator (``mechanistic`` false, sealed) of the
     same model and budget, measured: the flag is its author's word. With the summary's
     ``not_below`` column (:func:`algzu.scoring.rival_comparison`) the comparison is paired over
-    the copies: the interval of MSE - the rival's MSE must lie below 0. A summary written
+    the copies and corrected for the number of claims on the model
+    (:func:`algzu.scoring.rival_test`). A summary written
     before that column existed falls back to the unpaired rule its verdicts were written with
     (the MSE interval below the rival's measured MSE), which lets an estimator as good as a
     rival win in 7% of simulated cells (``tests/test_redteam.py``). A shipped baseline

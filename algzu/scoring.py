@@ -138,6 +138,7 @@ from algzu.errors import AlgzuError
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
+N_SIGN_FLIPS = 20000  # random sign vectors of the paired test (rival_test)
 REFERENCES = ("constant", "sampling", "sampling_prior")
 # The efficiency a verdict is drawn from: against sampling that knows the protocol.
 HEADLINE = "prior_efficiency"
@@ -379,44 +380,83 @@ def rival_gap(q: np.ndarray, q_rival: np.ndarray, level: float = LEVEL,
     return gap, np.minimum(lo, gap - t_hi * se), np.maximum(hi, gap - t_lo * se)
 
 
+def sign_flip_p(d: np.ndarray, flips: int = N_SIGN_FLIPS, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """One-sided p-value that the mean of ``d`` (``(..., K)``) is this low by chance, from
+    ``flips`` random sign changes of its entries (fixed seed): exact when the entries are
+    symmetric about 0, as the paired differences of two estimators that differ only in their
+    draws are (Fisher's randomization test)."""
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(flips, d.shape[-1]))
+    flipped = np.einsum("nk,...k->n...", signs, d)
+    return (1 + (flipped <= d.sum(axis=-1)).sum(axis=0)) / (flips + 1)
+
+
+def rival_test(q: np.ndarray, q_rival: np.ndarray, family: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Is an estimator's MSE below a rival's on the same copies, one of ``family`` such claims?
+
+    Both tests must reject, each at one-sided level ``(1 - LEVEL) / 2 / family`` (Bonferroni:
+    the chance that any of the ``family`` claims is a false one stays at most 2.5%): the upper
+    end of :func:`rival_gap`'s interval at that level below 0, and :func:`sign_flip_p` below
+    it. The sign-flip test is exact for an estimator that is the rival with draws of its own
+    (symmetric differences); the interval holds without symmetry, approximately.
+
+    Args:
+        q, q_rival: per-copy squared errors, ``(..., K)``, paired by copy.
+        family: how many such claims the verdict draws from (estimators x budgets of a model).
+
+    Returns:
+        ``(gap_hi, p, below)``, each of shape ``q.shape[:-1]``.
+    """
+    alpha = (1 - LEVEL) / 2 / family
+    k = np.shape(q)[-1]
+    # Enough resamples that the tail quantile rests on ~20 of them.
+    weights = bootstrap_weights(k, n_boot=max(N_BOOTSTRAP, math.ceil(20 / alpha)))
+    hi = rival_gap(q, q_rival, level=1 - 2 * alpha, weights=weights)[2]
+    p = sign_flip_p(np.asarray(q, float) - np.asarray(q_rival, float))
+    return hi, p, (hi < 0.0) & (p < alpha)
+
+
 def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
     """Every sealed mechanistic estimator against every sealed model-agnostic one (the
     ``mechanistic`` and ``sealed`` columns of the cells) at the same model and budget.
 
-    A mechanistic estimator is below a rival when the upper end of the interval of
-    ``mse - mse_rival`` (:func:`rival_gap`, paired over the copies) is below 0. The flag is
-    its author's word, so a verdict counts a win only below every rival
-    (:func:`algzu.challenge.verdict`).
+    A mechanistic estimator is below a rival when :func:`rival_test` says so, paired over the
+    copies and corrected for the number of such claims on the model (sealed mechanistic
+    estimators x budgets with a rival): a verdict wins if any of them holds, and with one
+    claim per budget at 2.5% each a relabeled sampler won some budget of a 7-budget board in
+    16% of simulated boards, 2.4% corrected (``tests/test_redteam.py``). The flag is its author's word, so a
+    verdict counts a win only below every rival (:func:`algzu.challenge.verdict`).
 
     Returns:
-        Columns ``model, estimator, budget_flops``, ``agnostic_gap_hi`` (the largest upper
-        end over the rivals) and ``not_below`` (the rivals it is not below, comma-separated);
-        one row per sealed mechanistic estimator, model and budget that has a rival.
+        Columns ``model, estimator, budget_flops``, ``agnostic_gap_hi`` and ``agnostic_p``
+        (the largest upper end of MSE - the rival's MSE, and sign-flip p-value, over the
+        rivals), ``claims`` (the family size) and ``not_below`` (the rivals it is not below,
+        comma-separated); one row per sealed mechanistic estimator, model and budget that has
+        a rival.
     """
-    keys = ["model", "estimator", "budget_flops"]
+    columns = ["model", "estimator", "budget_flops", "agnostic_gap_hi", "agnostic_p", "claims", "not_below"]
     rows = []
-    weights: dict[int, np.ndarray] = {}
-    for (model, budget), g in cells.groupby(["model", "budget_flops"], sort=True):
-        tables = {}
-        for name, e in g[g["sealed"].astype(bool)].groupby("estimator", sort=True):
-            e = e.sort_values("copy")
-            tables[name] = (bool(e["mechanistic"].iloc[0]), _cell_table(e)[0][:, _Q], tuple(e["copy"]))
-        rivals = {name: t for name, t in tables.items() if not t[0]}
-        for name, (mechanistic, q, copies) in tables.items():
-            if not mechanistic or not rivals:
-                continue
-            his, not_below = [], []
-            for rival, (_, q_rival, rival_copies) in rivals.items():
-                if rival_copies != copies:
-                    raise AlgzuError(f"{model} at {budget:g}: {name} and {rival} were scored on different copies")
-                w = weights.setdefault(len(q), bootstrap_weights(len(q)))
-                hi = float(rival_gap(q, q_rival, weights=w)[2])
-                his.append(hi)
-                if not hi < 0.0:
-                    not_below.append(rival)
+    for model, by_model in cells[cells["sealed"].astype(bool)].groupby("model", sort=True):
+        pairs = []  # (budget, estimator, q, [(rival, q_rival)])
+        for budget, g in by_model.groupby("budget_flops", sort=True):
+            tables = {}
+            for name, e in g.groupby("estimator", sort=True):
+                e = e.sort_values("copy")
+                tables[name] = (bool(e["mechanistic"].iloc[0]), _cell_table(e)[0][:, _Q], tuple(e["copy"]))
+            rivals = [(name, q, copies) for name, (mech, q, copies) in tables.items() if not mech]
+            for name, (mech, q, copies) in tables.items():
+                if not mech or not rivals:
+                    continue
+                for rival, _, rival_copies in rivals:
+                    if rival_copies != copies:
+                        raise AlgzuError(f"{model} at {budget:g}: {name} and {rival} were scored on different copies")
+                pairs.append((budget, name, q, [(rival, q_rival) for rival, q_rival, _ in rivals]))
+        for budget, name, q, rivals in pairs:
+            tests = [(rival, *rival_test(q, q_rival, family=len(pairs))) for rival, q_rival in rivals]
             rows.append({"model": model, "estimator": name, "budget_flops": float(budget),
-                         "agnostic_gap_hi": max(his), "not_below": ",".join(not_below)})
-    return pd.DataFrame(rows, columns=[*keys, "agnostic_gap_hi", "not_below"])
+                         "agnostic_gap_hi": max(float(hi) for _, hi, _, _ in tests),
+                         "agnostic_p": max(float(p) for _, _, p, _ in tests), "claims": len(pairs),
+                         "not_below": ",".join(rival for rival, _, _, below in tests if not below)})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def summarize(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> pd.DataFrame:
