@@ -106,7 +106,7 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     else:
         where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)}" for r in wins.itertuples())
         head = (f"A mechanistic estimator beats sampling+prior (efficiency interval >= 1) and every "
-                f"model-agnostic estimator on this board (its MSE below theirs, 95% interval): {where}.")
+                f"model-agnostic estimator on this board (its MSE measurably below theirs): {where}.")
     lines = [head]
     tied = [(r, names) for r, names in zip(above.itertuples(), rivals) if names]
     if tied:
