@@ -164,7 +164,9 @@ BASELINES = ("sampling", "stratified")
 
 def _baselines_not_run(ests: Sequence, specs: Sequence[ModelSpec], block_runner: BlockRunner) -> list:
     """The :data:`BASELINES` a run of ``ests`` with a mechanistic estimator leaves out, as the
-    runner sees them (their ``supports`` says where each would have been a rival)."""
+    runner sees them (their ``supports`` says where each would have been a rival). A sealed
+    runner lists each in a tracer worker of its own, as any estimator file: ~1 s of start-up
+    apiece, and never this process importing estimator code."""
     names = {e.name for e in ests}
     missing = [b for b in BASELINES if b not in names]
     if not missing or not any(e.mechanistic for e in ests):
