@@ -394,7 +394,7 @@ def rival_test(q: np.ndarray, q_rival: np.ndarray, family: int = 1) -> tuple[np.
     """Is an estimator's MSE below a rival's on the same copies, one of ``family`` such claims?
 
     Both tests must reject, each at one-sided level ``(1 - LEVEL) / 2 / family`` (Bonferroni:
-    the chance that any of the ``family`` claims is a false one stays at most 2.5%): the upper
+    the chance that any of the ``family`` claims is a false one stays within 2.5%): the upper
     end of :func:`rival_gap`'s interval at that level below 0, and :func:`sign_flip_p` below
     it. The sign-flip test is exact for an estimator that is the rival with draws of its own
     (symmetric differences); the interval holds without symmetry, approximately.
@@ -423,8 +423,9 @@ def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
     copies and corrected for the number of such claims on the model (sealed mechanistic
     estimators x budgets with a rival): a verdict wins if any of them holds, and with one
     claim per budget at 2.5% each a relabeled sampler won some budget of a 7-budget board in
-    16% of simulated boards, 2.4% corrected (``tests/test_redteam.py``). The flag is its author's word, so a
-    verdict counts a win only below every rival (:func:`algzu.challenge.verdict`).
+    16% of simulated boards, 2.4% corrected (``tests/test_redteam.py``). The flag is its
+    author's word, so a verdict counts a win only below every rival
+    (:func:`algzu.challenge.verdict`).
 
     Returns:
         Columns ``model, estimator, budget_flops``, ``agnostic_gap_hi`` and ``agnostic_p``
