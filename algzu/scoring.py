@@ -437,7 +437,7 @@ def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
     columns = ["model", "estimator", "budget_flops", "agnostic_gap_hi", "agnostic_p", "claims", "not_below"]
     rows = []
     for model, by_model in cells[cells["sealed"].astype(bool)].groupby("model", sort=True):
-        pairs = []  # (budget, estimator, q, [(rival, q_rival)])
+        compared = []  # (budget, estimator, rival, q, q_rival): every test of the model, one batch
         for budget, g in by_model.groupby("budget_flops", sort=True):
             tables = {}
             for name, e in g.groupby("estimator", sort=True):
@@ -445,18 +445,22 @@ def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
                 tables[name] = (bool(e["mechanistic"].iloc[0]), _cell_table(e)[0][:, _Q], tuple(e["copy"]))
             rivals = [(name, q, copies) for name, (mech, q, copies) in tables.items() if not mech]
             for name, (mech, q, copies) in tables.items():
-                if not mech or not rivals:
-                    continue
-                for rival, _, rival_copies in rivals:
+                for rival, q_rival, rival_copies in rivals if mech else ():
                     if rival_copies != copies:
                         raise AlgzuError(f"{model} at {budget:g}: {name} and {rival} were scored on different copies")
-                pairs.append((budget, name, q, [(rival, q_rival) for rival, q_rival, _ in rivals]))
-        for budget, name, q, rivals in pairs:
-            tests = [(rival, *rival_test(q, q_rival, family=len(pairs))) for rival, q_rival in rivals]
+                    compared.append((budget, name, rival, q, q_rival))
+        if not compared:
+            continue
+        by_claim: dict[tuple, list[int]] = {}
+        for i, (budget, name, *_) in enumerate(compared):
+            by_claim.setdefault((budget, name), []).append(i)
+        hi, p, below = rival_test(np.stack([c[3] for c in compared]), np.stack([c[4] for c in compared]),
+                                  family=len(by_claim))
+        for (budget, name), idx in by_claim.items():
             rows.append({"model": model, "estimator": name, "budget_flops": float(budget),
-                         "agnostic_gap_hi": max(float(hi) for _, hi, _, _ in tests),
-                         "agnostic_p": max(float(p) for _, _, p, _ in tests), "claims": len(pairs),
-                         "not_below": ",".join(rival for rival, _, _, below in tests if not below)})
+                         "agnostic_gap_hi": float(hi[idx].max()), "agnostic_p": float(p[idx].max()),
+                         "claims": len(by_claim),
+                         "not_below": ",".join(compared[i][2] for i in idx if not below[i])})
     return pd.DataFrame(rows, columns=columns)
 
 
