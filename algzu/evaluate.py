@@ -1,9 +1,11 @@
 """Expected score of a model by Monte Carlo sampling, or exactly by enumeration.
 
 This is the ground-truth primitive of the harness. :func:`expected_scores` evaluates K
-weight sets of one spec at once on *common random numbers*: every copy sees the same input
-batch, which amortises input generation and the task's target over the copies and lowers
-the variance of their differences. Discrete tasks with at most
+weight sets of one spec at once, by default on *common random numbers*: every copy sees the
+same input batch, which amortises input generation and the task's target over the copies
+and lowers the variance of their differences. With ``streams`` each copy draws inputs of
+its own, so the copies' errors are independent; the ground truth of a suite's noisy copies
+is drawn that way (:mod:`algzu.ground_truth` says why). Discrete tasks with at most
 ``algzu.task.MAX_EXHAUSTIVE_INPUTS`` inputs are evaluated exactly by enumerating them
 (standard error 0).
 
@@ -59,6 +61,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -169,10 +172,19 @@ def _normal_lanes(key: jax.Array, batch: int, n: int) -> jax.Array:
     ``jax.random.normal``'s: 23 random mantissa bits, a uniform on ``(-1, 1)``,
     ``sqrt(2) * erf_inv``. :func:`_fast_normals_exact` checks the equality once per process.
     """
-    k = jax.random.key_data(key)
-    position = (jax.lax.broadcasted_iota(jnp.uint32, (n, batch), 1) * np.uint32(n)
-                + jax.lax.broadcasted_iota(jnp.uint32, (n, batch), 0))
-    b0, b1 = _threefry2x32(k[0], k[1], jnp.zeros_like(position), position)
+    return _normals_of_key_data(jax.random.key_data(key), batch, n)
+
+
+def _normals_of_key_data(k: jax.Array, batch: int, n: int) -> jax.Array:
+    """:func:`_normal_lanes` from key data ``(2,)``, ``(n, batch)``; or for K keys at once,
+    key data ``(K, 2)`` and normals ``(n, K, batch)``, copy ``j``'s drawn with key ``j``."""
+    if k.ndim == 1:
+        shape, k0, k1 = (n, batch), k[0], k[1]
+    else:
+        shape, k0, k1 = (n, k.shape[0], batch), k[None, :, 0, None], k[None, :, 1, None]
+    position = (jax.lax.broadcasted_iota(jnp.uint32, shape, len(shape) - 1) * np.uint32(n)
+                + jax.lax.broadcasted_iota(jnp.uint32, shape, 0))
+    b0, b1 = _threefry2x32(k0, k1, jnp.zeros_like(position), position)
     mantissa = ((b0 ^ b1) >> np.uint32(9)) | np.uint32(0x3F800000)
     unit = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - np.float32(1)
     lo, hi = np.nextafter(np.float32(-1), np.float32(0)), np.float32(1)
@@ -201,13 +213,19 @@ def _fast_normals_exact() -> bool:
 
 def _lanes_inputs(task: Task, key: jax.Array, batch: int, n: int, fast_normals: bool) -> jax.Array:
     """``task.sample(key, batch, n).T``: one batch of the input stream, inputs on the minor axis."""
-    if fast_normals and task.input_kind == "gaussian" and _uses_default_sample(task) and batch * n < 2**32:
+    if _fast_lanes(task, batch, n, fast_normals):
         return _normal_lanes(key, batch, n)
     return task.sample(key, batch, n).T
 
 
+def _fast_lanes(task: Task, batch: int, n: int, fast_normals: bool) -> bool:
+    """Whether :func:`_normal_lanes` draws the task's inputs, bit for bit."""
+    return fast_normals and task.input_kind == "gaussian" and _uses_default_sample(task) and batch * n < 2**32
+
+
 def _copy_scores(spec: ModelSpec, params, xt: jax.Array) -> jax.Array:
-    """Scores ``(K, B)`` of K stacked weight sets on one shared batch ``xt`` ``(n, B)``.
+    """Scores ``(K, B)`` of K stacked weight sets on one shared batch ``xt`` ``(n, B)``, or
+    each copy on its own batch, ``xt`` ``(n, K, B)``.
 
     The batch comes in the lanes layout (input ``b`` is the column ``xt[:, b]``), as the
     fused RNN kernel reads it; the target is ``task.target`` mapped over the columns, which
@@ -215,41 +233,55 @@ def _copy_scores(spec: ModelSpec, params, xt: jax.Array) -> jax.Array:
     """
     task = spec.task_obj
     n_copies = next(iter(params.values())).shape[0]
-    batch = xt.shape[1]
+    batch = xt.shape[-1]
+    own = xt.ndim == 3  # each copy on its own inputs
     r = _segments(n_copies, batch)
     if spec.arch == "rnn" and _uses_default_score(task) and n_copies * r > 1:
-        if r == 1:  # (n, 1, B): broadcast over the copies inside the fused kernel
-            rows_x, rows = xt[:, None, :], params
+        if r == 1:  # (n, 1, B): broadcast over the copies inside the fused kernel; or (n, K, B)
+            rows_x, rows = (xt if own else xt[:, None, :]), params
         else:  # row k*r + j is copy k on segment j of the batch
-            rows_x = jnp.broadcast_to(xt.reshape(spec.n, 1, r, batch // r), (spec.n, n_copies, r, batch // r))
-            rows_x = rows_x.reshape(spec.n, n_copies * r, batch // r)
+            rows_x = xt.reshape(spec.n, n_copies if own else 1, r, batch // r)
+            rows_x = jnp.broadcast_to(rows_x, (spec.n, n_copies, r, batch // r)).reshape(spec.n, n_copies * r, batch // r)
             rows = {k: jnp.repeat(v, r, axis=0) for k, v in params.items()}
         logits = _rnn_logits_lanes(rows, rows_x)  # (K * r, n_out, B / r)
         logits = logits.reshape(n_copies, r, logits.shape[1], batch // r)
-        target = jax.vmap(task.target, in_axes=1)(xt).reshape(1, r, batch // r)
+        columns = xt.reshape(spec.n, -1)
+        target = jax.vmap(task.target, in_axes=1)(columns).reshape(-1, r, batch // r)
         if task.output_kind == "positions":
             scores = (jnp.argmax(logits, axis=2) == target).astype(jnp.float32)
         else:
             scores = jnp.square(logits[:, :, 0, :] - target).astype(jnp.float32)
         return scores.reshape(n_copies, batch)
+    if own:
+        return jax.vmap(lambda p, x: task.score(forward(Model(spec, p), x), x), in_axes=(0, 1))(params, jnp.swapaxes(xt, 0, 2))
     x = xt.T
     return jax.vmap(lambda p: task.score(forward(Model(spec, p), x), x))(params)
 
 
 def _batch_moments(spec: ModelSpec, params, key_data: jax.Array, indices: jax.Array, batch: int,
-                   fast_normals: bool = True):
+                   fast_normals: bool = True, streams: jax.Array | None = None):
     """Per-batch score sums and sums of squares, ``(len(indices), K)`` each.
 
-    Batch ``i`` draws its inputs from ``fold_in(key, i)``, whatever device runs it. The scan
-    carries the next batch's inputs: drawn in one step and scored in the next, they are
-    materialised between the two, rather than fused into (and recomputed by) every
+    Batch ``i`` draws its inputs from ``fold_in(key, i)``, whatever device runs it; with
+    ``streams`` (one id per copy), copy ``j``'s from ``fold_in(fold_in(key, streams[j]), i)``.
+    The scan carries the next batch's inputs: drawn in one step and scored in the next, they
+    are materialised between the two, rather than fused into (and recomputed by) every
     reduction that reads them, which cost up to 10x at one copy.
     """
     task = spec.task_obj
     key = jax.random.wrap_key_data(key_data)
 
-    def inputs(i):
-        return _lanes_inputs(task, jax.random.fold_in(key, i), batch, spec.n, fast_normals)
+    if streams is None:
+        def inputs(i):
+            return _lanes_inputs(task, jax.random.fold_in(key, i), batch, spec.n, fast_normals)
+    else:
+        copy_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, streams)
+
+        def inputs(i):  # (n, K, B)
+            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(copy_keys, i)
+            if _fast_lanes(task, batch, spec.n, fast_normals):  # drawn in place, as in _lanes_inputs
+                return _normals_of_key_data(jax.random.key_data(keys), batch, spec.n)
+            return jnp.moveaxis(jax.vmap(lambda k: task.sample(k, batch, spec.n).T)(keys), 0, 1)
 
     def one_batch(xt, i_next):
         s = _copy_scores(spec, params, xt)
@@ -273,18 +305,20 @@ def _global(x, mesh: Mesh, spec: PartitionSpec) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=None)
-def _sharded_moments(spec: ModelSpec, batch: int, devices: tuple[jax.Device, ...]):
-    """The jitted, batch-sharded :func:`_batch_moments` for one spec, batch and device set."""
+def _sharded_moments(spec: ModelSpec, batch: int, devices: tuple[jax.Device, ...], own_streams: bool = False):
+    """The jitted, batch-sharded :func:`_batch_moments` for one spec, batch and device set
+    (``own_streams``: it takes one input stream id per copy)."""
     mesh = _mesh(devices)
     rep = PartitionSpec()
     fast_normals = _fast_normals_exact()
 
-    def local(params, key_data, indices):
-        s, s2 = _batch_moments(spec, params, key_data, indices, batch, fast_normals)
+    def local(params, key_data, indices, streams):
+        s, s2 = _batch_moments(spec, params, key_data, indices, batch, fast_normals,
+                               streams if own_streams else None)
         # Every device (and so every host) gets every batch's sums, in batch order.
         return (jax.lax.all_gather(s, _AXIS, tiled=True), jax.lax.all_gather(s2, _AXIS, tiled=True))
 
-    mapped = jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, PartitionSpec(_AXIS)),
+    mapped = jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, PartitionSpec(_AXIS), rep),
                            out_specs=(rep, rep), check_vma=False)
     return jax.jit(mapped)
 
@@ -307,6 +341,7 @@ def expected_scores(
     samples: int,
     seed: int,
     batch: int = DEFAULT_BATCH,
+    streams: Sequence[int] | None = None,
 ) -> list[Evaluation]:
     """Expected score of each of K stacked weight sets (leading axis K) of one spec.
 
@@ -314,10 +349,14 @@ def expected_scores(
         spec: the shared model spec.
         params: weights dict whose arrays carry a leading copy axis of size K.
         samples: inputs per copy (rounded up to whole batches) when sampling.
-        seed: seed of the input stream; every copy sees the same inputs, and the result
-            is the same for a seed on any number of devices or hosts.
+        seed: seed of the input stream; the result is the same for a seed on any number of
+            devices or hosts.
         batch: inputs per scanned batch (the unit of the input stream); many batches run
             per jitted call, sharded over ``jax.devices()``.
+        streams: ``None``: every copy sees the same inputs (common random numbers, which
+            correlate the copies' errors). Otherwise one id in ``[0, 2^31)`` per copy: copy
+            ``j`` draws its own inputs, batch ``i`` from ``fold_in(fold_in(key(seed),
+            streams[j]), i)``, so copies with distinct ids have independent errors.
 
     Returns:
         One :class:`Evaluation` per copy.
@@ -342,15 +381,17 @@ def expected_scores(
     n_calls = math.ceil(n_batches / (n_dev * MAX_STEPS_PER_CALL))
     steps = math.ceil(n_batches / (n_dev * n_calls))
     per_call = steps * n_dev
-    run = _sharded_moments(spec, batch, devices)
+    run = _sharded_moments(spec, batch, devices, streams is not None)
     mesh, rep = _mesh(devices), PartitionSpec()
     params = {k: _global(np.asarray(v, np.float32), mesh, rep) for k, v in params.items()}
     key_data = _global(jax.random.key_data(jax.random.key(seed)), mesh, rep)
+    stream_ids = _global(np.zeros(n_copies, np.uint32) if streams is None else _stream_ids(streams, n_copies),
+                         mesh, rep)
     sums = np.empty((n_batches, n_copies))
     sums_sq = np.empty((n_batches, n_copies))
     for start in range(0, n_batches, per_call):
         indices = _global(np.arange(start, start + per_call, dtype=np.int32), mesh, PartitionSpec(_AXIS))
-        s, s2 = run(params, key_data, indices)
+        s, s2 = run(params, key_data, indices, stream_ids)
         valid = min(per_call, n_batches - start)
         sums[start : start + valid] = _host(s)[:valid]
         sums_sq[start : start + valid] = _host(s2)[:valid]
@@ -361,6 +402,13 @@ def expected_scores(
     var = np.maximum(total_sq / count - mean**2, 0.0) * count / (count - 1)
     stderr = np.sqrt(var / count)
     return [Evaluation(float(m), float(e), count, "sampled") for m, e in zip(mean, stderr)]
+
+
+def _stream_ids(streams: Sequence[int], n_copies: int) -> np.ndarray:
+    ids = np.asarray(list(streams))
+    if ids.shape != (n_copies,) or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any() or (ids >= 2**31).any():
+        raise AlgzuError(f"streams must be {n_copies} integers in [0, 2^31), one per copy")
+    return ids.astype(np.uint32)
 
 
 def evaluate(model: Model, *, samples: int = 1 << 22, seed: int = 0, batch: int = EVALUATE_BATCH) -> Evaluation:

@@ -1,7 +1,24 @@
 """Ground truth: the expected score of every noisy copy, with its standard error, cached.
 
-Each copy is evaluated by :func:`algzu.evaluate.expected_scores` (sampled on common random
-numbers across copies, or exhaustively for small discrete tasks). Results are cached on
+Each copy is evaluated by :func:`algzu.evaluate.expected_scores`, sampled on an input stream
+of its own (or exhaustively for small discrete tasks). The stream's id is drawn from the
+copy's cache key, so a copy's value depends on its weights, the sample count and the seed
+alone, and distinct copies have independent errors.
+
+Why not common random numbers, which are cheaper (one input batch and its targets serve
+every copy). They correlate the copies' ground-truth errors, by 0.26-0.48 on average
+between two copies of the shipped suites' models, and every interval in
+:mod:`algzu.scoring` resamples copies as independent. Where the ground truth's noise matters
+(an exact estimator, or sampling at the largest budgets) that made the intervals too narrow:
+with 32 copies of M2,2 (sigma 0.5) and 2^12-input ground truths, the 95% interval of an
+exact estimator's MSE covered 0 in 56% of 100 experiments on common inputs, against 89% on
+independent ones (``tests/test_scoring.py``; M4,3 at sigma 0.05: 51% against 90%), and the
+committed closed-book M2,2 table called ``exact_cones`` 60x *worse* than sampling at 1e9
+FLOPs, [0.009, 0.053]. Independent inputs cost the drawing and the target once per copy:
+on M16,10 with 32 copies, 0.74 of the rate on common inputs, measured side by side
+(``results/bench.md``).
+
+Results are cached on
 disk, one small JSON file per copy, keyed by a content hash of the copy's weights, the
 spec, the sample count and the seed, so a rerun is instant and an interrupted run loses at
 most the copies in flight. Files are written atomically.
@@ -26,7 +43,8 @@ from algzu.evaluate import Evaluation, expected_scores
 from algzu.io import atomic_write_text
 from algzu.model import ModelSpec
 
-CACHE_VERSION = 2  # 2: ground truth drawn in 512-input batches (the fused fast path)
+# 2: ground truth drawn in 512-input batches (the fused fast path); 3: an input stream per copy
+CACHE_VERSION = 3
 
 
 def cache_key(spec: ModelSpec, params: dict[str, np.ndarray], samples: int, seed: int) -> str:
@@ -40,6 +58,11 @@ def cache_key(spec: ModelSpec, params: dict[str, np.ndarray], samples: int, seed
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()[:32]
+
+
+def stream_id(key: str) -> int:
+    """The input stream of the copy with cache key ``key``: 31 bits of the key."""
+    return int(key[:8], 16) & 0x7FFFFFFF
 
 
 def ground_truth(
@@ -59,7 +82,7 @@ def ground_truth(
         samples: inputs per copy when sampling.
         seed: seed of the input stream.
         cache_dir: folder of cached results (``None``: no cache).
-        chunk: copies evaluated together on one input stream (for M16,10, 32 ran at ~1.1x
+        chunk: copies evaluated together in one call (for M16,10, 32 ran at ~1.1x
             the rate of 16 in ``bench/ground_truth.py``; each chunk is cached when done).
     """
     n_copies = next(iter(stacked.values())).shape[0]
@@ -86,7 +109,8 @@ def ground_truth(
     for start in range(0, len(missing), chunk):
         part = missing[start : start + chunk]
         sub = {n: v[part] for n, v in stacked.items()}
-        for k, ev in zip(part, expected_scores(spec, sub, samples=samples, seed=seed)):
+        streams = [stream_id(keys[k]) for k in part]
+        for k, ev in zip(part, expected_scores(spec, sub, samples=samples, seed=seed, streams=streams)):
             found[k] = ev
             if write:
                 atomic_write_text(cache / f"gt-{keys[k]}.json",

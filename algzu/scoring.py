@@ -7,7 +7,9 @@ Per copy:
 
 * ``q_k = (e_k - g_k)^2 - s_k^2`` is unbiased for the squared error against the copy's true
   expected score p_k (the ground truth's own error is independent of the estimate and has
-  variance s_k^2); ``mse = mean_k q_k``. ``gt_share = mean_k s_k^2 / mean_k (e_k - g_k)^2``.
+  variance s_k^2); ``mse = mean_k q_k``. Each copy's ground truth is drawn from inputs of
+  its own (:mod:`algzu.ground_truth`), so the q_k are independent across copies, as every
+  interval below assumes. ``gt_share = mean_k s_k^2 / mean_k (e_k - g_k)^2``.
 * ``v_k`` is the variance of one sample's score: for accuracy ``g_k (1 - g_k) + s_k^2``,
   which equals ``N_k/(N_k - 1) g_k (1 - g_k)``, unbiased for ``p_k (1 - p_k)`` (exact when
   the ground truth is exhaustive, s_k = 0); for an MSE task ``s_k^2 N_k``, the sample
@@ -20,10 +22,10 @@ The protocol's population (the distribution of a copy's true score):
 * ``V = sum_k (g_k - mean g)^2 / (K - 1) - mean_k s_k^2``, the variance of the copies' true
   scores. The sample variance of the g_k adds the ground truth's error variance
   ``(tr C - 1'C1/K) / (K - 1)``, C the covariance of the copies' ground-truth errors. With
-  independent inputs per copy that is ``mean_k s_k^2``, subtracted here. algzu evaluates
-  all copies on common random numbers, which correlates their errors positively, so the
-  exact term lies in ``[0, mean_k s_k^2]`` and V is low by at most ``mean_k s_k^2``: at most
-  2e-4 of V in every shipped suite (1e-5 for the 432 challenge).
+  independent inputs per copy, as algzu draws them, that is ``mean_k s_k^2``, subtracted
+  here. (Up to e8f1b3e every copy saw the same inputs, which correlated the errors and left
+  V low by at most ``mean_k s_k^2``, 2e-4 of V in every shipped suite; it also made the
+  intervals too narrow wherever the ground truth's noise mattered.)
 * ``vbar = mean_k v_k``.
 
 Reference MSEs at budget B, where ``n = floor(B / c)`` samples are affordable (c: metered

@@ -8,8 +8,9 @@ Run from the repository root::
 Every contender does the same job per sequence: draw 10 i.i.d. N(0, 1) inputs, run the
 model, compute the 2nd-argmax target and score the argmax. Throughput is sequences (model
 evaluations) per second: for algzu with K copies on common random numbers, one input
-batch counts K times. Contenders are measured in interleaved rounds in one run, so their
-*ratios* are comparable even when other processes load the machine; each line gives the
+batch counts K times; with an input stream per copy (``streams``, as the harness's ground
+truth draws it, :mod:`algzu.ground_truth`) every sequence draws its own. Contenders are
+measured in interleaved rounds in one run, so their *ratios* are comparable even when other processes load the machine; each line gives the
 best round (wall clock) and the throughput per CPU-second of the process (less sensitive
 to other load; x cores for an idle-machine estimate when the contender uses every core).
 
@@ -273,7 +274,8 @@ def worker(args) -> None:
         if args.evaluate:  # one model, as `algzu eval` runs it
             one = Model(model.spec, {n: v[0] for n, v in stacked.items()})
             return [evaluate_module.evaluate(one, samples=args.samples, seed=seed)]
-        return expected_scores(model.spec, stacked, samples=args.samples, seed=seed)
+        streams = range(k) if args.own_streams else None  # the harness's ground truth: one stream per copy
+        return expected_scores(model.spec, stacked, samples=args.samples, seed=seed, streams=streams)
 
     job(0)  # compile
     rows = []
@@ -308,7 +310,7 @@ def reference_worker(args) -> None:
 
 def run_worker(kind: str, *, samples: int, reps: int, devices: int = 1, copies: int = 1,
                threads: int = 1, argsort_target: bool = False, previous: bool = False, evaluate: bool = False,
-               revision: str | None = None) -> dict:
+               revision: str | None = None, own_streams: bool = False) -> dict:
     n = str(threads)
     env = dict(os.environ, JAX_PLATFORMS="cpu", OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
     if kind == "algzu":  # numpy/torch get the given threads; XLA sizes its own pools
@@ -321,6 +323,7 @@ def run_worker(kind: str, *, samples: int, reps: int, devices: int = 1, copies: 
     cmd = [sys.executable, __file__, "--worker", kind, "--copies", str(copies), "--samples", str(samples),
            "--reps", str(reps), "--threads", n] + (["--argsort-target"] if argsort_target else []) + (
         ["--previous"] if previous else []) + (["--evaluate"] if evaluate else []) + (
+        ["--own-streams"] if own_streams else []) + (
         ["--revision", revision] if revision else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if out.returncode:
@@ -348,6 +351,7 @@ def main() -> None:
     p.add_argument("--argsort-target", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--previous", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--evaluate", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--own-streams", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--revision", default=None, help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds over all contenders")
     p.add_argument("--quick", action="store_true", help="one round, fewer sequences")
@@ -379,6 +383,8 @@ def main() -> None:
         f"algzu K=16, {cores} devices (CLI default)": dict(kind="algzu", copies=16, devices=cores,
                                                           samples=gt_samples),
         f"algzu K=32, {cores} devices": dict(kind="algzu", copies=32, devices=cores, samples=gt_samples // 2),
+        f"algzu K=32, {cores} devices, an input stream per copy (the harness's ground truth)": dict(
+            kind="algzu", copies=32, devices=cores, samples=gt_samples // 2, own_streams=True),
         f"algzu K=16, {cores} devices, argsort target (before)": dict(
             kind="algzu", copies=16, devices=cores, samples=gt_samples, argsort_target=True),
         "algzu K=1 (evaluate), 1 device": dict(kind="algzu", copies=1, devices=1, samples=eval_samples,

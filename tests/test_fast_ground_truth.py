@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from algzu.errors import AlgzuError
 from algzu.evaluate import DEFAULT_BATCH, _copy_scores, _rnn_logits_lanes, expected_scores
 from algzu.model import Model, ModelSpec, forward, init_params
 
@@ -77,6 +78,27 @@ def test_expected_scores_is_the_mean_over_the_documented_input_stream(arch, task
     np.testing.assert_allclose([e.value for e in evs], scores.mean(axis=1), rtol=0, atol=1e-12)
     se = scores.std(axis=1, ddof=1) / np.sqrt(scores.shape[1])
     np.testing.assert_allclose([e.stderr for e in evs], se, rtol=1e-9)
+
+
+@pytest.mark.parametrize("arch,task,d,n,n_copies", [("rnn", "2nd_argmax", 4, 6, 3), ("rnn", "argmedian", 4, 5, 17),
+                                                     ("mlp", "argmax", 4, 5, 2)])
+def test_with_a_stream_per_copy_each_copy_is_the_mean_over_its_own_stream(arch, task, d, n, n_copies):
+    # Copy j's batch i is task.sample(fold_in(fold_in(key(s), streams[j]), i), batch, n); 3
+    # copies run as copies x segments rows, 17 as one row each, the MLP through vmap.
+    spec = ModelSpec(arch, task, d=d, n=n)
+    stacked = _noisy_copies(spec, n_copies, seed=4)
+    batch, seed = 512, 9
+    streams = [7, 123456789, 7] + list(range(40, 40 + n_copies - 3))
+    streams = streams[:n_copies]
+    evs = expected_scores(spec, stacked, samples=3 * batch, seed=seed, batch=batch, streams=streams)
+    for j, stream in enumerate(streams):
+        key = jax.random.fold_in(jax.random.key(seed), stream)
+        one = {k: v[j : j + 1] for k, v in stacked.items()}
+        scores = np.concatenate([_reference_scores(spec, one, spec.task_obj.sample(jax.random.fold_in(key, i), batch, n))
+                                 for i in range(3)], axis=1).astype(np.float64)
+        assert evs[j].value == pytest.approx(scores.mean(), abs=1e-12)
+    with pytest.raises(AlgzuError, match="one per copy"):
+        expected_scores(spec, stacked, samples=batch, seed=seed, streams=streams[:-1])
 
 
 def test_result_does_not_depend_on_how_batches_are_grouped_into_calls(monkeypatch):
