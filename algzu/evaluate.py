@@ -240,8 +240,9 @@ def _copy_scores(spec: ModelSpec, params, xt: jax.Array) -> jax.Array:
         if r == 1:  # (n, 1, B): broadcast over the copies inside the fused kernel; or (n, K, B)
             rows_x, rows = (xt if own else xt[:, None, :]), params
         else:  # row k*r + j is copy k on segment j of the batch
-            rows_x = xt.reshape(spec.n, n_copies if own else 1, r, batch // r)
-            rows_x = jnp.broadcast_to(rows_x, (spec.n, n_copies, r, batch // r)).reshape(spec.n, n_copies * r, batch // r)
+            rows_x = jnp.broadcast_to(xt.reshape(spec.n, n_copies if own else 1, r, batch // r),
+                                      (spec.n, n_copies, r, batch // r))
+            rows_x = rows_x.reshape(spec.n, n_copies * r, batch // r)
             rows = {k: jnp.repeat(v, r, axis=0) for k, v in params.items()}
         logits = _rnn_logits_lanes(rows, rows_x)  # (K * r, n_out, B / r)
         logits = logits.reshape(n_copies, r, logits.shape[1], batch // r)
@@ -252,8 +253,9 @@ def _copy_scores(spec: ModelSpec, params, xt: jax.Array) -> jax.Array:
         else:
             scores = jnp.square(logits[:, :, 0, :] - target).astype(jnp.float32)
         return scores.reshape(n_copies, batch)
-    if own:
-        return jax.vmap(lambda p, x: task.score(forward(Model(spec, p), x), x), in_axes=(0, 1))(params, jnp.swapaxes(xt, 0, 2))
+    if own:  # copy j's inputs are the rows of xt[:, j, :].T
+        score = lambda p, x: task.score(forward(Model(spec, p), x), x)  # noqa: E731
+        return jax.vmap(score, in_axes=(0, 1))(params, jnp.swapaxes(xt, 0, 2))
     x = xt.T
     return jax.vmap(lambda p: task.score(forward(Model(spec, p), x), x))(params)
 

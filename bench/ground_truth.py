@@ -10,9 +10,10 @@ model, compute the 2nd-argmax target and score the argmax. Throughput is sequenc
 evaluations) per second: for algzu with K copies on common random numbers, one input
 batch counts K times; with an input stream per copy (``streams``, as the harness's ground
 truth draws it, :mod:`algzu.ground_truth`) every sequence draws its own. Contenders are
-measured in interleaved rounds in one run, so their *ratios* are comparable even when other processes load the machine; each line gives the
-best round (wall clock) and the throughput per CPU-second of the process (less sensitive
-to other load; x cores for an idle-machine estimate when the contender uses every core).
+measured in interleaved rounds in one run, so their *ratios* are comparable even when other
+processes load the machine; each line gives the best round (wall clock) and the throughput
+per CPU-second of the process (less sensitive to other load; x cores for an idle-machine
+estimate when the contender uses every core).
 
 algzu runs in worker processes so that each can set ``XLA_FLAGS`` (host device count)
 before JAX starts. The ``evaluate`` rows run :func:`algzu.evaluate.evaluate` (one model, what
@@ -274,8 +275,9 @@ def worker(args) -> None:
         if args.evaluate:  # one model, as `algzu eval` runs it
             one = Model(model.spec, {n: v[0] for n, v in stacked.items()})
             return [evaluate_module.evaluate(one, samples=args.samples, seed=seed)]
-        streams = range(k) if args.own_streams else None  # the harness's ground truth: one stream per copy
-        return expected_scores(model.spec, stacked, samples=args.samples, seed=seed, streams=streams)
+        if args.own_streams:  # the harness's ground truth: one input stream per copy
+            return expected_scores(model.spec, stacked, samples=args.samples, seed=seed, streams=range(k))
+        return expected_scores(model.spec, stacked, samples=args.samples, seed=seed)
 
     job(0)  # compile
     rows = []

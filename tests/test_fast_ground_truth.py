@@ -94,8 +94,8 @@ def test_with_a_stream_per_copy_each_copy_is_the_mean_over_its_own_stream(arch, 
     for j, stream in enumerate(streams):
         key = jax.random.fold_in(jax.random.key(seed), stream)
         one = {k: v[j : j + 1] for k, v in stacked.items()}
-        scores = np.concatenate([_reference_scores(spec, one, spec.task_obj.sample(jax.random.fold_in(key, i), batch, n))
-                                 for i in range(3)], axis=1).astype(np.float64)
+        inputs = [spec.task_obj.sample(jax.random.fold_in(key, i), batch, n) for i in range(3)]
+        scores = np.concatenate([_reference_scores(spec, one, x) for x in inputs], axis=1).astype(np.float64)
         assert evs[j].value == pytest.approx(scores.mean(), abs=1e-12)
     with pytest.raises(AlgzuError, match="one per copy"):
         expected_scores(spec, stacked, samples=batch, seed=seed, streams=streams[:-1])
