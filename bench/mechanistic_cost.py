@@ -68,9 +68,9 @@ def main() -> None:
                 print(f"| `{mid}` | {d} | {spec.n} | exact_cones | growth {g:g} | {flops:.3g} |")
         elif spec.n <= 5:
             print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | one slice | {_one_slice_flops(sc, spec):.3g} |")
-            for grades, m in sc._LADDER[spec.n]:
-                flops = sc._plan_flops(sc._plan(spec, "float64", m, sc._GAMMA_MIN, grades))
-                print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | {grades} grades, m = {m} | {flops:.3g} |")
+            for grades, m, grid in sc._LADDER[spec.n]:
+                flops = sc._plan_flops(sc._plan(spec, "float64", m, sc._GAMMA_MIN, grades, grid))
+                print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | {grades} grades, m = {m}, {grid} even | {flops:.3g} |")
         sys.stdout.flush()
     print(f"\n({time.perf_counter() - start:.0f} s to trace and meter)")
 

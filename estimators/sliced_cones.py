@@ -45,8 +45,10 @@ n-dimensional arrangement passing through the slice appears with an area quadrat
 angle). Next to many breakpoints it changes steeply, in layers of unknown width (two nearly
 equal inputs the model cannot tell apart; a large state component swinging the slice's
 zero sets), so breakpoints are also graded geometrically towards each of them (at
-``0.1, 0.03, 0.01, 0.003`` on both sides) and laid every ``pi / 8``; each interval gets an
-``m``-point Gauss-Legendre rule. n = 4: ``omega = (cos theta, sin theta)``. n = 5:
+``0.1, 0.03, 0.01, 0.003`` on both sides) and laid evenly, every ``pi / 8`` (every
+``pi / 24`` at n = 4's finest levels: ``W`` also kinks where a slice's arrangement changes,
+at azimuths no closed form here gives, and shorter intervals cut that error 25-fold, see
+``_LADDER``); each interval gets an ``m``-point Gauss-Legendre rule. n = 4: ``omega = (cos theta, sin theta)``. n = 5:
 ``omega = (cos phi cos theta, cos phi sin theta, sin phi)``, nested rules (weight
 ``cos phi``), the elevation breakpoints recomputed at every azimuth node.
 
@@ -69,8 +71,8 @@ its cheapest level 7.5e8 charged (from 4.2e8, same quadrature); d = 4, n = 5 at 
 
 **Budget.** One slice is an ``exact_cones`` program (static shapes, capacities from a model
 of how many faces each cut splits, scaled by ``gamma``); ``lax.scan`` runs it over the
-nodes. The budget buys the most accurate quadrature level (grades, ``m``) at
-``gamma = 1.3``, then a larger ``gamma`` at the top level. A node whose slice overflows a
+nodes. The budget buys the most accurate quadrature level (grades, ``m``, even
+breakpoints) at ``gamma = 1.3``, then a larger ``gamma`` at the top level. A node whose slice overflows a
 capacity (or meets a digit pattern no convex face can have) is dropped and the others
 reweighted, an approximation; with no node left, or below the cheapest program, the
 estimate is the chance rate ``1/n``. Float64 by default: in float32 1.5% of slices of the
@@ -110,8 +112,16 @@ from algzu.planning import abstract_params, chance_estimate, finest_within, mete
 
 
 # Quadrature levels, cheapest first: (graded breakpoints per side, Gauss-Legendre nodes per
-# interval). The budget takes the most accurate that fits.
-_LADDER = {3: ((0, 1),), 4: ((0, 1), (2, 1), (4, 1), (4, 2), (4, 3), (4, 4)), 5: ((0, 1), (0, 2), (1, 2), (2, 2))}
+# interval, breakpoints laid evenly around the azimuth circle). The budget takes the most
+# accurate that fits. n = 4's finest levels lay 48 (every pi / 24): measured on 11 noisy
+# copies of the zoo's d = 4, n = 4 model (sigma 0.0136) against 20,000 equally spaced
+# slices, 4 grades at m = 4 leave an RMS error of 1.0e-4 with 16 (496 nodes) and 4.1e-6 with
+# 48 (624 nodes); at m = 3, 1.5e-4 (372) and 2.5e-5 (468).
+_LADDER = {
+    3: ((0, 1, 16),),
+    4: ((0, 1, 16), (2, 1, 16), (4, 1, 16), (4, 2, 16), (4, 3, 16), (4, 3, 48), (4, 4, 48)),
+    5: ((0, 1, 16), (0, 2, 16), (1, 2, 16), (2, 2, 16)),
+}
 _GAMMA_MIN = 1.3
 _GAMMAS = (1.3, 1.6, 2.0, 3.0, 4.0)
 # The start faces of a slice: at most 30 faces (n = 5) of at most 4 vertices (checked on 3,000
@@ -194,13 +204,14 @@ class _Plan(NamedTuple):
     dtype: str
     m: int  # Gauss-Legendre nodes per interval between breakpoints
     grades: int  # graded breakpoints on each side of each breakpoint
+    grid: int  # breakpoints laid evenly around the azimuth circle
     gamma: float
     K: int
     stages: tuple[_Stage, ...]
     B: int
 
 
-def _plan(spec: ModelSpec, dtype: str, m: int, gamma: float, grades: int = 4) -> _Plan:
+def _plan(spec: ModelSpec, dtype: str, m: int, gamma: float, grades: int = 4, grid: int = 16) -> _Plan:
     """Capacities of one slice for growth factor ``gamma``.
 
     As in ``exact_cones._plan``, with ``c`` the curves before a cut (the ``2n - 3`` start
@@ -244,7 +255,7 @@ def _plan(spec: ModelSpec, dtype: str, m: int, gamma: float, grades: int = 4) ->
     for r in range(n - 1):
         sf, se = grow(1, lambda c: 3.5 * c + 6, lambda c: 1.5 * c)
         stages.append(_Stage("margin", r, 0, 0, V, E, F, sf, se))
-    return _Plan(spec, dtype, m, grades, gamma, K, tuple(stages), up(12 * curves + 20))
+    return _Plan(spec, dtype, m, grades, grid, gamma, K, tuple(stages), up(12 * curves + 20))
 
 
 # --- one slice ---------------------------------------------------------------------------------
@@ -376,7 +387,7 @@ def _graded(ties: jax.Array, lo: float, hi: float, grades: int) -> jax.Array:
     return jnp.clip(around.reshape(-1), lo, hi)
 
 
-def _theta_breaks(p: dict[str, jax.Array], arch: str, grades: int) -> jax.Array:
+def _theta_breaks(p: dict[str, jax.Array], arch: str, grades: int, grid: int = 16) -> jax.Array:
     """Azimuths of ``(omega_0, omega_1)`` where ``W`` jumps or kinks: the ties
     ``omega_0 = omega_1``, ``omega_0 = 0``, and (RNN) where a neuron of the state after two
     steps switches, on either side of ``omega_0 = 0``."""
@@ -389,8 +400,8 @@ def _theta_breaks(p: dict[str, jax.Array], arch: str, grades: int) -> jax.Array:
         pos = _angle(-(W @ jnp.maximum(w, 0.0)) * s, jnp.abs(w))
         neg = _angle(-(W @ jnp.maximum(-w, 0.0)) * s, -jnp.abs(w))
         base = jnp.concatenate([base, pos, neg])
-    grid = jnp.asarray(np.arange(16) * math.pi / 8, dtype)  # and no interval longer than pi / 8
-    return jnp.concatenate([grid, base, _graded(base, 0.0, 2 * math.pi, grades)])
+    even = jnp.asarray(np.arange(grid) * 2 * math.pi / grid, dtype)  # no interval longer than 2 pi / grid
+    return jnp.concatenate([even, base, _graded(base, 0.0, 2 * math.pi, grades)])
 
 
 def _phi_breaks(p: dict[str, jax.Array], arch: str, theta: jax.Array, grades: int) -> jax.Array:
@@ -432,7 +443,7 @@ def _program(plan: _Plan):
             if n == 3:
                 acc, _ = lax.scan(add, start, (jnp.asarray([[1.0], [-1.0]], dtype), jnp.ones((2,), dtype)))
             else:
-                theta, w_theta = _gauss(_theta_breaks(p, spec.arch, plan.grades), plan.m, closed=True)
+                theta, w_theta = _gauss(_theta_breaks(p, spec.arch, plan.grades, plan.grid), plan.m, closed=True)
                 if n == 4:
                     acc, _ = lax.scan(add, start, (jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=1), w_theta))
                 else:
@@ -464,8 +475,8 @@ DECLARED_UP_TO = 10**9
 
 @functools.lru_cache(maxsize=256)
 def _cheapest_flops(spec: ModelSpec, dtype: str) -> int:
-    grades, m = _LADDER[spec.n][0]
-    return _plan_flops(_plan(spec, dtype, m, _GAMMA_MIN, grades))
+    grades, m, grid = _LADDER[spec.n][0]
+    return _plan_flops(_plan(spec, dtype, m, _GAMMA_MIN, grades, grid))
 
 
 @functools.lru_cache(maxsize=256)
@@ -473,15 +484,16 @@ def best_plan(spec: ModelSpec, budget_flops: int, dtype: str = "float64") -> _Pl
     """The most accurate quadrature level at ``gamma = 1.3`` whose metered program fits,
     then the largest ``gamma`` at the top level (None if the cheapest does not fit)."""
     ladder = _LADDER[spec.n]  # cheapest first
-    level = finest_within(ladder, lambda lv: _plan_flops(_plan(spec, dtype, lv[1], _GAMMA_MIN, lv[0])), budget_flops)
+    level = finest_within(ladder, lambda lv: _plan_flops(_plan(spec, dtype, lv[1], _GAMMA_MIN, lv[0], lv[2])),
+                          budget_flops)
     if level is None:
         return None
-    grades, m = level
+    grades, m, grid = level
     gamma = _GAMMA_MIN
-    if (grades, m) == ladder[-1]:
-        cost = lambda g: _plan_flops(_plan(spec, dtype, m, g, grades))  # noqa: E731
+    if level == ladder[-1]:
+        cost = lambda g: _plan_flops(_plan(spec, dtype, m, g, grades, grid))  # noqa: E731
         gamma = max(g for g in _GAMMAS if g == _GAMMA_MIN or cost(g) <= budget_flops)
-    return _plan(spec, dtype, m, gamma, grades)
+    return _plan(spec, dtype, m, gamma, grades, grid)
 
 
 @register_estimator
