@@ -127,6 +127,8 @@ _SHARDED_SCRIPT = textwrap.dedent("""
                for k, v in model.params.items()}
     # 7 batches of 512: on 2 devices one padding batch is computed and dropped.
     evs = evaluate_module.expected_scores(model.spec, stacked, samples=7 * 512 - 100, seed=11)
+    # The harness's ground truth: each copy on an input stream of its own.
+    own = evaluate_module.expected_scores(model.spec, stacked, samples=7 * 512 - 100, seed=11, streams=[5, 0, 9])
     # evaluate(): one copy in the lanes layout, 5 batches of 4096 (on 2 devices: one padding).
     ev = evaluate_module.evaluate(model, samples=5 * evaluate_module.EVALUATE_BATCH - 7, seed=2)
     # The sampling baseline's program (one device by contract): its estimate and cost must not move.
@@ -135,7 +137,8 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     mc = jax.jit(lambda m, k: planning.sample_mean(m, n_mc, k))(model, jax.random.key(5))
     flops = meter.count_flops(lambda m, k: planning.sample_mean(m, n_mc, k), model, jax.random.key(5))
     print(json.dumps({"devices": len(jax.devices()), "mc": float(mc), "mc_flops": flops,
-                      "evs": [[e.value, e.stderr, e.samples] for e in evs], "eval": [ev.value, ev.stderr, ev.samples]}))
+                      "evs": [[e.value, e.stderr, e.samples] for e in evs], "eval": [ev.value, ev.stderr, ev.samples],
+                      "own": [[e.value, e.stderr, e.samples] for e in own]}))
 """)
 
 
@@ -155,6 +158,7 @@ def test_ground_truth_sharded_over_two_devices_and_sampling_are_identical_to_one
     two_many_calls = _run_on_devices(2, max_steps=1)
     assert (one["devices"], two["devices"]) == (1, 2)
     assert one["evs"] == two["evs"] == two_many_calls["evs"]  # bitwise, not approximately
+    assert one["own"] == two["own"] == two_many_calls["own"] != one["evs"]
     assert one["eval"] == two["eval"] == two_many_calls["eval"]
     assert all(samples == 7 * 512 for _, _, samples in one["evs"])
     assert one["mc"] == two["mc"] and one["mc_flops"] == two["mc_flops"]
