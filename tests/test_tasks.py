@@ -52,6 +52,15 @@ def test_median_target_is_middle_value_and_mean_of_middle_two_for_even_n():
     np.testing.assert_allclose(get_task("median").target(jnp.array([[1.0, 3.0]])), [2.0])
 
 
+@pytest.mark.parametrize("n", [1, 3, 5, 7, 11])
+def test_argmedian_target_is_the_stable_argsorts_middle_ties_included(n):
+    rng = np.random.default_rng(n)
+    for x in (rng.standard_normal((4000, n)), rng.integers(-2, 3, (4000, n)).astype(float)):  # the second, ties
+        x = jnp.asarray(x, jnp.float32)
+        want = jnp.argsort(x, axis=-1, stable=True)[..., n // 2]
+        np.testing.assert_array_equal(get_task("argmedian").target(x), want)
+
+
 def test_argmedian_refuses_even_n():
     with pytest.raises(AlgzuError, match="odd"):
         get_task("argmedian").check_n(4)
