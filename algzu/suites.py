@@ -144,7 +144,8 @@ SUITES: Mapping[str, Suite] = types.MappingProxyType({
         # against sampling+prior is measurable above the ground truth's own noise at 1e9
         # FLOPs: the MSE of 32 copies' ground truths is known to about s^2 / 4, and on d4-n4
         # sampling+prior's MSE at 1e9 is ~86 times that (~11 times with 2^24 inputs, ~43
-        # with 2^26, where sliced_cones, exact to 4e-6 there, measured 51 [9.4, inf]).
+        # with 2^26, where sliced_cones, exact to 4e-6 there, measured 51 [9.4, inf]; with
+        # 2^27, inf [166, inf]).
         gt_samples=1 << 27,
         seed=45,
         description="issue 12's models beyond n = 3 (2nd argmax d4-n4, d4-n5, d8-n5; argmedian d4-n5, d8-n5), 32 noisy copies each",

@@ -55,11 +55,12 @@ at azimuths no closed form here gives, and shorter intervals cut that error 25-f
 Measured (float64; ground truth 2^24 samples, standard error ~1.2e-4): the zoo's d = 4,
 n = 4 model converges to 5e-6 (against 20,000 equally spaced slices) at 4 grades and
 ``m = 3`` (8.9e7 FLOPs); on the ``beyond-n3`` suite's 32 noisy copies (sigma 0.0136, each
-copy's ground truth from 2^26 inputs of its own) the program bought at 1e9 had RMS error
-7e-5 with breakpoints every ``pi / 8`` (up to 2.1e-4 on one copy against 20,000 equally
-spaced slices), and with them every ``pi / 24`` (6.8e8 FLOPs charged) it is within 4e-6 of
-those slices; the harness measures 51 [9.4, inf] against ``sampling+prior`` there, the
-lower end set by the ground truth's noise. The d = 4, n = 5 model (truth 0.4231 +- 0.0001 over three seeds) is
+copy's ground truth from inputs of its own) the program bought at 1e9 had RMS error 7e-5
+with breakpoints every ``pi / 8`` (up to 2.1e-4 on one copy against 20,000 equally spaced
+slices), and with them every ``pi / 24`` (6.8e8 FLOPs charged) it is within 4e-6 of those
+slices: the harness measures inf [166, inf] against ``sampling+prior`` there with 2^27-input
+ground truths (51 [9.4, inf] with 2^26, the lower end set by the ground truth's noise). The
+d = 4, n = 5 model (truth 0.4231 +- 0.0001 over three seeds) is
 off by 7e-3 at 1.2e8 FLOPs and by 3-7e-4 from 4.8e8 to 3.6e9: on the 2-sphere of
 directions the steep layers and the crossings of kink curves (azimuths that are not
 breakpoints) need more slices than 1e9 FLOPs buy, and the d = 8, n = 5 models afford only
