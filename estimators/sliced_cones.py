@@ -48,7 +48,8 @@ zero sets), so breakpoints are also graded geometrically towards each of them (a
 ``0.1, 0.03, 0.01, 0.003`` on both sides) and laid evenly, every ``pi / 8`` (every
 ``pi / 24`` at n = 4's finest levels: ``W`` also kinks where a slice's arrangement changes,
 at azimuths no closed form here gives, and shorter intervals cut that error 25-fold, see
-``_LADDER``); each interval gets an ``m``-point Gauss-Legendre rule. n = 4: ``omega = (cos theta, sin theta)``. n = 5:
+``_LADDER``); each interval gets an ``m``-point Gauss-Legendre rule.
+n = 4: ``omega = (cos theta, sin theta)``. n = 5:
 ``omega = (cos phi cos theta, cos phi sin theta, sin phi)``, nested rules (weight
 ``cos phi``), the elevation breakpoints recomputed at every azimuth node.
 
@@ -75,10 +76,10 @@ its cheapest level 7.5e8 charged (from 4.2e8, same quadrature); d = 4, n = 5 at 
 **Budget.** One slice is an ``exact_cones`` program (static shapes, capacities from a model
 of how many faces each cut splits, scaled by ``gamma``); ``lax.scan`` runs it over the
 nodes. The budget buys the most accurate quadrature level (grades, ``m``, even
-breakpoints) at ``gamma = 1.3``, then a larger ``gamma`` at the top level. A node whose slice overflows a
-capacity (or meets a digit pattern no convex face can have) is dropped and the others
-reweighted, an approximation; with no node left, or below the cheapest program, the
-estimate is the chance rate ``1/n``. Float64 by default: in float32 1.5% of slices of the
+breakpoints) at ``gamma = 1.3``, then a larger ``gamma`` at the top level. A node whose
+slice overflows a capacity (or meets a digit pattern no convex face can have) is dropped
+and the others reweighted, an approximation; with no node left, or below the cheapest
+program, the estimate is the chance rate ``1/n``. Float64 by default: in float32 1.5% of slices of the
 d = 4, n = 4 model meet impossible digit patterns (none in float64).
 """
 
