@@ -172,19 +172,10 @@ def _normal_lanes(key: jax.Array, batch: int, n: int) -> jax.Array:
     ``jax.random.normal``'s: 23 random mantissa bits, a uniform on ``(-1, 1)``,
     ``sqrt(2) * erf_inv``. :func:`_fast_normals_exact` checks the equality once per process.
     """
-    return _normals_of_key_data(jax.random.key_data(key), batch, n)
-
-
-def _normals_of_key_data(k: jax.Array, batch: int, n: int) -> jax.Array:
-    """:func:`_normal_lanes` from key data ``(2,)``, ``(n, batch)``; or for K keys at once,
-    key data ``(K, 2)`` and normals ``(n, K, batch)``, copy ``j``'s drawn with key ``j``."""
-    if k.ndim == 1:
-        shape, k0, k1 = (n, batch), k[0], k[1]
-    else:
-        shape, k0, k1 = (n, k.shape[0], batch), k[None, :, 0, None], k[None, :, 1, None]
-    position = (jax.lax.broadcasted_iota(jnp.uint32, shape, len(shape) - 1) * np.uint32(n)
-                + jax.lax.broadcasted_iota(jnp.uint32, shape, 0))
-    b0, b1 = _threefry2x32(k0, k1, jnp.zeros_like(position), position)
+    k = jax.random.key_data(key)
+    position = (jax.lax.broadcasted_iota(jnp.uint32, (n, batch), 1) * np.uint32(n)
+                + jax.lax.broadcasted_iota(jnp.uint32, (n, batch), 0))
+    b0, b1 = _threefry2x32(k[0], k[1], jnp.zeros_like(position), position)
     mantissa = ((b0 ^ b1) >> np.uint32(9)) | np.uint32(0x3F800000)
     unit = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - np.float32(1)
     lo, hi = np.nextafter(np.float32(-1), np.float32(0)), np.float32(1)
@@ -213,14 +204,9 @@ def _fast_normals_exact() -> bool:
 
 def _lanes_inputs(task: Task, key: jax.Array, batch: int, n: int, fast_normals: bool) -> jax.Array:
     """``task.sample(key, batch, n).T``: one batch of the input stream, inputs on the minor axis."""
-    if _fast_lanes(task, batch, n, fast_normals):
+    if fast_normals and task.input_kind == "gaussian" and _uses_default_sample(task) and batch * n < 2**32:
         return _normal_lanes(key, batch, n)
     return task.sample(key, batch, n).T
-
-
-def _fast_lanes(task: Task, batch: int, n: int, fast_normals: bool) -> bool:
-    """Whether :func:`_normal_lanes` draws the task's inputs, bit for bit."""
-    return fast_normals and task.input_kind == "gaussian" and _uses_default_sample(task) and batch * n < 2**32
 
 
 def _copy_scores(spec: ModelSpec, params, xt: jax.Array) -> jax.Array:
@@ -280,10 +266,8 @@ def _batch_moments(spec: ModelSpec, params, key_data: jax.Array, indices: jax.Ar
         copy_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, streams)
 
         def inputs(i):  # (n, K, B)
-            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(copy_keys, i)
-            if _fast_lanes(task, batch, spec.n, fast_normals):  # drawn in place, as in _lanes_inputs
-                return _normals_of_key_data(jax.random.key_data(keys), batch, spec.n)
-            return jnp.moveaxis(jax.vmap(lambda k: task.sample(k, batch, spec.n).T)(keys), 0, 1)
+            draw = lambda k: _lanes_inputs(task, jax.random.fold_in(k, i), batch, spec.n, fast_normals)  # noqa: E731
+            return jnp.moveaxis(jax.vmap(draw)(copy_keys), 0, 1)
 
     def one_batch(xt, i_next):
         s = _copy_scores(spec, params, xt)
