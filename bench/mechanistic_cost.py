@@ -37,7 +37,10 @@ def _one_slice_flops(sc, spec) -> int:
     def one(params):
         with jax.enable_x64(True):
             p = {k: jnp.asarray(v, jnp.float64) for k, v in params.items()}
-            omega = jnp.ones((spec.n - 2,), jnp.float64) / math.sqrt(spec.n - 2)
+            # A direction that depends on the weights, as the quadrature's nodes do: a
+            # constant one would let the start faces be folded away and go uncharged.
+            scale = 1.0 + 0.0 * p["linear.weight"][0, 0]
+            omega = scale * jnp.ones((spec.n - 2,), jnp.float64) / math.sqrt(spec.n - 2)
             return sc._slice(plan, p, omega)[0]
 
     return metered_flops(one, abstract_params(spec))
@@ -68,9 +71,11 @@ def main() -> None:
                 print(f"| `{mid}` | {d} | {spec.n} | exact_cones | growth {g:g} | {flops:.3g} |")
         elif spec.n <= 5:
             print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | one slice | {_one_slice_flops(sc, spec):.3g} |")
-            for grades, m, grid in sc._LADDER[spec.n]:
-                flops = sc._plan_flops(sc._plan(spec, "float64", m, sc._GAMMA_MIN, grades, grid))
-                print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | {grades} grades, m = {m}, {grid} even | {flops:.3g} |")
+            for lv in sc._LADDER[spec.n]:
+                flops = sc._plan_flops(sc._plan_at(spec, "float64", lv))
+                elev = f", {lv.elev} in elevation" if spec.n == 5 else ""
+                rung = f"{lv.grades} grades, m = {lv.m}, {lv.grid} even{elev}"
+                print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | {rung} | {flops:.3g} |")
         sys.stdout.flush()
     print(f"\n({time.perf_counter() - start:.0f} s to trace and meter)")
 

@@ -46,32 +46,37 @@ angle). Next to many breakpoints it changes steeply, in layers of unknown width 
 equal inputs the model cannot tell apart; a large state component swinging the slice's
 zero sets), so breakpoints are also graded geometrically towards each of them (at
 ``0.1, 0.03, 0.01, 0.003`` on both sides) and laid evenly, every ``pi / 8`` (every
-``pi / 24`` at n = 4's finest levels: ``W`` also kinks where a slice's arrangement changes,
-at azimuths no closed form here gives, and shorter intervals cut that error 25-fold, see
-``_LADDER``); each interval gets an ``m``-point Gauss-Legendre rule.
-n = 4: ``omega = (cos theta, sin theta)``. n = 5:
+``pi / 24`` at n = 4's finest levels, and up to ``pi / 36`` in elevation at n = 5's: ``W``
+also kinks where a slice's arrangement changes, at angles no closed form here gives, and
+shorter intervals cut that error, see ``_LADDER``); each interval gets an ``m``-point
+Gauss-Legendre rule. n = 4: ``omega = (cos theta, sin theta)``. n = 5:
 ``omega = (cos phi cos theta, cos phi sin theta, sin phi)``, nested rules (weight
-``cos phi``), the elevation breakpoints recomputed at every azimuth node.
+``cos phi``), the elevation breakpoints recomputed at every azimuth node. At n = 5 the sum
+is divided by the exact area ``4 pi`` of the directions, not by the rules' own (at n = 3, 4
+the weights sum to it exactly): they integrate ``cos phi`` only approximately, and ``W`` is the constant
+``int y_0^(n-3) d sigma`` where every direction is right, so the ratio cancels that part of
+the error (at ``m = 1`` on the d = 8, n = 5 copies: RMS error 6.2e-3 instead of 9.6e-3).
 
 Measured (float64; ground truth 2^24 samples, standard error ~1.2e-4): the zoo's d = 4,
 n = 4 model converges to 5e-6 (against 20,000 equally spaced slices) at 4 grades and
 ``m = 3`` (8.9e7 FLOPs); on the ``beyond-n3`` suite's 32 noisy copies (sigma 0.0136, each
 copy's ground truth from inputs of its own) the program bought at 1e9 had RMS error 7e-5
 with breakpoints every ``pi / 8`` (up to 2.1e-4 on one copy against 20,000 equally spaced
-slices), and with them every ``pi / 24`` (6.8e8 FLOPs charged) it is within 4e-6 of those
+slices), and with them every ``pi / 24`` (6.8e8 FLOPs charged then, 6.2e8 now) it is within 4e-6 of those
 slices: the harness measures inf [166, inf] against ``sampling+prior`` there with 2^27-input
 ground truths (51 [9.4, inf] with 2^26, the lower end set by the ground truth's noise). The
-d = 4, n = 5 model (truth 0.4231 +- 0.0001 over three seeds) is
-off by 7e-3 at 1.2e8 FLOPs and by 3-7e-4 from 4.8e8 to 3.6e9: on the 2-sphere of
-directions the steep layers and the crossings of kink curves (azimuths that are not
-breakpoints) need more slices than 1e9 FLOPs buy, and the d = 8, n = 5 models afford only
-the coarsest level (errors ~1e-2). The estimate is exact for n = 3 (``omega = +-1``, no
-quadrature), which the tests check against ``exact_cones``.
+d = 4, n = 5 model (truth 0.4231 +- 0.0001 over three seeds) is off by 7e-3 at 1.2e8 FLOPs
+and by 3-7e-4 with elevation breakpoints every ``pi / 8`` up to 3.6e9; every ``pi / 15``
+(9.9e8, what 1e9 buys) it reads 0.42320, every ``pi / 36`` at ``m = 3`` (1.0e10) 0.42313.
+On the suite's 32 copies the RMS error at 1e9 fell from 7.2e-4 to 2.4e-4 (``_LADDER``).
+The d = 8, n = 5 models afford only the coarsest level (RMS error 6e-3). The estimate is
+exact for n = 3 (``omega = +-1``, no quadrature), which the tests check against
+``exact_cones``.
 
-The FLOP figures above were metered before reads and writes at computed positions were
-charged (up to 7b90a62). Since then every program costs about 1.5x as much: d = 8, n = 5 at
-its cheapest level 7.5e8 charged (from 4.2e8, same quadrature); d = 4, n = 5 at ``m = 2``
-9.2e8; the cheapest d = 4, n = 4 level 1.24e7.
+Costs (metered, reads and writes at computed positions charged): d = 8, n = 5 at its
+cheapest level 6.1e8; d = 4, n = 5 at ``m = 2`` 6.6e8 (every ``pi / 8`` in elevation) to
+9.9e8 (``pi / 15``); the cheapest d = 4, n = 4 level 9.1e6. A slice costs ~4.9e5 FLOPs at
+d = 4, n = 5.
 
 **Budget.** One slice is an ``exact_cones`` program (static shapes, capacities from a model
 of how many faces each cut splits, scaled by ``gamma``); ``lax.scan`` runs it over the
@@ -88,6 +93,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from fractions import Fraction
 from typing import NamedTuple
 
 import jax
@@ -115,22 +121,53 @@ from algzu.model import Model, ModelSpec
 from algzu.planning import abstract_params, chance_estimate, finest_within, metered_flops
 
 
-# Quadrature levels, cheapest first: (graded breakpoints per side, Gauss-Legendre nodes per
-# interval, breakpoints laid evenly around the azimuth circle). The budget takes the most
-# accurate that fits. n = 4's finest levels lay 48 (every pi / 24): measured on 11 noisy
-# copies of the zoo's d = 4, n = 4 model (sigma 0.0136) against 20,000 equally spaced
-# slices, 4 grades at m = 4 leave an RMS error of 1.0e-4 with 16 (496 nodes) and 4.1e-6 with
-# 48 (624 nodes); at m = 3, 1.5e-4 (372) and 2.5e-5 (468).
+class _Level(NamedTuple):
+    """A quadrature level: graded breakpoints per side, Gauss-Legendre nodes per interval,
+    breakpoints laid evenly around the azimuth circle and (n = 5) intervals laid evenly in
+    elevation from pole to pole."""
+
+    grades: int
+    m: int
+    grid: int = 16
+    elev: int = 8
+
+
+# Quadrature levels, cheapest first; the budget takes the most accurate that fits. n = 4's
+# finest levels lay 48 breakpoints in azimuth (every pi / 24): measured on 11 noisy copies of
+# the zoo's d = 4, n = 4 model (sigma 0.0136) against 20,000 equally spaced slices, 4 grades
+# at m = 4 leave an RMS error of 1.0e-4 with 16 (496 nodes) and 4.1e-6 with 48 (624 nodes);
+# at m = 3, 1.5e-4 (372) and 2.5e-5 (468). n = 5: the elevation grid matters more than the
+# azimuth grid or the graded breakpoints. RMS error on the beyond-n3 suite's 32 copies of the
+# zoo's d = 4, n = 5 model against their 2^27-input ground truths (variance subtracted),
+# m = 2 and 16 in azimuth: 7.2e-4 with 8 intervals in elevation (6.6e8 FLOPs), 2.9e-4 with
+# 12, 2.7e-4 with 14, 2.4e-4 with 15 (9.9e8, what 1e9 buys), 1.6e-4 with 16 (1.0e9) and
+# 1.2e-4 with 24 (1.4e9); 1 and 2 grades at 8 in elevation cost more and gave 5e-4. The
+# argmedian copies (sigma 0.0773): 4.2e-4, 3.8e-4 and 3.5e-4 with 12, 14 and 15.
 _LADDER = {
-    3: ((0, 1, 16),),
-    4: ((0, 1, 16), (2, 1, 16), (4, 1, 16), (4, 2, 16), (4, 3, 16), (4, 3, 48), (4, 4, 48)),
-    5: ((0, 1, 16), (0, 2, 16), (1, 2, 16), (2, 2, 16)),
+    3: (_Level(0, 1),),
+    4: (_Level(0, 1), _Level(2, 1), _Level(4, 1), _Level(4, 2), _Level(4, 3), _Level(4, 3, 48), _Level(4, 4, 48)),
+    5: (
+        _Level(0, 1), _Level(0, 2), _Level(0, 2, 16, 12), _Level(0, 2, 16, 14), _Level(0, 2, 16, 15),
+        _Level(0, 2, 16, 16), _Level(0, 2, 16, 24), _Level(0, 2, 48, 24), _Level(0, 3, 48, 36),
+    ),
 }
 _GAMMA_MIN = 1.3
 _GAMMAS = (1.3, 1.6, 2.0, 3.0, 4.0)
 # The start faces of a slice: at most 30 faces (n = 5) of at most 4 vertices (checked on 3,000
-# random directions; the arrangement depends on omega only).
+# random directions; the arrangement depends on omega only). The start cuts' capacities: in
+# the chart (y_1 / y_0, y_2 / y_0) the planes are the lines s = omega_i, t = omega_i and
+# s = t over four quadrants, so a cut splits few faces. Measured over 200,000 random
+# directions and 100,000 near ties (omega_0 within 1e-9 of omega_1 or of 0): at most 23 rows,
+# 52 edges, 5 split faces and 4 crossing edges per cut at n = 5 (16, 35, 4, 3 at n = 4), and
+# the capacities below allow 34, 65, 8 and 8 (26, 49 at n = 4). They were 90, 121, 32 and
+# 64, which made the start cuts a fifth of every slice's FLOPs.
 _KS, _FS = 4, 32
+_START_SPLIT = 8
+
+
+def _start_stage(n: int) -> _Stage:
+    planes = 2 * n - 3
+    return _Stage("start", 0, 0, planes, 6 + 4 * planes, 9 + 8 * planes, _FIRST + _FS, _START_SPLIT, _START_SPLIT)
 
 
 # --- the start faces of a slice, built in the program ------------------------------------------
@@ -163,7 +200,7 @@ def _start_faces(omega: jax.Array, n: int, rank: int, K: int, dtype) -> tuple[_C
     classes and the ties the target wins."""
     rays, EI, FI = _hemisphere(K)
     planes = 2 * n - 3
-    stage = _Stage("start", 0, 0, planes, 6 + 12 * planes, 9 + 16 * planes, _FIRST + _FS, _FS, 2 * _FS)
+    stage = _start_stage(n)
     y = jnp.asarray(rays, dtype)
     cols = [omega[i] * y[:, 0] - y[:, 1] for i in range(n - 2)] + [omega[i] * y[:, 0] - y[:, 2] for i in range(n - 2)]
     cols.append(y[:, 1] - y[:, 2])
@@ -209,13 +246,14 @@ class _Plan(NamedTuple):
     m: int  # Gauss-Legendre nodes per interval between breakpoints
     grades: int  # graded breakpoints on each side of each breakpoint
     grid: int  # breakpoints laid evenly around the azimuth circle
+    elev: int  # n = 5: intervals laid evenly from pole to pole in elevation
     gamma: float
     K: int
     stages: tuple[_Stage, ...]
     B: int
 
 
-def _plan(spec: ModelSpec, dtype: str, m: int, gamma: float, grades: int = 4, grid: int = 16) -> _Plan:
+def _plan(spec: ModelSpec, dtype: str, m: int, gamma: float, grades: int = 4, grid: int = 16, elev: int = 8) -> _Plan:
     """Capacities of one slice for growth factor ``gamma``.
 
     As in ``exact_cones._plan``, with ``c`` the curves before a cut (the ``2n - 3`` start
@@ -259,7 +297,7 @@ def _plan(spec: ModelSpec, dtype: str, m: int, gamma: float, grades: int = 4, gr
     for r in range(n - 1):
         sf, se = grow(1, lambda c: 3.5 * c + 6, lambda c: 1.5 * c)
         stages.append(_Stage("margin", r, 0, 0, V, E, F, sf, se))
-    return _Plan(spec, dtype, m, grades, grid, gamma, K, tuple(stages), up(12 * curves + 20))
+    return _Plan(spec, dtype, m, grades, grid, elev, gamma, K, tuple(stages), up(12 * curves + 20))
 
 
 # --- one slice ---------------------------------------------------------------------------------
@@ -394,25 +432,29 @@ def _graded(ties: jax.Array, lo: float, hi: float, grades: int) -> jax.Array:
 def _theta_breaks(p: dict[str, jax.Array], arch: str, grades: int, grid: int = 16) -> jax.Array:
     """Azimuths of ``(omega_0, omega_1)`` where ``W`` jumps or kinks: the ties
     ``omega_0 = omega_1``, ``omega_0 = 0``, and (RNN) where a neuron of the state after two
-    steps switches, on either side of ``omega_0 = 0``."""
+    steps switches, on either side of ``omega_0 = 0``; and ``grid`` laid evenly."""
     dtype = p["linear.weight"].dtype
-    base = jnp.asarray([math.pi / 4, 5 * math.pi / 4, math.pi / 2, 3 * math.pi / 2], dtype)
+    turns = (Fraction(1, 8), Fraction(5, 8), Fraction(1, 4), Fraction(3, 4))  # the ties, in turns
+    ties = jnp.asarray([2 * math.pi * t for t in turns], dtype)
+    switches = []
     if arch == "rnn":
         w, W = p["rnn.weight_ih_l0"][:, 0], p["rnn.weight_hh_l0"]
         s = jnp.sign(w) + (w == 0).astype(dtype)
         # omega_0 > 0: omega_0 (W relu(w))_i + w_i omega_1 = 0; omega_0 < 0: -omega_0 (W relu(-w))_i + w_i omega_1 = 0
-        pos = _angle(-(W @ jnp.maximum(w, 0.0)) * s, jnp.abs(w))
-        neg = _angle(-(W @ jnp.maximum(-w, 0.0)) * s, -jnp.abs(w))
-        base = jnp.concatenate([base, pos, neg])
-    even = jnp.asarray(np.arange(grid) * 2 * math.pi / grid, dtype)  # no interval longer than 2 pi / grid
-    return jnp.concatenate([even, base, _graded(base, 0.0, 2 * math.pi, grades)])
+        switches = [_angle(-(W @ jnp.maximum(w, 0.0)) * s, jnp.abs(w)), _angle(-(W @ jnp.maximum(-w, 0.0)) * s, -jnp.abs(w))]
+    # No interval longer than 2 pi / grid. A tie on that grid is not repeated: it would add
+    # an interval of length 0, ``m`` slices that weigh nothing.
+    even = jnp.asarray(np.arange(grid) * 2 * math.pi / grid, dtype)
+    off_grid = jnp.asarray([2 * math.pi * t for t in turns if (t * grid).denominator != 1], dtype)
+    graded = _graded(jnp.concatenate([ties, *switches]), 0.0, 2 * math.pi, grades)
+    return jnp.concatenate([even, off_grid, *switches, graded])
 
 
-def _phi_breaks(p: dict[str, jax.Array], arch: str, theta: jax.Array, grades: int) -> jax.Array:
+def _phi_breaks(p: dict[str, jax.Array], arch: str, theta: jax.Array, grades: int, elev: int = 8) -> jax.Array:
     """Elevations ``phi`` (``omega = (cos phi cos theta, cos phi sin theta, sin phi)``) where
-    ``W`` jumps or kinks at azimuth ``theta``: the poles, the ties of ``omega_2`` with
-    ``omega_0`` and ``omega_1``, and (RNN) where a neuron of the state after three steps
-    switches."""
+    ``W`` jumps or kinks at azimuth ``theta``: the ties of ``omega_2`` with ``omega_0`` and
+    ``omega_1``, and (RNN) where a neuron of the state after three steps switches; and
+    ``elev + 1`` laid evenly from pole to pole."""
     dtype = theta.dtype
     ct, st = jnp.cos(theta), jnp.sin(theta)
     inner = jnp.stack([jnp.arctan(ct), jnp.arctan(st)])
@@ -421,7 +463,7 @@ def _phi_breaks(p: dict[str, jax.Array], arch: str, theta: jax.Array, grades: in
         c = _state(w, W, jnp.stack([ct, st]), 2)  # the state after two steps, per unit cos phi
         s = jnp.sign(w) + (w == 0).astype(dtype)
         inner = jnp.concatenate([inner, jnp.arctan2(-(W @ c) * s, jnp.abs(w))])
-    grid = jnp.asarray(np.linspace(-math.pi / 2, math.pi / 2, 9), dtype)  # the poles, every pi / 8
+    grid = jnp.asarray(np.linspace(-math.pi / 2, math.pi / 2, elev + 1), dtype)  # the poles, every pi / elev
     return jnp.concatenate([grid, inner, _graded(inner, -math.pi / 2, math.pi / 2, grades)])
 
 
@@ -454,14 +496,15 @@ def _program(plan: _Plan):
 
                     def ring(acc, node):
                         th, wt = node
-                        phi, w_phi = _gauss(_phi_breaks(p, spec.arch, th, plan.grades), plan.m, closed=False)
+                        phi, w_phi = _gauss(_phi_breaks(p, spec.arch, th, plan.grades, plan.elev), plan.m, closed=False)
                         cp = jnp.cos(phi)
                         omega = jnp.stack([cp * jnp.cos(th), cp * jnp.sin(th), jnp.sin(phi)], axis=1)
                         return lax.scan(add, acc, (omega, wt * w_phi * cp))[0], None
 
                     acc, _ = lax.scan(ring, start, (theta, w_theta))
             total, covered, whole = acc
-            estimate = const * total * whole / jnp.maximum(covered, 1e-30)
+            measure = 4 * math.pi if n == 5 else whole  # the directions' area (module docstring)
+            estimate = const * total * measure / jnp.maximum(covered, 1e-30)
             return jnp.where(covered > 0, jnp.clip(estimate, 0.0, 1.0), 1.0 / n)
 
     return run
@@ -477,10 +520,13 @@ def _plan_flops(plan: _Plan) -> int:
 DECLARED_UP_TO = 10**9
 
 
+def _plan_at(spec: ModelSpec, dtype: str, level: _Level, gamma: float = _GAMMA_MIN) -> _Plan:
+    return _plan(spec, dtype, level.m, gamma, level.grades, level.grid, level.elev)
+
+
 @functools.lru_cache(maxsize=256)
 def _cheapest_flops(spec: ModelSpec, dtype: str) -> int:
-    grades, m, grid = _LADDER[spec.n][0]
-    return _plan_flops(_plan(spec, dtype, m, _GAMMA_MIN, grades, grid))
+    return _plan_flops(_plan_at(spec, dtype, _LADDER[spec.n][0]))
 
 
 @functools.lru_cache(maxsize=256)
@@ -488,16 +534,14 @@ def best_plan(spec: ModelSpec, budget_flops: int, dtype: str = "float64") -> _Pl
     """The most accurate quadrature level at ``gamma = 1.3`` whose metered program fits,
     then the largest ``gamma`` at the top level (None if the cheapest does not fit)."""
     ladder = _LADDER[spec.n]  # cheapest first
-    level = finest_within(ladder, lambda lv: _plan_flops(_plan(spec, dtype, lv[1], _GAMMA_MIN, lv[0], lv[2])),
-                          budget_flops)
+    level = finest_within(ladder, lambda lv: _plan_flops(_plan_at(spec, dtype, lv)), budget_flops)
     if level is None:
         return None
-    grades, m, grid = level
     gamma = _GAMMA_MIN
     if level == ladder[-1]:
-        cost = lambda g: _plan_flops(_plan(spec, dtype, m, g, grades, grid))  # noqa: E731
+        cost = lambda g: _plan_flops(_plan_at(spec, dtype, level, g))  # noqa: E731
         gamma = max(g for g in _GAMMAS if g == _GAMMA_MIN or cost(g) <= budget_flops)
-    return _plan(spec, dtype, m, gamma, grades, grid)
+    return _plan_at(spec, dtype, level, gamma)
 
 
 @register_estimator

@@ -80,6 +80,21 @@ def test_start_faces_tile_the_hemisphere_with_the_right_targets(n):
         assert int(np.asarray(tab["target"])[inside[0]]) == int(np.argsort(-x)[1])
 
 
+@pytest.mark.parametrize("n", [4, 5])
+def test_start_cut_capacities_hold_on_random_directions_and_near_ties(n):
+    # The start cuts' capacities are fitted to measured maxima (see _start_stage); an
+    # overflow would mark the slice bad and drop it. 4,000 random directions, a quarter of
+    # them with omega_0 within 1e-9 of omega_1 and a quarter with omega_0 within 1e-9 of 0.
+    rng = np.random.default_rng(10 + n)
+    omega = rng.normal(size=(4000, n - 2))
+    omega[:1000, 0] = omega[:1000, 1] + 1e-9 * rng.normal(size=1000)
+    omega[1000:2000, 0] = 1e-9 * rng.normal(size=1000)
+    omega /= np.linalg.norm(omega, axis=1, keepdims=True)
+    with jax.enable_x64(True):
+        bad = jax.jit(jax.vmap(lambda o: _start_faces(o, n, 1, 8, jnp.float64)[0].bad))(jnp.asarray(omega))
+    assert not np.any(np.asarray(bad))
+
+
 def test_theta_breakpoints_include_every_switch_of_the_state():
     # Where a neuron of relu(W_hh relu(w_ih omega_0) + w_ih omega_1) changes sign, found by
     # scanning the circle finely.
@@ -141,14 +156,17 @@ def test_n4_finest_level_matches_dense_slicing_on_a_noisy_copy():
 
 
 def test_n5_matches_2_24_sample_ground_truth_to_its_quadrature_error():
-    # n = 5 integrates over a 2-sphere; at the level a 1e9 budget buys the measured error on
-    # the zoo's d = 4, n = 5 model is below 1e-3 (not exact: see the module docstring).
+    # n = 5 integrates over a 2-sphere; the level a 1e9 budget buys (elevation breakpoints
+    # every pi / 15) reads 0.42320 on the zoo's d = 4, n = 5 model, whose accuracy is
+    # 0.4231 +- 0.0001 (three seeds), and 0.42352 with them every pi / 8, the level 1e9
+    # bought before: allowed 2e-4 plus 4 standard errors of the ground truth, not exact
+    # (see the module docstring).
     model = load_model("2nd_argmax-d4-n5")
-    plan = _plan(model.spec, "float64", 2, 1.3, 0)
-    assert _plan_flops(plan) <= 10**9
+    plan = best_plan(model.spec, 10**9)
+    assert (plan.m, plan.grid, plan.elev) == (2, 16, 15) and _plan_flops(plan) <= 10**9
     value = float(jax.jit(_program(plan))(model.params))
     truth = evaluate(model, samples=1 << 24, seed=24)
-    assert abs(value - truth.value) <= 1e-3 + 4 * truth.stderr, (value, truth)
+    assert abs(value - truth.value) <= 2e-4 + 4 * truth.stderr, (value, truth)
 
 
 def test_budget_below_the_cheapest_program_returns_chance_within_budget():
