@@ -53,26 +53,25 @@ Gauss-Legendre rule. n = 4: ``omega = (cos theta, sin theta)``. n = 5:
 ``omega = (cos phi cos theta, cos phi sin theta, sin phi)``, nested rules (weight
 ``cos phi``), the elevation breakpoints recomputed at every azimuth node. At n = 5 the sum
 is divided by the exact area ``4 pi`` of the directions, not by the rules' own (at n = 3, 4
-the weights sum to it exactly): they integrate ``cos phi`` only approximately, and ``W`` is the constant
-``int y_0^(n-3) d sigma`` where every direction is right, so the ratio cancels that part of
-the error (at ``m = 1`` on the d = 8, n = 5 copies: RMS error 6.2e-3 instead of 9.6e-3).
+the weights sum to it exactly): they integrate ``cos phi`` only approximately, and ``W`` is
+the constant ``int y_0^(n-3) d sigma`` where every direction is right, so the ratio cancels
+that part of the error (at ``m = 1`` on the d = 8, n = 5 copies: RMS error 6.2e-3 instead of 9.6e-3).
 
 Measured (float64; ground truth 2^24 samples, standard error ~1.2e-4): the zoo's d = 4,
-n = 4 model converges to 5e-6 (against 20,000 equally spaced slices) at 4 grades and
-``m = 3`` (8.9e7 FLOPs); on the ``beyond-n3`` suite's 32 noisy copies (sigma 0.0136, each
-copy's ground truth from inputs of its own) the program bought at 1e9 had RMS error 7e-5
-with breakpoints every ``pi / 8`` (up to 2.1e-4 on one copy against 20,000 equally spaced
-slices), and with them every ``pi / 24`` (6.8e8 FLOPs charged then, 6.2e8 now) it is within 4e-6 of those
-slices: the harness measures inf [166, inf] against ``sampling+prior`` there with 2^27-input
-ground truths (51 [9.4, inf] with 2^26, the lower end set by the ground truth's noise). The
-d = 4, n = 5 model (truth 0.4231 +- 0.0001 over three seeds) is off by 7e-3 at 1.2e8 FLOPs
-and by 3-7e-4 with elevation breakpoints every ``pi / 8`` up to 3.6e9; every ``pi / 15``
-(9.9e8, what 1e9 buys) it reads 0.42320, every ``pi / 36`` at ``m = 3`` (1.0e10) 0.42313.
-On the suite's 32 copies the RMS error at 1e9 fell from 7.2e-4 to 2.4e-4 (``_LADDER``).
-The d = 8, n = 5 models afford only one node per interval (RMS error 4.6e-3 at 1e9, almost
-all of it the midpoint rule's bias). The estimate is
-exact for n = 3 (``omega = +-1``, no quadrature), which the tests check against
-``exact_cones``.
+n = 4 model converges to 5e-6 (against 20,000 equally spaced slices) at 4 grades and ``m = 3``
+(8.9e7 FLOPs); on the ``beyond-n3`` suite's 32 noisy copies (sigma 0.0136, each copy's
+ground truth from inputs of its own) the program bought at 1e9 had RMS error 7e-5 with
+breakpoints every ``pi / 8`` (up to 2.1e-4 on one copy against 20,000 equally spaced
+slices), and with them every ``pi / 24`` (6.8e8 FLOPs charged then, 6.2e8 now) it is within
+4e-6 of those slices: the harness measures inf [166, inf] against ``sampling+prior`` there
+with 2^27-input ground truths (51 [9.4, inf] with 2^26, the lower end set by the ground
+truth's noise). The d = 4, n = 5 model (truth 0.4231 +- 0.0001 over three seeds) is off by
+7e-3 at 1.2e8 FLOPs and by 3-7e-4 with elevation breakpoints every ``pi / 8`` up to 3.6e9;
+every ``pi / 15`` (9.9e8, what 1e9 buys) it reads 0.42320, every ``pi / 36`` at ``m = 3``
+(1.0e10) 0.42313. On the suite's 32 copies the RMS error at 1e9 fell from 7.2e-4 to 2.4e-4
+(``_LADDER``). The d = 8, n = 5 models afford only one node per interval (RMS error 4.6e-3
+at 1e9, almost all of it the midpoint rule's bias). The estimate is exact for n = 3
+(``omega = +-1``, no quadrature), which the tests check against ``exact_cones``.
 
 Costs (metered, reads and writes at computed positions charged): d = 8, n = 5 at its
 cheapest level 6.1e8; d = 4, n = 5 at ``m = 2`` 6.6e8 (every ``pi / 8`` in elevation) to
@@ -136,23 +135,23 @@ class _Level(NamedTuple):
 # Quadrature levels, cheapest first; the budget takes the most accurate that fits. n = 4's
 # finest levels lay 48 breakpoints in azimuth (every pi / 24): measured on 11 noisy copies of
 # the zoo's d = 4, n = 4 model (sigma 0.0136) against 20,000 equally spaced slices, 4 grades
-# at m = 4 leave an RMS error of 1.0e-4 with 16 (496 nodes) and 4.1e-6 with 48 (624 nodes);
-# at m = 3, 1.5e-4 (372) and 2.5e-5 (468). n = 5: the elevation grid matters more than the
+# at m = 4 leave an RMS error of 1.0e-4 with 16 (496 nodes) and 4.1e-6 with 48 (624 nodes); at
+# m = 3, 1.5e-4 (372) and 2.5e-5 (468). n = 5: the elevation grid matters more than the
 # azimuth grid or the graded breakpoints. RMS error on the beyond-n3 suite's 32 copies of the
-# zoo's d = 4, n = 5 model against their 2^27-input ground truths (variance subtracted),
-# m = 2 and 16 in azimuth: 7.2e-4 with 8 intervals in elevation (6.6e8 FLOPs), 2.9e-4 with
-# 12, 2.7e-4 with 14, 2.4e-4 with 15 (9.9e8, what 1e9 buys), 1.6e-4 with 16 (1.0e9) and
-# 1.2e-4 with 24 (1.4e9); 1 and 2 grades at 8 in elevation cost more and gave 5e-4. The
-# argmedian copies (sigma 0.0773): 4.2e-4, 3.8e-4 and 3.5e-4 with 12, 14 and 15. At m = 1
-# (8 copies each): d = 4, 2.0e-3 with 16 (2.6e8); d = 8, 6.2e-3 with 8 (6.1e8) and 4.6e-3
-# with 16 (8.7e8, what 1e9 buys at d = 8), a bias of the midpoint rule (the error's mean is
-# 97% of its RMS).
+# zoo's d = 4, n = 5 model against their 2^27-input ground truths (variance subtracted), m = 2
+# and 16 in azimuth: 7.2e-4 with 8 intervals in elevation (6.6e8 FLOPs), 2.9e-4 with 12,
+# 2.7e-4 with 14, 2.4e-4 with 15 (9.9e8, what 1e9 buys), 1.6e-4 with 16 (1.0e9) and 1.2e-4
+# with 24 (1.4e9); 1 and 2 grades at 8 in elevation cost more and gave 5e-4 (8 copies). The
+# argmedian copies (sigma 0.0773): 4.2e-4, 3.8e-4 and 3.5e-4 with 12, 14 and 15. At m = 1 (8
+# copies each): d = 4, 2.0e-3 with 16 (2.6e8); d = 8, 6.2e-3 with 8 (6.1e8) and 4.6e-3 with 16
+# (8.7e8, what 1e9 buys at d = 8), a bias of the midpoint rule (the error's mean is 97% of its
+# RMS).
 _LADDER = {
     3: (_Level(0, 1),),
     4: (_Level(0, 1), _Level(2, 1), _Level(4, 1), _Level(4, 2), _Level(4, 3), _Level(4, 3, 48), _Level(4, 4, 48)),
     5: (
-        _Level(0, 1), _Level(0, 1, 16, 16), _Level(0, 2), _Level(0, 2, 16, 12), _Level(0, 2, 16, 14), _Level(0, 2, 16, 15),
-        _Level(0, 2, 16, 16), _Level(0, 2, 16, 24), _Level(0, 2, 48, 24), _Level(0, 3, 48, 36),
+        _Level(0, 1), _Level(0, 1, 16, 16), _Level(0, 2), _Level(0, 2, 16, 12), _Level(0, 2, 16, 14),
+        _Level(0, 2, 16, 15), _Level(0, 2, 16, 16), _Level(0, 2, 16, 24), _Level(0, 2, 48, 24), _Level(0, 3, 48, 36),
     ),
 }
 _GAMMA_MIN = 1.3
@@ -445,7 +444,10 @@ def _theta_breaks(p: dict[str, jax.Array], arch: str, grades: int, grid: int = 1
         w, W = p["rnn.weight_ih_l0"][:, 0], p["rnn.weight_hh_l0"]
         s = jnp.sign(w) + (w == 0).astype(dtype)
         # omega_0 > 0: omega_0 (W relu(w))_i + w_i omega_1 = 0; omega_0 < 0: -omega_0 (W relu(-w))_i + w_i omega_1 = 0
-        switches = [_angle(-(W @ jnp.maximum(w, 0.0)) * s, jnp.abs(w)), _angle(-(W @ jnp.maximum(-w, 0.0)) * s, -jnp.abs(w))]
+        switches = [
+            _angle(-(W @ jnp.maximum(w, 0.0)) * s, jnp.abs(w)),
+            _angle(-(W @ jnp.maximum(-w, 0.0)) * s, -jnp.abs(w)),
+        ]
     # No interval longer than 2 pi / grid. A tie on that grid is not repeated: it would add
     # an interval of length 0, ``m`` slices that weigh nothing.
     even = jnp.asarray(np.arange(grid) * 2 * math.pi / grid, dtype)
