@@ -67,15 +67,15 @@ slices), and with them every ``pi / 24`` (6.8e8 FLOPs charged then, 6.2e8 now) i
 with 2^27-input ground truths (51 [9.4, inf] with 2^26, the lower end set by the ground
 truth's noise). The d = 4, n = 5 model (truth 0.4231 +- 0.0001 over three seeds) is off by
 7e-3 at 1.2e8 FLOPs and by 3-7e-4 with elevation breakpoints every ``pi / 8`` up to 3.6e9;
-every ``pi / 15`` (9.9e8, what 1e9 buys) it reads 0.42320, every ``pi / 36`` at ``m = 3``
-(1.0e10) 0.42313. On the suite's 32 copies the RMS error at 1e9 fell from 7.2e-4 to 2.4e-4
-(``_LADDER``). The d = 8, n = 5 models afford only one node per interval (RMS error 4.6e-3
+every ``pi / 14`` (1.0e9, what 1e9 buys) it reads 0.42332, every ``pi / 36`` at ``m = 3``
+(1.1e10) 0.42313. On the suite's 32 copies the RMS error at 1e9 fell from 7.2e-4 to 2.7e-4,
+and on its argmedian copies from 5.0e-4 to 1.7e-4 (``_LADDER``). The d = 8, n = 5 models afford only one node per interval (RMS error 4.6e-3
 at 1e9, almost all of it the midpoint rule's bias). The estimate is exact for n = 3
 (``omega = +-1``, no quadrature), which the tests check against ``exact_cones``.
 
 Costs (metered, reads and writes at computed positions charged): d = 8, n = 5 at its
-cheapest level 6.1e8; d = 4, n = 5 at ``m = 2`` 6.6e8 (every ``pi / 8`` in elevation) to
-9.9e8 (``pi / 15``); the cheapest d = 4, n = 4 level 9.1e6. A slice costs ~4.9e5 FLOPs at
+cheapest level 6.4e8; d = 4, n = 5 at ``m = 2`` 7.0e8 (every ``pi / 8`` in elevation) to
+1.0e9 (``pi / 14``); the cheapest d = 4, n = 4 level 9.1e6. A slice costs ~5.2e5 FLOPs at
 d = 4, n = 5.
 
 **Budget.** One slice is an ``exact_cones`` program (static shapes, capacities from a model
@@ -140,12 +140,12 @@ class _Level(NamedTuple):
 # azimuth grid or the graded breakpoints. RMS error on the beyond-n3 suite's 32 copies of the
 # zoo's d = 4, n = 5 model against their 2^27-input ground truths (variance subtracted), m = 2
 # and 16 in azimuth: 7.2e-4 with 8 intervals in elevation (6.6e8 FLOPs), 2.9e-4 with 12,
-# 2.7e-4 with 14, 2.4e-4 with 15 (9.9e8, what 1e9 buys), 1.6e-4 with 16 (1.0e9) and 1.2e-4
-# with 24 (1.4e9); 1 and 2 grades at 8 in elevation cost more and gave 5e-4 (8 copies). The
-# argmedian copies (sigma 0.0773): 4.2e-4, 3.8e-4 and 3.5e-4 with 12, 14 and 15. At m = 1 (8
-# copies each): d = 4, 2.0e-3 with 16 (2.6e8); d = 8, 6.2e-3 with 8 (6.1e8) and 4.6e-3 with 16
-# (8.7e8, what 1e9 buys at d = 8), a bias of the midpoint rule (the error's mean is 97% of its
-# RMS).
+# 2.7e-4 with 14 (1.0e9 since faces hold 10 vertices, what 1e9 buys), 2.4e-4 with 15, 1.6e-4
+# with 16 and 1.2e-4 with 24 (1.5e9); 1 and 2 grades at 8 in elevation cost more and gave
+# 5e-4 (8 copies). The argmedian copies (sigma 0.0773), with faces of 8 vertices: 4.2e-4,
+# 3.8e-4 and 3.5e-4 with 12, 14 and 15, and 1.7e-4 with 14 and 10 (no slice dropped). At
+# m = 1 (8 copies each): d = 4, 2.0e-3 with 16; d = 8, 6.2e-3 with 8 and 4.6e-3 with 16 (what
+# 1e9 buys at d = 8), a bias of the midpoint rule (the error's mean is 97% of its RMS).
 _LADDER = {
     3: (_Level(0, 1),),
     4: (_Level(0, 1), _Level(2, 1), _Level(4, 1), _Level(4, 2), _Level(4, 3), _Level(4, 3, 48), _Level(4, 4, 48)),
@@ -268,7 +268,10 @@ def _plan(spec: ModelSpec, dtype: str, m: int, gamma: float, grades: int = 4, gr
     ``0.5 sf + 6`` more than split faces, boundary edges at most ``12c + 20``.
     """
     d, n = spec.d, spec.n
-    K = (8 if d <= 4 else 9) + (gamma >= 2.0)
+    # K: vertices a face can hold. At n = 5, with 8 (d = 4), margin cuts overflowed it on up
+    # to 3.6% of the slices of the beyond-n3 suite's argmedian-d4-n5 copies (66 of 2,016 on
+    # copy 22; more on a closed-book d4-n5), each dropped; with 10, none (6% more FLOPs).
+    K = (8 if d <= 4 else 9) + 2 * (n == 5) + (gamma >= 2.0)
     V = E = _FIRST + _KS * (_FIRST + _FS)
     F = _FIRST + _FS
     curves = 2 * n - 3 + 3
