@@ -51,11 +51,12 @@ also kinks where a slice's arrangement changes, at angles no closed form here gi
 shorter intervals cut that error, see ``_LADDER``); each interval gets an ``m``-point
 Gauss-Legendre rule. n = 4: ``omega = (cos theta, sin theta)``. n = 5:
 ``omega = (cos phi cos theta, cos phi sin theta, sin phi)``, nested rules (weight
-``cos phi``), the elevation breakpoints recomputed at every azimuth node. At n = 5 the sum
-is divided by the exact area ``4 pi`` of the directions, not by the rules' own (at n = 3, 4
-the weights sum to it exactly): they integrate ``cos phi`` only approximately, and ``W`` is
-the constant ``int y_0^(n-3) d sigma`` where every direction is right, so the ratio cancels
-that part of the error (at ``m = 1`` on the d = 8, n = 5 copies: RMS error 6.2e-3 instead of 9.6e-3).
+``cos phi``), the elevation breakpoints recomputed at every azimuth node. The sum is
+divided by the exact area of the directions' sphere (2, ``2 pi``, ``4 pi`` for n = 3, 4, 5),
+not by the rules' weights (at n = 3, 4 these sum to it up to rounding; at n = 5 they
+integrate ``cos phi`` only approximately, and ``W`` is the constant
+``int y_0^(n-3) d sigma`` where every direction is right, so the ratio cancels that part of
+the error: at ``m = 1`` on the d = 8, n = 5 copies, RMS error 6.2e-3 instead of 9.6e-3).
 
 Measured (float64; ground truth 2^24 samples, standard error ~1.2e-4): the zoo's d = 4,
 n = 4 model converges to 5e-6 (against 20,000 equally spaced slices) at 4 grades and ``m = 3``
@@ -481,6 +482,7 @@ def _program(plan: _Plan):
     spec = plan.spec
     n = spec.n
     const = math.gamma(n / 2) / (2 * math.pi ** (n / 2))
+    area = 2 * math.pi ** (n / 2 - 1) / math.gamma(n / 2 - 1)  # of S^(n-3), omega's sphere: 2, 2 pi, 4 pi
 
     def run(params: dict[str, jax.Array]) -> jax.Array:
         with jax.enable_x64(plan.dtype == "float64"):
@@ -492,9 +494,9 @@ def _program(plan: _Plan):
                 omega, weight = node
                 W, ok, _ = _slice(plan, p, omega)
                 okw = ok.astype(dtype) * weight
-                return (acc[0] + okw * jnp.where(ok, W, 0.0), acc[1] + okw, acc[2] + weight), None
+                return (acc[0] + okw * jnp.where(ok, W, 0.0), acc[1] + okw), None
 
-            start = (zero, zero, zero)
+            start = (zero, zero)
             if n == 3:
                 acc, _ = lax.scan(add, start, (jnp.asarray([[1.0], [-1.0]], dtype), jnp.ones((2,), dtype)))
             else:
@@ -511,9 +513,10 @@ def _program(plan: _Plan):
                         return lax.scan(add, acc, (omega, wt * w_phi * cp))[0], None
 
                     acc, _ = lax.scan(ring, start, (theta, w_theta))
-            total, covered, whole = acc
-            measure = 4 * math.pi if n == 5 else whole  # the directions' area (module docstring)
-            estimate = const * total * measure / jnp.maximum(covered, 1e-30)
+            total, covered = acc
+            # Dropped nodes reweighted; divided by the exact area, not the weights' sum
+            # (module docstring).
+            estimate = const * total * area / jnp.maximum(covered, 1e-30)
             return jnp.where(covered > 0, jnp.clip(estimate, 0.0, 1.0), 1.0 / n)
 
     return run
