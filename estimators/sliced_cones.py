@@ -46,9 +46,10 @@ angle). Next to many breakpoints it changes steeply, in layers of unknown width 
 equal inputs the model cannot tell apart; a large state component swinging the slice's
 zero sets), so breakpoints are also graded geometrically towards each of them (at
 ``0.1, 0.03, 0.01, 0.003`` on both sides) and laid evenly, every ``pi / 8`` (every
-``pi / 24`` at n = 4's finest levels, and up to ``pi / 36`` in elevation at n = 5's: ``W``
-also kinks where a slice's arrangement changes, at angles no closed form here gives, and
-shorter intervals cut that error, see ``_LADDER``); each interval gets an ``m``-point
+``pi / 24`` at n = 4's finest levels, and ``elev`` intervals in elevation at n = 5, from 8
+to 36, denser near the equator where the weight ``cos phi`` is large: ``W`` also kinks
+where a slice's arrangement changes, at angles no closed form here gives, and shorter
+intervals cut that error, see ``_LADDER``); each interval gets an ``m``-point
 Gauss-Legendre rule. n = 4: ``omega = (cos theta, sin theta)``. n = 5:
 ``omega = (cos phi cos theta, cos phi sin theta, sin phi)``, nested rules (weight
 ``cos phi``), the elevation breakpoints recomputed at every azimuth node. The sum is
@@ -67,16 +68,18 @@ slices), and with them every ``pi / 24`` (6.8e8 FLOPs charged then, 6.2e8 now) i
 4e-6 of those slices: the harness measures inf [166, inf] against ``sampling+prior`` there
 with 2^27-input ground truths (51 [9.4, inf] with 2^26, the lower end set by the ground
 truth's noise). The d = 4, n = 5 model (truth 0.4231 +- 0.0001 over three seeds) is off by
-7e-3 at 1.2e8 FLOPs and by 3-7e-4 with elevation breakpoints every ``pi / 8`` up to 3.6e9;
-every ``pi / 14`` (1.0e9, what 1e9 buys) it reads 0.42332, every ``pi / 36`` at ``m = 3``
-(1.1e10) 0.42313. On the suite's 32 copies the RMS error at 1e9 fell from 7.2e-4 to 2.7e-4,
-and on its argmedian copies from 5.0e-4 to 1.7e-4 (``_LADDER``). The d = 8, n = 5 models afford only one node per interval (RMS error 4.6e-3
-at 1e9, almost all of it the midpoint rule's bias). The estimate is exact for n = 3
+7e-3 at 1.2e8 FLOPs and by 3-7e-4 with 8 intervals in elevation up to 3.6e9 (evenly
+spaced); with 14 (1.0e9, what 1e9 buys) it reads 0.42290 (0.42332 evenly spaced), with 36
+at ``m = 3`` (1.1e10, evenly spaced) 0.42313. On the suite's 32 copies the RMS error at
+1e9 fell from 7.2e-4 to 2.7e-4 with finer even grids and to 1.5e-4 with the present
+spacing, and on its argmedian copies from 5.0e-4 to 1.7e-4 and 1.1e-4 (``_LADDER``). The
+d = 8, n = 5 models afford only one node per interval (RMS error 4.7e-3 at 1e9, almost all
+of it the midpoint rule's bias). The estimate is exact for n = 3
 (``omega = +-1``, no quadrature), which the tests check against ``exact_cones``.
 
 Costs (metered, reads and writes at computed positions charged): d = 8, n = 5 at its
-cheapest level 6.4e8; d = 4, n = 5 at ``m = 2`` 7.0e8 (every ``pi / 8`` in elevation) to
-1.0e9 (``pi / 14``); the cheapest d = 4, n = 4 level 9.1e6. A slice costs ~5.2e5 FLOPs at
+cheapest level 6.4e8; d = 4, n = 5 at ``m = 2`` 7.0e8 (8 intervals in elevation) to
+1.0e9 (14); the cheapest d = 4, n = 4 level 9.1e6. A slice costs ~5.2e5 FLOPs at
 d = 4, n = 5.
 
 **Budget.** One slice is an ``exact_cones`` program (static shapes, capacities from a model
@@ -124,8 +127,8 @@ from algzu.planning import abstract_params, chance_estimate, finest_within, mete
 
 class _Level(NamedTuple):
     """A quadrature level: graded breakpoints per side, Gauss-Legendre nodes per interval,
-    breakpoints laid evenly around the azimuth circle and (n = 5) intervals laid evenly in
-    elevation from pole to pole."""
+    breakpoints laid evenly around the azimuth circle and (n = 5) intervals in elevation
+    from pole to pole (:func:`_phi_breaks`)."""
 
     grades: int
     m: int
@@ -147,6 +150,14 @@ class _Level(NamedTuple):
 # 3.8e-4 and 3.5e-4 with 12, 14 and 15, and 1.7e-4 with 14 and 10 (no slice dropped). At
 # m = 1 (8 copies each): d = 4, 2.0e-3 with 16; d = 8, 6.2e-3 with 8 and 4.6e-3 with 16 (what
 # 1e9 buys at d = 8), a bias of the midpoint rule (the error's mean is 97% of its RMS).
+# Those figures are for elevation breakpoints evenly spaced. Spaced half-way between even
+# and equal-area (``_phi_breaks``), at the same cost, on the same copies: d = 4 with 12, 14,
+# 15 and 16 intervals 2.3e-4, 1.5e-4, 1.8e-4, 1.4e-4 (even: 2.9e-4, 2.7e-4, 2.4e-4,
+# 1.6e-4); argmedian 1.5e-4, 1.1e-4, 1.0e-4, 1.0e-4 (even, faces of 10 vertices: 2.0e-4,
+# 1.7e-4, 2.2e-4, 1.3e-4); d = 8 at m = 1 with 16, 4.7e-3 (even 5.0e-3; 16 copies). Equal
+# areas alone (arcsin): d = 4 with 14, 2.8e-4; argmedian 1.1e-4. Fewer azimuth breakpoints
+# for more in elevation lose: 8 even in azimuth and 24 in elevation (as costly as 16 and
+# 14) leave 9.1e-4 on d = 4, 3.3e-4 on argmedian.
 _LADDER = {
     3: (_Level(0, 1),),
     4: (_Level(0, 1), _Level(2, 1), _Level(4, 1), _Level(4, 2), _Level(4, 3), _Level(4, 3, 48), _Level(4, 4, 48)),
@@ -250,7 +261,7 @@ class _Plan(NamedTuple):
     m: int  # Gauss-Legendre nodes per interval between breakpoints
     grades: int  # graded breakpoints on each side of each breakpoint
     grid: int  # breakpoints laid evenly around the azimuth circle
-    elev: int  # n = 5: intervals laid evenly from pole to pole in elevation
+    elev: int  # n = 5: intervals from pole to pole in elevation
     gamma: float
     K: int
     stages: tuple[_Stage, ...]
@@ -464,7 +475,7 @@ def _phi_breaks(p: dict[str, jax.Array], arch: str, theta: jax.Array, grades: in
     """Elevations ``phi`` (``omega = (cos phi cos theta, cos phi sin theta, sin phi)``) where
     ``W`` jumps or kinks at azimuth ``theta``: the ties of ``omega_2`` with ``omega_0`` and
     ``omega_1``, and (RNN) where a neuron of the state after three steps switches; and
-    ``elev + 1`` laid evenly from pole to pole."""
+    ``elev + 1`` from pole to pole, denser near the equator."""
     dtype = theta.dtype
     ct, st = jnp.cos(theta), jnp.sin(theta)
     inner = jnp.stack([jnp.arctan(ct), jnp.arctan(st)])
@@ -473,7 +484,11 @@ def _phi_breaks(p: dict[str, jax.Array], arch: str, theta: jax.Array, grades: in
         c = _state(w, W, jnp.stack([ct, st]), 2)  # the state after two steps, per unit cos phi
         s = jnp.sign(w) + (w == 0).astype(dtype)
         inner = jnp.concatenate([inner, jnp.arctan2(-(W @ c) * s, jnp.abs(w))])
-    grid = jnp.asarray(np.linspace(-math.pi / 2, math.pi / 2, elev + 1), dtype)  # the poles, every pi / elev
+    # From pole to pole, half-way between even spacing (every pi / elev) and equal areas
+    # (arcsin: every interval holds the same share of the weight cos phi), so intervals are
+    # shorter where W weighs most and the polar caps are not left coarse (``_LADDER``).
+    u = np.linspace(-1.0, 1.0, elev + 1)
+    grid = jnp.asarray((np.arcsin(u) + u * math.pi / 2) / 2, dtype)
     return jnp.concatenate([grid, inner, _graded(inner, -math.pi / 2, math.pi / 2, grades)])
 
 
