@@ -73,7 +73,7 @@ spaced); with 14 (1.0e9, what 1e9 buys) it reads 0.42290 (0.42332 evenly spaced)
 at ``m = 3`` (1.1e10, evenly spaced) 0.42313. On the suite's 32 copies the RMS error at
 1e9 fell from 7.2e-4 to 2.7e-4 with finer even grids and to 1.5e-4 with the present
 spacing, and on its argmedian copies from 5.0e-4 to 1.7e-4 and 1.1e-4 (``_LADDER``). The
-d = 8, n = 5 models afford only one node per interval (RMS error 4.7e-3 at 1e9, almost all
+d = 8, n = 5 models afford only one node per interval (RMS error 4.5e-3 at 1e9, almost all
 of it the midpoint rule's bias). The estimate is exact for n = 3
 (``omega = +-1``, no quadrature), which the tests check against ``exact_cones``.
 
