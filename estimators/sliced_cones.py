@@ -52,7 +52,8 @@ where a slice's arrangement changes, at angles no closed form here gives, and sh
 intervals cut that error, see ``_LADDER``); each interval gets an ``m``-point
 Gauss-Legendre rule. n = 4: ``omega = (cos theta, sin theta)``. n = 5:
 ``omega = (cos phi cos theta, cos phi sin theta, sin phi)``, nested rules (weight
-``cos phi``), the elevation breakpoints recomputed at every azimuth node. The sum is
+``cos phi``; ``m_phi`` points per interval in elevation), the elevation breakpoints
+recomputed at every azimuth node. The sum is
 divided by the exact area of the directions' sphere (2, ``2 pi``, ``4 pi`` for n = 3, 4, 5),
 not by the rules' weights (at n = 3, 4 these sum to it up to rounding; at n = 5 they
 integrate ``cos phi`` only approximately, and ``W`` is the constant
@@ -72,14 +73,17 @@ truth's noise). The d = 4, n = 5 model (truth 0.4231 +- 0.0001 over three seeds)
 spaced); with 14 (1.0e9, what 1e9 buys) it reads 0.42290 (0.42332 evenly spaced), with 36
 at ``m = 3`` (1.1e10, evenly spaced) 0.42313. On the suite's 32 copies the RMS error at
 1e9 fell from 7.2e-4 to 2.7e-4 with finer even grids and to 1.5e-4 with the present
-spacing, and on its argmedian copies from 5.0e-4 to 1.7e-4 and 1.1e-4 (``_LADDER``). The
-d = 8, n = 5 models afford only one node per interval (RMS error 4.5e-3 at 1e9, almost all
-of it the midpoint rule's bias). The estimate is exact for n = 3
+spacing, and on its argmedian copies from 5.0e-4 to 1.7e-4 and 1.1e-4 (``_LADDER``); about
+half of what is left is the azimuth rule's, half the elevation rule's (refining either
+alone 2.1-2.3x leaves 1.4e-4 of 1.75e-4). The d = 8, n = 5 models afford one node per
+azimuth interval and two per elevation interval at 1e9 (RMS error 2.5e-3 and 2.1e-3 on the
+two suites' copies, most of it the azimuth midpoint rule's bias; one node in both, 4.5e-3 and
+3.3e-3; two in both, 7e-4 at 2.6e9). The estimate is exact for n = 3
 (``omega = +-1``, no quadrature), which the tests check against ``exact_cones``.
 
 Costs (metered, reads and writes at computed positions charged): d = 8, n = 5 at its
-cheapest level 6.4e8; d = 4, n = 5 at ``m = 2`` 7.0e8 (8 intervals in elevation) to
-1.0e9 (14); the cheapest d = 4, n = 4 level 9.1e6. A slice costs ~5.2e5 FLOPs at
+cheapest level 6.4e8, at the level 1e9 buys 9.9e8; d = 4, n = 5 at ``m = 2`` 7.0e8 (8
+intervals in elevation) to 1.0e9 (14); the cheapest d = 4, n = 4 level 9.1e6. A slice costs ~5.2e5 FLOPs at
 d = 4, n = 5.
 
 **Budget.** One slice is an ``exact_cones`` program (static shapes, capacities from a model
@@ -128,12 +132,13 @@ from algzu.planning import abstract_params, chance_estimate, finest_within, mete
 class _Level(NamedTuple):
     """A quadrature level: graded breakpoints per side, Gauss-Legendre nodes per interval,
     breakpoints laid evenly around the azimuth circle and (n = 5) intervals in elevation
-    from pole to pole (:func:`_phi_breaks`)."""
+    from pole to pole (:func:`_phi_breaks`) with ``m_phi`` nodes each (0: ``m``)."""
 
     grades: int
     m: int
     grid: int = 16
     elev: int = 8
+    m_phi: int = 0
 
 
 # Quadrature levels, cheapest first; the budget takes the most accurate that fits. n = 4's
@@ -157,12 +162,23 @@ class _Level(NamedTuple):
 # 1.7e-4, 2.2e-4, 1.3e-4); d = 8 at m = 1 with 16, 4.7e-3 (even 5.0e-3; 16 copies). Equal
 # areas alone (arcsin): d = 4 with 14, 2.8e-4; argmedian 1.1e-4. Fewer azimuth breakpoints
 # for more in elevation lose: 8 even in azimuth and 24 in elevation (as costly as 16 and
-# 14) leave 9.1e-4 on d = 4, 3.3e-4 on argmedian.
+# 14) leave 9.1e-4 on d = 4, 3.3e-4 on argmedian. Nodes per interval chosen per direction
+# (``m`` in azimuth, ``m_phi`` in elevation) at ~1e9 on d = 4 (16 copies; 1.75e-4 at m = 2
+# in both with 16 and 14): 3 in elevation with 7 intervals, 3.1e-4; 1 with 34, 2.4e-4; 1 in
+# azimuth with 32 even and 2 in elevation with 16, 3.8e-4; 3 in azimuth with 8 even, 3.9e-4.
+# Refining one direction alone: 48 in azimuth (2.3e9) 1.35e-4, 36 in elevation (2.1e9)
+# 1.43e-4, so both rules leave about as much. A random shift of the elevation grid per azimuth
+# node (13 intervals, 2 seeds): 2.3e-4, 2.7e-4. At d = 8, where 1e9 affords one node per
+# interval at 16 and 16 (32 copies: 4.5e-3, argmedian 3.3e-3, a bias of +4.3e-3 and +3.0e-3),
+# 2 in elevation with 4 intervals at the same cost leaves 2.5e-3 and 2.1e-3 (with 3: 2.8e-3
+# and 3.7e-3); 2 in azimuth with 8 even and 1 in elevation with 8, 3.7e-3 (12 copies); grading
+# around the ties alone, 2.3e-3 to 3.4e-3 at 1.1-1.3e9; 2 nodes in both need 2.6e9 (7.1e-4,
+# unbiased, 8 copies).
 _LADDER = {
     3: (_Level(0, 1),),
     4: (_Level(0, 1), _Level(2, 1), _Level(4, 1), _Level(4, 2), _Level(4, 3), _Level(4, 3, 48), _Level(4, 4, 48)),
     5: (
-        _Level(0, 1), _Level(0, 1, 16, 16), _Level(0, 2), _Level(0, 2, 16, 12), _Level(0, 2, 16, 14),
+        _Level(0, 1), _Level(0, 1, 16, 4, m_phi=2), _Level(0, 2), _Level(0, 2, 16, 12), _Level(0, 2, 16, 14),
         _Level(0, 2, 16, 15), _Level(0, 2, 16, 16), _Level(0, 2, 16, 24), _Level(0, 2, 48, 24), _Level(0, 3, 48, 36),
     ),
 }
@@ -258,7 +274,8 @@ def _start_faces(omega: jax.Array, n: int, rank: int, K: int, dtype) -> tuple[_C
 class _Plan(NamedTuple):
     spec: ModelSpec
     dtype: str
-    m: int  # Gauss-Legendre nodes per interval between breakpoints
+    m: int  # Gauss-Legendre nodes per interval between breakpoints (n = 5: in azimuth)
+    m_phi: int  # n = 5: Gauss-Legendre nodes per interval in elevation
     grades: int  # graded breakpoints on each side of each breakpoint
     grid: int  # breakpoints laid evenly around the azimuth circle
     elev: int  # n = 5: intervals from pole to pole in elevation
@@ -268,7 +285,9 @@ class _Plan(NamedTuple):
     B: int
 
 
-def _plan(spec: ModelSpec, dtype: str, m: int, gamma: float, grades: int = 4, grid: int = 16, elev: int = 8) -> _Plan:
+def _plan(
+    spec: ModelSpec, dtype: str, m: int, gamma: float, grades: int = 4, grid: int = 16, elev: int = 8, m_phi: int = 0
+) -> _Plan:
     """Capacities of one slice for growth factor ``gamma``.
 
     As in ``exact_cones._plan``, with ``c`` the curves before a cut (the ``2n - 3`` start
@@ -315,7 +334,7 @@ def _plan(spec: ModelSpec, dtype: str, m: int, gamma: float, grades: int = 4, gr
     for r in range(n - 1):
         sf, se = grow(1, lambda c: 3.5 * c + 6, lambda c: 1.5 * c)
         stages.append(_Stage("margin", r, 0, 0, V, E, F, sf, se))
-    return _Plan(spec, dtype, m, grades, grid, elev, gamma, K, tuple(stages), up(12 * curves + 20))
+    return _Plan(spec, dtype, m, m_phi or m, grades, grid, elev, gamma, K, tuple(stages), up(12 * curves + 20))
 
 
 # --- one slice ---------------------------------------------------------------------------------
@@ -522,7 +541,8 @@ def _program(plan: _Plan):
 
                     def ring(acc, node):
                         th, wt = node
-                        phi, w_phi = _gauss(_phi_breaks(p, spec.arch, th, plan.grades, plan.elev), plan.m, closed=False)
+                        breaks = _phi_breaks(p, spec.arch, th, plan.grades, plan.elev)
+                        phi, w_phi = _gauss(breaks, plan.m_phi, closed=False)
                         cp = jnp.cos(phi)
                         omega = jnp.stack([cp * jnp.cos(th), cp * jnp.sin(th), jnp.sin(phi)], axis=1)
                         return lax.scan(add, acc, (omega, wt * w_phi * cp))[0], None
@@ -548,7 +568,7 @@ DECLARED_UP_TO = 10**9
 
 
 def _plan_at(spec: ModelSpec, dtype: str, level: _Level, gamma: float = _GAMMA_MIN) -> _Plan:
-    return _plan(spec, dtype, level.m, gamma, level.grades, level.grid, level.elev)
+    return _plan(spec, dtype, level.m, gamma, level.grades, level.grid, level.elev, level.m_phi)
 
 
 @functools.lru_cache(maxsize=256)
