@@ -74,7 +74,9 @@ def main() -> None:
             for lv in sc._LADDER[spec.n]:
                 flops = sc._plan_flops(sc._plan_at(spec, "float64", lv))
                 elev = f", {lv.elev} in elevation" if spec.n == 5 else ""
-                m = f"m = {lv.m}" if not lv.m_phi or lv.m_phi == lv.m else f"m = {lv.m} in azimuth, {lv.m_phi} in elevation"
+                m = f"m = {lv.m}"
+                if lv.m_phi and lv.m_phi != lv.m:
+                    m = f"m = {lv.m} in azimuth, {lv.m_phi} in elevation"
                 rung = f"{lv.grades} grades, {m}, {lv.grid} even{elev}"
                 print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | {rung} | {flops:.3g} |")
         sys.stdout.flush()

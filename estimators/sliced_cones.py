@@ -53,12 +53,12 @@ intervals cut that error, see ``_LADDER``); each interval gets an ``m``-point
 Gauss-Legendre rule. n = 4: ``omega = (cos theta, sin theta)``. n = 5:
 ``omega = (cos phi cos theta, cos phi sin theta, sin phi)``, nested rules (weight
 ``cos phi``; ``m_phi`` points per interval in elevation), the elevation breakpoints
-recomputed at every azimuth node. The sum is
-divided by the exact area of the directions' sphere (2, ``2 pi``, ``4 pi`` for n = 3, 4, 5),
-not by the rules' weights (at n = 3, 4 these sum to it up to rounding; at n = 5 they
-integrate ``cos phi`` only approximately, and ``W`` is the constant
-``int y_0^(n-3) d sigma`` where every direction is right, so the ratio cancels that part of
-the error: at ``m = 1`` on the d = 8, n = 5 copies, RMS error 6.2e-3 instead of 9.6e-3).
+recomputed at every azimuth node. The sum is divided by the exact area of the directions'
+sphere (2, ``2 pi``, ``4 pi`` for n = 3, 4, 5), not by the rules' weights (at n = 3, 4 these
+sum to it up to rounding; at n = 5 they integrate ``cos phi`` only approximately, and ``W``
+is the constant ``int y_0^(n-3) d sigma`` where every direction is right, so the ratio
+cancels that part of the error: at ``m = 1`` on the d = 8, n = 5 copies, RMS error 6.2e-3
+instead of 9.6e-3).
 
 Measured (float64; ground truth 2^24 samples, standard error ~1.2e-4): the zoo's d = 4,
 n = 4 model converges to 5e-6 (against 20,000 equally spaced slices) at 4 grades and ``m = 3``
@@ -76,15 +76,16 @@ at ``m = 3`` (1.1e10, evenly spaced) 0.42313. On the suite's 32 copies the RMS e
 spacing, and on its argmedian copies from 5.0e-4 to 1.7e-4 and 1.1e-4 (``_LADDER``); about
 half of what is left is the azimuth rule's, half the elevation rule's (refining either
 alone 2.1-2.3x leaves 1.4e-4 of 1.75e-4). The d = 8, n = 5 models afford one node per
-azimuth interval and two per elevation interval at 1e9 (RMS error 2.5e-3 and 2.1e-3 on the
-two suites' copies, most of it the azimuth midpoint rule's bias; one node in both, 4.5e-3 and
-3.3e-3; two in both, 7e-4 at 2.6e9). The estimate is exact for n = 3
-(``omega = +-1``, no quadrature), which the tests check against ``exact_cones``.
+azimuth interval and two per elevation interval at 1e9 (RMS error 2.5e-3 on the suite's
+2nd argmax copies, 2.1e-3 on its argmedian ones, most of it the azimuth midpoint rule's
+bias; one node in both, 4.5e-3 and 3.3e-3; two in both, 7e-4 at 2.6e9). The estimate is
+exact for n = 3 (``omega = +-1``, no quadrature), which the tests check against
+``exact_cones``.
 
 Costs (metered, reads and writes at computed positions charged): d = 8, n = 5 at its
 cheapest level 6.4e8, at the level 1e9 buys 9.9e8; d = 4, n = 5 at ``m = 2`` 7.0e8 (8
-intervals in elevation) to 1.0e9 (14); the cheapest d = 4, n = 4 level 9.1e6. A slice costs ~5.2e5 FLOPs at
-d = 4, n = 5.
+intervals in elevation) to 1.0e9 (14); the cheapest d = 4, n = 4 level 9.1e6. A slice
+costs ~5.2e5 FLOPs at d = 4, n = 5.
 
 **Budget.** One slice is an ``exact_cones`` program (static shapes, capacities from a model
 of how many faces each cut splits, scaled by ``gamma``); ``lax.scan`` runs it over the

@@ -172,16 +172,16 @@ def test_n5_matches_2_24_sample_ground_truth_to_its_quadrature_error():
 
 def test_n5_d8_level_at_1e9_takes_two_nodes_per_elevation_interval():
     # At d = 8, 1e9 affords one node per azimuth interval. With one per elevation interval
-    # too (16 and 16) the zoo's d = 8, n = 5 model reads 0.88141, 5.4e-3 above its accuracy
-    # (0.87606 +- 0.00008); with two per elevation interval (4 intervals, the same cost)
-    # 0.87922, 3.2e-3 above (2.5e-3 RMS on the beyond-n3 suite's 32 copies instead of 4.5e-3).
+    # too (16 and 16, the level 1e9 bought up to 38668c5) the zoo's d = 8, n = 5 model reads
+    # 0.88141, 5.4e-3 above its accuracy (0.87606 +- 0.00008); with two per elevation
+    # interval (4 intervals, the same cost) 0.87922, 3.2e-3 above (2.5e-3 RMS on the
+    # beyond-n3 suite's 32 copies instead of 4.5e-3). Allowed 4e-3: the old level fails.
     model = load_model("2nd_argmax-d8-n5")
     plan = best_plan(model.spec, 10**9)
     assert (plan.m, plan.m_phi, plan.grid, plan.elev) == (1, 2, 16, 4) and _plan_flops(plan) <= 10**9
-    one_node = _plan(model.spec, "float64", 1, plan.gamma, 0, 16, 16)
+    value = float(jax.jit(_program(plan))(model.params))
     truth = evaluate(model, samples=1 << 24, seed=24)
-    error = {p_: abs(float(jax.jit(_program(p_))(model.params)) - truth.value) for p_ in (plan, one_node)}
-    assert error[plan] < 4e-3 and error[plan] < 0.7 * error[one_node], error
+    assert abs(value - truth.value) < 4e-3, (value, truth)
 
 
 def test_n5_elevation_breakpoints_run_pole_to_pole_densest_at_the_equator():
