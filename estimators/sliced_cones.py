@@ -77,8 +77,9 @@ spacing, and on its argmedian copies from 5.0e-4 to 1.7e-4 and 1.1e-4 (``_LADDER
 half of what is left is the azimuth rule's, half the elevation rule's (refining either
 alone 2.1-2.3x leaves 1.4e-4 of 1.75e-4). The d = 8, n = 5 models afford one node per
 azimuth interval and two per elevation interval at 1e9 (RMS error 2.5e-3 on the suite's
-2nd argmax copies, 2.1e-3 on its argmedian ones, most of it the azimuth midpoint rule's
-bias; one node in both, 4.5e-3 and 3.3e-3; two in both, 7e-4 at 2.6e9). The estimate is
+2nd argmax copies, 2.1e-3 on its argmedian ones, most of it a bias, the azimuth midpoint
+rule's as far as measured; one node in both, 4.5e-3 and 3.3e-3; two in both, 7e-4 and
+unbiased at 2.6e9). The estimate is
 exact for n = 3 (``omega = +-1``, no quadrature), which the tests check against
 ``exact_cones``.
 
