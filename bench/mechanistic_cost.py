@@ -72,11 +72,10 @@ def main() -> None:
         elif spec.n <= 5:
             print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | one slice | {_one_slice_flops(sc, spec):.3g} |")
             for lv in sc._LADDER[spec.n]:
-                flops = sc._plan_flops(sc._plan_at(spec, "float64", lv))
+                plan = sc._plan_at(spec, "float64", lv)
+                flops = sc._plan_flops(plan)
                 elev = f", {lv.elev} in elevation" if spec.n == 5 else ""
-                m = f"m = {lv.m}"
-                if lv.m_phi and lv.m_phi != lv.m:
-                    m = f"m = {lv.m} in azimuth, {lv.m_phi} in elevation"
+                m = f"m = {plan.m}" if plan.m_phi == plan.m else f"m = {plan.m} in azimuth, {plan.m_phi} in elevation"
                 rung = f"{lv.grades} grades, {m}, {lv.grid} even{elev}"
                 print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | {rung} | {flops:.3g} |")
         sys.stdout.flush()

@@ -79,9 +79,8 @@ alone 2.1-2.3x leaves 1.4e-4 of 1.75e-4). The d = 8, n = 5 models afford one nod
 azimuth interval and two per elevation interval at 1e9 (RMS error 2.5e-3 on the suite's
 2nd argmax copies, 2.1e-3 on its argmedian ones, most of it a bias, the azimuth midpoint
 rule's as far as measured; one node in both, 4.5e-3 and 3.3e-3; two in both, 7e-4 and
-unbiased at 2.6e9). The estimate is
-exact for n = 3 (``omega = +-1``, no quadrature), which the tests check against
-``exact_cones``.
+unbiased at 2.6e9). The estimate is exact for n = 3 (``omega = +-1``, no quadrature),
+which the tests check against ``exact_cones``.
 
 Costs (metered, reads and writes at computed positions charged): d = 8, n = 5 at its
 cheapest level 6.4e8, at the level 1e9 buys 9.9e8; d = 4, n = 5 at ``m = 2`` 7.0e8 (8
