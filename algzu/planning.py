@@ -75,6 +75,11 @@ def metered_flops(fn: Callable[..., Any], *args: Any) -> int:
 
     Returns:
         The metered FLOP count (see :mod:`algzu.meter` for the cost model).
+
+    Safe to call while ``estimate`` is being traced: ``fn`` is traced on its own and nothing
+    is staged into the caller's program. Not under ``jax.ensure_compile_time_eval()``: the
+    count is the same, but JAX then runs ``fn``'s constant operations eagerly, compiling
+    each (several times slower on a fresh process).
     """
     return meter.count_flops(fn, *args)
 

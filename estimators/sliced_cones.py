@@ -621,8 +621,9 @@ class SlicedCones(Estimator):
 
     def estimate(self, model: Model, budget_flops: int, key: jax.Array) -> jax.Array:
         spec = model.spec
-        with jax.ensure_compile_time_eval():
-            plan = best_plan(spec, int(budget_flops), self.dtype)
+        # Planning meters candidate programs by tracing them on shape-only weights: nothing is
+        # staged into this trace (see algzu.planning.metered_flops).
+        plan = best_plan(spec, int(budget_flops), self.dtype)
         if plan is None:
             return chance_estimate(spec)
         return _program(plan)(model.params)
