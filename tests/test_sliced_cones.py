@@ -4,11 +4,13 @@ The boundary formulas are checked against known integrals, the in-program slice 
 (start faces, breakpoints) against direct numpy computations, n = 3 against
 ``exact_cones`` (slicing is exact there), and n = 4, 5 against 2^24-sample ground truth with
 tolerances stated in standard errors (n = 4) or as the measured quadrature error (n = 5).
-One compiled program per test at most.
+One compiled program per test at most, and one per plan in the module (:func:`_compiled`):
+compiling a slice program takes ~10 s.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -35,6 +37,12 @@ from algzu.evaluate import evaluate
 from algzu.model import ModelSpec
 from algzu.zoo import load_model
 from sealed_run import run_once
+
+
+@functools.cache
+def _compiled(plan):
+    """The estimate as a compiled function of the weights, once per plan (plans are tuples)."""
+    return jax.jit(_program(plan))
 
 
 @pytest.mark.parametrize(
@@ -111,18 +119,18 @@ def test_theta_breakpoints_include_every_switch_of_the_state():
 
 
 def test_n3_slicing_is_exact_and_equals_exact_cones():
+    # The cheapest plan: a slice dropped for want of room would show as an error.
     model = load_model("2nd_argmax-d4-n3")
-    plan = best_plan(model.spec, 10**7)
-    value = float(jax.jit(_program(plan))(model.params))
+    value = float(_compiled(_plan(model.spec, "float64", 1, 1.3, 0))(model.params))
     assert abs(value - exact_accuracy(model)) < 1e-10
 
 
 def test_n4_matches_2_24_sample_ground_truth_within_4_standard_errors():
-    # The zoo's d = 4, n = 4 model at the finest quadrature (graded breakpoints, 3 nodes per
-    # interval): its quadrature error is ~5e-6 (against 20,000 equally spaced slices).
+    # The zoo's d = 4, n = 4 model at the level 1e9 buys (4 graded breakpoints, 4 nodes per
+    # interval, every pi / 24): its quadrature error is ~5e-6 (against 20,000 equally spaced
+    # slices, at 3 nodes and every pi / 8).
     model = load_model("2nd_argmax-d4-n4")
-    plan = _plan(model.spec, "float64", 3, 1.3, 4)
-    value = float(jax.jit(_program(plan))(model.params))
+    value = float(_compiled(best_plan(model.spec, 10**9))(model.params))
     truth = evaluate(model, samples=1 << 24, seed=24)
     assert abs(value - truth.value) <= 4 * truth.stderr, (value, truth)
 
@@ -132,14 +140,14 @@ def test_n4_finest_level_matches_dense_slicing_on_a_noisy_copy():
     # 2.1e-4 at 4 grades and m = 4 (the level 1e9 bought up to 4e7a860): against 5,000
     # equally spaced slices (within 6e-6 of 20,000, which are within ~3e-6 of 40,000; 2,500
     # are 6.5e-5 off), the finest level's pi / 24 grid is within 3e-5 (measured 6.7e-6,
-    # 1.0e-6 against 20,000), and the pi / 8 grid at the same m is not within 1e-4 (2.0e-4).
+    # 1.0e-6 against 20,000), and the pi / 8 grid at the same m is not within 1e-4 (2.0e-4,
+    # measured with this test's reference; not recompiled here, the level is pinned).
     from algzu.noise import NoiseSpec, noisy_params
 
     model = load_model("2nd_argmax-d4-n4")
     copy = {k: v[6] for k, v in noisy_params(model, "2nd_argmax-d4-n4", NoiseSpec(0.0136, 32, 45)).items()}
     finest = best_plan(model.spec, 10**9)
     assert (finest.grades, finest.m, finest.grid) == (4, 4, 48)
-    coarse = _plan(model.spec, "float64", 4, finest.gamma, 4, 16)
     n = 5_000
     with jax.enable_x64(True):
         p = {k: jnp.asarray(v, jnp.float64) for k, v in copy.items()}
@@ -152,8 +160,7 @@ def test_n4_finest_level_matches_dense_slicing_on_a_noisy_copy():
         total = float(jnp.sum(jax.jit(lambda t: jax.lax.map(slice_measure, t))(theta)))
     dense = total * 2 * math.pi / n / (2 * math.pi**2)  # Gamma(2) / (2 pi^2) times the integral over theta
     assert np.isfinite(dense)  # no slice dropped
-    assert abs(float(jax.jit(_program(finest))(copy)) - dense) < 3e-5
-    assert abs(float(jax.jit(_program(coarse))(copy)) - dense) > 1e-4
+    assert abs(float(_compiled(finest)(copy)) - dense) < 3e-5
 
 
 def test_n5_matches_2_24_sample_ground_truth_to_its_quadrature_error():
@@ -165,7 +172,7 @@ def test_n5_matches_2_24_sample_ground_truth_to_its_quadrature_error():
     model = load_model("2nd_argmax-d4-n5")
     plan = best_plan(model.spec, 10**9)
     assert (plan.m, plan.grid, plan.elev) == (2, 16, 14) and _plan_flops(plan) <= 10**9
-    value = float(jax.jit(_program(plan))(model.params))
+    value = float(_compiled(plan)(model.params))
     truth = evaluate(model, samples=1 << 24, seed=24)
     assert abs(value - truth.value) <= 2e-4 + 4 * truth.stderr, (value, truth)
 
@@ -179,7 +186,7 @@ def test_n5_d8_level_at_1e9_takes_two_nodes_per_elevation_interval():
     model = load_model("2nd_argmax-d8-n5")
     plan = best_plan(model.spec, 10**9)
     assert (plan.m, plan.m_phi, plan.grid, plan.elev) == (1, 2, 16, 4) and _plan_flops(plan) <= 10**9
-    value = float(jax.jit(_program(plan))(model.params))
+    value = float(_compiled(plan)(model.params))
     truth = evaluate(model, samples=1 << 24, seed=24)
     assert abs(value - truth.value) < 4e-3, (value, truth)
 
@@ -204,7 +211,8 @@ def test_n5_elevation_breakpoints_run_pole_to_pole_densest_at_the_equator():
 def test_n5_faces_have_room_for_their_vertices():
     # Directions where a slice of copy 22 of the beyond-n3 suite's argmedian-d4-n5 copies
     # was dropped at the level 1e9 buys when a face could hold 8 vertices (72 of its 2,016
-    # slices, in margin cuts: a split piece needs more). n = 5 faces now hold 10: none is.
+    # slices, in margin cuts: a split piece needs more; checked again with this test at
+    # K = 8, every one of the six fails, not recompiled here). n = 5 faces now hold 10: none is.
     from algzu.noise import NoiseSpec, noisy_params
 
     model = load_model("argmedian-d4-n5")
@@ -222,10 +230,8 @@ def test_n5_faces_have_room_for_their_vertices():
     with jax.enable_x64(True):
         p = {k: jnp.asarray(v, jnp.float64) for k, v in copy.items()}
 
-        def ok(K):
-            return np.asarray(jax.jit(jax.vmap(lambda o: _slice(plan._replace(K=K), p, o)[1]))(jnp.asarray(omega)))
-
-        assert np.all(ok(10)) and not np.any(ok(8))
+        ok = np.asarray(jax.jit(jax.vmap(lambda o: _slice(plan, p, o)[1]))(jnp.asarray(omega)))
+    assert np.all(ok)
 
 
 def test_budget_below_the_cheapest_program_returns_chance_within_budget():
