@@ -97,11 +97,14 @@ of ~2.7e3 (the 16 x 16 x 3 product, 1.5e3, and the majority lookup, 1.0e3, on a 
 indexed by the normal's L1 "diamond angle", so no arctangent) plus ~4.5e3 of readouts; with
 ``m`` draws per stratum on M16,10 (the same count by both meters). These figures, and the
 FLOPs in the table of measurements below, predate charged reads and writes at computed
-positions (up to 7b90a62). Since then capacity 1 costs 9.49e6 FLOPs by both meters (its
-clipping gathers and scatters ~4.9e5 elements; the squares in ``_majority_on_triangle`` are
-``jnp.square``, which the jaxpr meter charges as the multiply it lowers to, not 16 as
-``** 2``), ``m = 1`` 1.67e5 and ``m = 6`` 9.58e5: every budget of the table buys the same
-program as before:
+positions (up to 7b90a62). Measured at 58dfeff, capacity 1 costs 9.43e6 FLOPs by both meters
+(its clipping gathers and scatters ~4.9e5 elements; the squares in ``_majority_on_triangle``
+are ``jnp.square``, which the jaxpr meter charges as the multiply it lowers to, not 16 as
+``** 2``), ``m = 1`` 1.64e5, ``m = 6`` 9.46e5, capacity 2 1.07e8, 4 2.14e8, 8 4.29e8, 16
+8.60e8. Every budget of the table buys the same program as before except 1e8: capacity 2
+no longer fits it, so 1e8 buys capacity 1, the program of 1e7 (the committed results at 1e8:
+FVU 0.30 [0.19, 0.50] on the 432 protocol, 0.24 on the default suite). The table's rows at
+1e8 are capacity 2 as measured before:
 
 =====================  ======  ======  ======  ======  ======  ======  ======  ======  ======  ======
 draws per stratum m    1       2       3       4       6       9       12      18      24      36
