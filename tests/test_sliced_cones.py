@@ -24,6 +24,7 @@ from algzu.estimators.sliced_cones import (
     DECLARED_UP_TO,
     SlicedCones,
     _edge_terms,
+    _gauss,
     _phi_breaks,
     _plan,
     _plan_flops,
@@ -140,8 +141,9 @@ def test_n4_finest_level_matches_dense_slicing_on_a_noisy_copy():
     # 2.1e-4 at 4 grades and m = 4 (the level 1e9 bought up to 4e7a860): against 5,000
     # equally spaced slices (within 6e-6 of 20,000, which are within ~3e-6 of 40,000; 2,500
     # are 6.5e-5 off), the finest level's pi / 24 grid is within 3e-5 (measured 6.7e-6,
-    # 1.0e-6 against 20,000), and the pi / 8 grid at the same m is not within 1e-4 (2.0e-4,
-    # measured with this test's reference; not recompiled here, the level is pinned).
+    # 1.0e-6 against 20,000), and the pi / 8 grid at the same m is not within 1e-4 (2.0e-4).
+    # The pi / 8 grid's nodes are measured by the same compiled slice as the dense ones (each
+    # slice is exact, whatever the level), weighted as ``_program`` weighs them.
     from algzu.noise import NoiseSpec, noisy_params
 
     model = load_model("2nd_argmax-d4-n4")
@@ -151,16 +153,21 @@ def test_n4_finest_level_matches_dense_slicing_on_a_noisy_copy():
     n = 5_000
     with jax.enable_x64(True):
         p = {k: jnp.asarray(v, jnp.float64) for k, v in copy.items()}
-        theta = (jnp.arange(n) + 0.5) * 2 * math.pi / n
+        coarse_theta, coarse_w = _gauss(_theta_breaks(p, "rnn", finest.grades, 16), finest.m, closed=True)
+        theta = jnp.concatenate([(jnp.arange(n) + 0.5) * 2 * math.pi / n, coarse_theta])
 
         def slice_measure(th):
             w, ok, _ = _slice(finest, p, jnp.stack([jnp.cos(th), jnp.sin(th)]))
             return jnp.where(ok, w, jnp.nan)
 
-        total = float(jnp.sum(jax.jit(lambda t: jax.lax.map(slice_measure, t))(theta)))
-    dense = total * 2 * math.pi / n / (2 * math.pi**2)  # Gamma(2) / (2 pi^2) times the integral over theta
-    assert np.isfinite(dense)  # no slice dropped
+        W = np.asarray(jax.jit(lambda t: jax.lax.map(slice_measure, t))(theta))
+        coarse_w = np.asarray(coarse_w)
+    # Gamma(2) / (2 pi^2) times the integral over theta (the rule's weights sum to 2 pi)
+    dense = np.sum(W[:n]) * 2 * math.pi / n / (2 * math.pi**2)
+    coarse = np.sum(coarse_w * W[n:]) * (2 * math.pi / np.sum(coarse_w)) / (2 * math.pi**2)
+    assert np.isfinite(dense) and np.isfinite(coarse)  # no slice dropped
     assert abs(float(_compiled(finest)(copy)) - dense) < 3e-5
+    assert abs(coarse - dense) > 1e-4
 
 
 def test_n5_matches_2_24_sample_ground_truth_to_its_quadrature_error():
@@ -182,13 +189,15 @@ def test_n5_d8_level_at_1e9_takes_two_nodes_per_elevation_interval():
     # too (16 and 16, the level 1e9 bought up to 38668c5) the zoo's d = 8, n = 5 model reads
     # 0.88141, 5.4e-3 above its accuracy (0.87606 +- 0.00008); with two per elevation
     # interval (4 intervals, the same cost) 0.87922, 3.2e-3 above (2.5e-3 RMS on the
-    # beyond-n3 suite's 32 copies instead of 4.5e-3). Allowed 4e-3: the old level fails.
+    # beyond-n3 suite's 32 copies instead of 4.5e-3). Allowed 0.7 times the old level's
+    # error (up to 9b33054 both were compiled here and compared; the old level is fixed, so
+    # its measured error stands in).
     model = load_model("2nd_argmax-d8-n5")
     plan = best_plan(model.spec, 10**9)
     assert (plan.m, plan.m_phi, plan.grid, plan.elev) == (1, 2, 16, 4) and _plan_flops(plan) <= 10**9
     value = float(_compiled(plan)(model.params))
     truth = evaluate(model, samples=1 << 24, seed=24)
-    assert abs(value - truth.value) < 4e-3, (value, truth)
+    assert abs(value - truth.value) < 0.7 * abs(0.88141 - truth.value), (value, truth)
 
 
 def test_n5_elevation_breakpoints_run_pole_to_pole_densest_at_the_equator():
@@ -211,8 +220,7 @@ def test_n5_elevation_breakpoints_run_pole_to_pole_densest_at_the_equator():
 def test_n5_faces_have_room_for_their_vertices():
     # Directions where a slice of copy 22 of the beyond-n3 suite's argmedian-d4-n5 copies
     # was dropped at the level 1e9 buys when a face could hold 8 vertices (72 of its 2,016
-    # slices, in margin cuts: a split piece needs more; checked again with this test at
-    # K = 8, every one of the six fails, not recompiled here). n = 5 faces now hold 10: none is.
+    # slices, in margin cuts: a split piece needs more). n = 5 faces now hold 10: none is.
     from algzu.noise import NoiseSpec, noisy_params
 
     model = load_model("argmedian-d4-n5")
@@ -230,8 +238,10 @@ def test_n5_faces_have_room_for_their_vertices():
     with jax.enable_x64(True):
         p = {k: jnp.asarray(v, jnp.float64) for k, v in copy.items()}
 
-        ok = np.asarray(jax.jit(jax.vmap(lambda o: _slice(plan, p, o)[1]))(jnp.asarray(omega)))
-    assert np.all(ok)
+        def ok(K):
+            return np.asarray(jax.jit(jax.vmap(lambda o: _slice(plan._replace(K=K), p, o)[1]))(jnp.asarray(omega)))
+
+        assert np.all(ok(10)) and not np.any(ok(8))
 
 
 def test_budget_below_the_cheapest_program_returns_chance_within_budget():
