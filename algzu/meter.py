@@ -207,7 +207,10 @@ _CALLS = {
     "checkpoint": "jaxpr",
 }  # fmt: skip
 _HOST_CALLBACKS = frozenset({"pure_callback", "io_callback"})
-# Scalar ops folded to constants so fori_loop bounds built from literals are known.
+# Scalar ops folded to constants so fori_loop bounds built from literals are known. Never a
+# float-to-integer conversion: numpy's cast is not XLA's out of range or on NaN (numpy gives
+# INT_MIN for float32(1e10) -> int32 where XLA saturates to INT_MAX; see algzu.hlo_meter),
+# so such a bound is unknown and its loop refused.
 _FOLD = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "neg": np.negative,
     "max": np.maximum, "min": np.minimum, "copy": lambda x: x, "copy_p": lambda x: x,
@@ -349,7 +352,10 @@ def _fold_constants(eqn: jcore.JaxprEqn, known: dict[jcore.Var, np.ndarray]) -> 
     if any(v is None or v.size != 1 for v in values):
         return
     if name == "convert_element_type":
-        known[eqn.outvars[0]] = values[0].astype(eqn.params["new_dtype"])
+        new_dtype = eqn.params["new_dtype"]
+        if jax.dtypes.issubdtype(values[0].dtype, np.inexact) and not jax.dtypes.issubdtype(new_dtype, np.inexact):
+            return  # numpy's float-to-integer cast is not XLA's (see _FOLD)
+        known[eqn.outvars[0]] = values[0].astype(new_dtype)
     else:
         known[eqn.outvars[0]] = np.asarray(_FOLD[name](*values))
 
@@ -577,8 +583,8 @@ def _fori_trip_count(eqn: jcore.JaxprEqn, known: Mapping[jcore.Var, np.ndarray])
     if test.primitive.name != "lt" or test.outvars[0] is not cond.outvars[0]:
         return None
     counter, bound = test.invars
-    if counter not in cond_carry:
-        return None
+    if counter not in cond_carry or not jax.dtypes.issubdtype(counter.aval.dtype, np.integer):
+        return None  # a float counter runs ceil(upper - lower) trips, not int(upper) - int(lower)
     i = cond_carry.index(counter)
     if isinstance(bound, jcore.Literal):
         upper = _value(bound, known)

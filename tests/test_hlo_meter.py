@@ -570,6 +570,59 @@ def test_a_hand_written_counted_loop_is_charged_its_trips_and_a_wrapping_one_is_
         _through_bytes(exported_from_text(_counted_loop_module(-1, "UNSIGNED")))
 
 
+def _float_bound(value: float, dtype) -> jax.Array:
+    """A loop bound converted from a float at run time: ``convert(value + 0)`` (the ``add``
+    keeps JAX from folding it while tracing, with numpy's cast)."""
+    return lax.convert_element_type(lax.add(jnp.float32(value), jnp.float32(0.0)), dtype)
+
+
+INT32_MAX = 2**31 - 1
+
+
+@pytest.mark.parametrize(
+    "lower, upper, trips",
+    [
+        # float32(1e10) -> int32: numpy's cast (x86) gives INT_MIN, XLA saturates to INT_MAX:
+        # 64 trips run, 0 metered (``attack_saturating_bound``: 131,072 samples for 1 FLOP).
+        (lambda: jnp.int32(INT32_MAX - 64), lambda: _float_bound(1e10, jnp.int32), 64),
+        # NaN -> int32: INT_MIN in numpy, 0 in XLA (50 trips run, ~2^31 metered).
+        (lambda: _float_bound(float("nan"), jnp.int32), lambda: jnp.int32(50), 50),
+        # -5.0 -> uint32: 4294967291 in numpy, 0 in XLA (50 trips run, 0 metered).
+        (lambda: _float_bound(-5.0, jnp.uint32), lambda: jnp.uint32(50), 50),
+        # In range the casts agree, but a bound is an integer: it is never folded from a float.
+        (lambda: jnp.int32(0), lambda: _float_bound(5.0, jnp.int32), 5),
+    ],
+)
+def test_a_loop_bound_converted_from_a_float_is_refused_by_both_meters(lower, upper, trips):
+    """Both meters fold scalar constants to learn a counted loop's trips. Float-to-integer
+    casts are where numpy and XLA disagree (out of range, NaN, negative to unsigned), so such
+    a bound is not folded: the trip count is unknown and the program refused, never metered
+    with trips other than those it runs."""
+    x = jnp.ones(3, F32)
+
+    def fn(c):
+        return lax.fori_loop(lower(), upper(), lambda i, c: c * 2.0, c)
+
+    assert int(jax.jit(lambda c: lax.fori_loop(lower(), upper(), lambda i, n: n + 1, 0))(x)) == trips
+    with pytest.raises(Refused, match="data-dependent or unknown trip count"):
+        hlo_meter.count_flops(fn, x)
+    with pytest.raises(AlgzuError, match="data-dependent while loop"):
+        meter.count_flops(fn, x)
+
+
+def test_a_float_loop_counter_is_refused_by_both_meters():
+    """``fori_loop(-0.99, 0.99)`` runs 2 trips (-0.99, 0.01); ``int(upper) - int(lower)`` says 0."""
+    x = jnp.ones(3, F32)
+
+    def fn(c):
+        return lax.fori_loop(jnp.float32(-0.99), jnp.float32(0.99), lambda i, c: c * 2.0, c)
+
+    with pytest.raises(Refused, match="data-dependent or unknown trip count"):
+        hlo_meter.count_flops(fn, x)
+    with pytest.raises(AlgzuError, match="data-dependent while loop"):
+        meter.count_flops(fn, x)
+
+
 def test_huge_trip_counts_are_charged_every_trip():
     x = jnp.ones(3, F32)
     assert hlo_meter.count_flops(lambda c: lax.fori_loop(0, 10**9, lambda i, c: c * 2.0, c), x) == 3 * 10**9

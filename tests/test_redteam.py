@@ -32,13 +32,18 @@ the public base model, and the public-seed copies regenerated from public data. 
 suite a verdict is drawn from (held-out copies of closed-book bases) they must not win the
 headline (efficiency against ``sampling+prior``, interval at most 1).
 
-Two attacks were written after sealing and won under it (``CHARGED_AWAY``):
+Three attacks were written after sealing and won under it (``CHARGED_AWAY``):
 ``attack_lookup_arithmetic`` does its arithmetic by ``gather`` from constant tables, which
 the meter charged 0 up to 7b90a62. Reads and writes at computed positions now cost one FLOP
 per element moved (as flopscope charges ``take``), and its program runs over budget.
 ``attack_complex_packing`` carries two samples in one complex64 number, whose ops the meter
 charged as float32 ones up to 2bdaa52 (1.9 against sampling+prior on the 432 protocol at
 1e8): complex work now costs flopscope's dearest complex factor, x11.
+``attack_saturating_bound`` runs plain Monte Carlo in a ``fori_loop`` from ``INT_MAX - 64`` to
+``convert(1e10 + 0)``: XLA saturates the bound to ``INT_MAX`` (64 trips), both meters folded
+it with numpy's cast to ``INT_MIN`` (0 trips), so 131,072 samples cost 1 FLOP (446 against
+sampling+prior at 1e4 on M4,3, up to 6c66895). The meters no longer fold a float-to-integer
+conversion: the loop's trips are unknown and the program refused.
 
 One legal attack was priced away (``LEVELLED``): ``attack_trace_time_design`` draws its inputs
 while tracing and stages them, with their targets, as constants, which cost nothing, while
@@ -93,9 +98,11 @@ SEALED_AWAY = frozenset({
     "attack_patch_meter", "attack_trace_time_truth", "attack_tmpdir_state", "attack_free_scatter",
 })  # fmt: skip
 # JAX attacks that beat sampling under sealing, written after it, and stopped by the meter:
-# arithmetic by table lookup (``gather`` was free up to 7b90a62) and two samples packed in
-# one complex number (complex ops cost what float32 ones did up to 2bdaa52).
-CHARGED_AWAY = frozenset({"attack_lookup_arithmetic", "attack_complex_packing"})
+# arithmetic by table lookup (``gather`` was free up to 7b90a62), two samples packed in one
+# complex number (complex ops cost what float32 ones did up to 2bdaa52), and a loop whose
+# bound the meters folded with numpy's float-to-int cast, not XLA's (0 trips metered for 64
+# run, up to 6c66895; now refused).
+CHARGED_AWAY = frozenset({"attack_lookup_arithmetic", "attack_complex_packing", "attack_saturating_bound"})
 # Legal attacks (they read nothing of the harness) levelled: inputs staged as constants while
 # tracing skipped what sampling paid for its inputs and targets up to c36581a; a sampler
 # declared mechanistic won the verdict with better sampling up to 16be9a4.
