@@ -17,7 +17,7 @@ propagation):
    exact mean, variance and rectified bivariate moments, jointly with the inputs.
 2. **Third cumulants.** Why: :mod:`moments` measured that, even with the *exact* mean and
    covariance of the logit margins per full ordering, a Gaussian readout gives 0.958 on
-   ``2nd_argmax-mlp-d32-n3`` (truth 0.998) and 0.933 on ``-n5`` (0.964); with the margins'
+   ``2nd_argmax-mlp-d32-n3`` (truth 0.998) and 0.933 on ``-n5`` (0.963); with the margins'
    exact skewness it gives 0.998 and 0.989. So the margins' third cumulants are
    propagated. For ``relu(u)``, ``u ~ N(mu, s^2)``, ``alpha = mu / s``:
    ``relu(u) = s sum_k c_k He_k((u - mu) / s)`` with ``c_0 = alpha Phi + phi``,

@@ -89,6 +89,8 @@ let ``tests/redteam/attack_lookup_arithmetic.py`` sample for 4 FLOPs a sample). 
 cheapest program on ARC's M4,3 costs 136,999 FLOPs by the jaxpr meter (136,418 charged), up
 from 69,454, so ARC's 71,000-operation budget buys the chance rate and the protocol's
 first exact budget is 1e6; on M2,2 3,549 (from 2,416); on the zoo's d = 16, n = 3 model 1.74e6.
+Since c36581a only work on the copy is charged: 135,860 on M4,3 and 3,526 on M2,2 (the
+committed ``results/default``).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ declares MLPs only; there its FVU is below 1 but only above 10^6 FLOPs, and not
 monotonically in the budget (its biases change sign between ladder steps). Measured why
 (M16,10 aside): even with the *exact* mean and covariance of the ordering constraints and
 logit margins per full ordering (Monte Carlo oracle), the Gaussian readout gives 0.958 for
-the d32-n3 MLP (truth 0.998) and 0.933 for d32-n5 (0.964); adding the margins' exact
+the d32-n3 MLP (truth 0.998) and 0.933 for d32-n5 (0.963); adding the margins' exact
 skewness to the readout gives 0.998 and 0.989 (third cumulants, as in ARC's cumulant
 propagation, are what is missing). The RNN path is kept, and tested, as a reference.
 
@@ -120,6 +120,11 @@ zoo 2nd_argmax d=16, n=5 (trained)     0.963     0.794       2.7e6         level
 zoo 2nd_argmax d=16, n=10 (trained)    0.952     0.291       2.9e7         level 2
                                                  0.313       3.6e8         + exact pair moments
 =====================================  ========  ==========  ============  ======================
+
+The four "zoo ... (trained)" rows with n >= 3 were measured at e772193 on the zoo models of
+that time; the zoo was retrained right after (c8ed8db to 33037af: d=4, n=3 is 97.5% now,
+d=4, n=4 58.1%, d=8, n=5 87.6%, d=16, n=5 96.7%, ``results/zoo_accuracy.md``), and those
+rows were not measured again.
 
 On trained models it underestimates, and the error shrinks as the budget grows.
 

@@ -120,15 +120,15 @@ is the sampled rung with 6 draws per stratum):
 model (copies, sigma)                  budget  rung         FVU                    efficiency
 =====================================  ======  ===========  =====================  ======================
 ARC's M16,10, 432 protocol             5e5     m=3 (4.7e5)  0.89 [0.40, 1.75]      2.11 [1.56, 2.92]
-(64 copies, 0.002, 92.6% sd 2.0)       1e6     m=6 (9.3e5)  0.68 [0.31, 1.36]      1.39 [0.90, 2.05]
+(64 copies, 0.002, 92.6% sd 2.0)       1e6     m=6 (9.3e5)  0.68 [0.31, 1.36]      1.33 [0.86, 1.97]
                                        2e6     m=12 (1.9e6) 0.55 [0.26, 1.12]      0.85 [0.59, 1.21]
                                        5e6     m=24 (3.7e6) 0.48 [0.27, 0.82]      0.39 [0.21, 0.69]
-                                       1e7     1 (8.9e6)    0.30 [0.19, 0.50]      0.32 [0.089, 0.57]
+                                       1e7     1 (8.9e6)    0.30 [0.19, 0.50]      0.30 [0.086, 0.55]
                                        1e8     2 (9.5e7)    0.25 [0.14, 0.45]      0.038 [0.012, 0.070]
-                                       1e9     16 (7.7e8)   0.22 [0.11, 0.60]      0.0043 [0.0013, 0.0093]
+                                       1e9     16 (7.7e8)   0.22 [0.11, 0.60]      0.0041 [0.0012, 0.0089]
 ARC's M16,10, default suite            5e5     m=3          0.66 [0.16, 2.24]      1.99 [1.19, 3.52]
-(32 copies, 0.002, 92.0% sd 2.5)       1e6     m=6          0.38 [0.094, 1.33]     1.72 [0.54, 3.85]
-                                       1e7     1            0.24 [0.077, 0.63]     0.27 [0.060, 0.58]
+(32 copies, 0.002, 92.0% sd 2.5)       1e6     m=6          0.39 [0.093, 1.33]     1.65 [0.54, 3.67]
+                                       1e7     1            0.24 [0.075, 0.63]     0.27 [0.057, 0.56]
                                        1e8     2            0.21 [0.042, 0.64]     0.032 [0.010, 0.062]
 zoo ``2nd_argmax-d16-n10`` (trained    5e5     m=3          1.09 [0.65, 2.21]      1.45 [0.71, 2.75]
 apart from ARC's; 32, 0.0035)          1e6     m=6          0.55 [0.12, 1.24]      1.44 [0.53, 2.85]
@@ -142,12 +142,14 @@ zoo ``2nd_argmax-d4-n3`` (32, 0.05)    1e5     1            ~70                 
 
 (The 432 rows below 1e6 and at 2e6 and 5e6 are ``algzu score`` with the challenge's copies,
 seed 432, and 2^20 ground-truth inputs per copy; the others at 1e6 and above are the
-challenge's, 2^24 inputs. With ``m = 1``, 1.6e5 FLOPs, chosen at 2e5 and 3e5, FVU is 3.2 to
+challenge's, 2^24 inputs, and their efficiencies are the committed ones; the other rows'
+efficiencies predate c36581a, when a sample of ``sampling`` cost 5,479 FLOPs on M16,10, not
+5,249: about 4% higher than they would read now. With ``m = 1``, 1.6e5 FLOPs, chosen at 2e5 and 3e5, FVU is 3.2 to
 3.7 on all three: sampling noise of about 0.03.) Against sampling+prior (sampling that knows the protocol's
-mean and spread) the 432 rows read 0.71 [0.46, 1.07] at 1e6 (the mechanistic peak of the
-challenge's verdict) and 0.29 [0.11, 0.50] at 1e7; on the default suite 1.04 [0.57, 1.85]
-at 1e6, on the independently trained zoo model 0.81 [0.36, 2.05]. Sampling's own FVU on the
-432 protocol is 0.62 at 1e6 FLOPs and 0.080 at 1e7.
+mean and spread) the 432 rows read 0.70 [0.45, 1.04] at 1e6 (the mechanistic peak of the
+challenge's verdict) and 0.28 [0.10, 0.48] at 1e7; on the default suite 1.01 [0.55, 1.80]
+at 1e6, on the independently trained zoo model 0.81 [0.36, 2.05] (before c36581a). Sampling's
+own FVU on the 432 protocol is 0.58 at 1e6 FLOPs and 0.076 at 1e7.
 
 So on the M16,10 kind it is below a constant from 10^6 FLOPs, on ARC's model and on one
 trained independently of it (the closed-book situation), though at 1e6 every interval still
