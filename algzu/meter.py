@@ -311,7 +311,10 @@ def _known_consts(constvars: Sequence[jcore.Var], consts: Sequence[Any]) -> dict
 
 def _value(atom: jcore.Var | jcore.Literal, known: Mapping[jcore.Var, np.ndarray]) -> np.ndarray | None:
     if isinstance(atom, jcore.Literal):
-        return np.asarray(atom.val)
+        dtype = getattr(atom.aval, "dtype", None)
+        if dtype is None or jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
+            return np.asarray(atom.val)
+        return np.asarray(atom.val).astype(dtype)  # a Python int literal: the literal's width
     return known.get(atom)
 
 
@@ -357,7 +360,9 @@ def _fold_constants(eqn: jcore.JaxprEqn, known: dict[jcore.Var, np.ndarray]) -> 
             return  # numpy's float-to-integer cast is not XLA's (see _FOLD)
         known[eqn.outvars[0]] = values[0].astype(new_dtype)
     else:
-        known[eqn.outvars[0]] = np.asarray(_FOLD[name](*values))
+        with np.errstate(all="ignore"):
+            out = np.asarray(_FOLD[name](*values))
+        known[eqn.outvars[0]] = out.astype(eqn.outvars[0].aval.dtype)  # wrapping as XLA does
 
 
 def _eqn_flops(eqn: jcore.JaxprEqn, known: _Scope) -> int:
