@@ -132,7 +132,10 @@ jaxpr and its lowering do different work here:
   ops the jaxpr meter never sees: a failed factorisation becomes NaN through a ``compare`` on
   LAPACK's info code and a ``select`` on each output (1 + 4 per output element), LU adds its
   pivots-to-permutation loop. QR's reduced/complete mode is not read: ``geqrf`` is charged
-  ``qr_cost(m, n, "reduced")`` and ``orgqr`` 0.
+  ``qr_cost(m, n, "reduced")``, and ``orgqr`` (forming Q) its factorisation count again on
+  its own shape, ``2 m n k - 2 k^3 / 3``: up to 6f8675f it was free, and a standalone
+  ``householder_product`` did matrix products for 1 FLOP
+  (``tests/redteam/attack_householder_matmul.py``).
 * Host callbacks (``pure_callback``, ``io_callback``, ``jax.debug.callback`` / ``print``):
   ``jax.export`` refuses to serialize them, so such a program cannot be sealed at all (the
   jaxpr meter refuses the first two and counts the debug ones free).
@@ -258,6 +261,7 @@ def check_signature(exported: export.Exported, in_args: Any, out: Any) -> None:
         raise Refused(f"the program disables safety checks {exported.disabled_safety_checks}")
     if exported.uses_global_constants:
         raise Refused("the program is shape-polymorphic; export it on concrete shapes")
+    _kept_inputs(exported)
     _check_avals("input", exported.in_tree, exported.in_avals, in_args, exported.fun_name)
     _check_avals("output", exported.out_tree, exported.out_avals, out, exported.fun_name)
 
@@ -275,6 +279,35 @@ def _check_avals(what: str, tree: Any, avals: Sequence[Any], expected: Any, fun_
         raise Refused(f"program {fun_name!r} has {what} shapes/dtypes {got}, expected {want}")
 
 
+def _kept_inputs(exported: export.Exported) -> tuple[int, ...]:
+    """The inputs ``main`` takes, as ``module_kept_var_idx`` says, checked.
+
+    JAX's ``Exported.call`` passes ``main`` the inputs whose position is *in* that tuple, in
+    input order; the meter maps ``main``'s argument ``j`` to input ``kept[j]``. The two agree
+    only if the tuple is strictly increasing within the inputs; the field comes with the
+    estimator's bytes, so it is checked, not trusted (up to 6f8675f a tuple claiming every
+    argument was the key made a forward pass on the weights free:
+    ``tests/redteam/attack_kept_var_idx.py``).
+    """
+    kept = tuple(int(i) for i in exported.module_kept_var_idx)
+    n = len(exported.in_avals)
+    if any(b <= a for a, b in zip(kept, kept[1:])) or any(not 0 <= i < n for i in kept):
+        raise Refused(f"module_kept_var_idx {kept} is not a strictly increasing list of the {n} inputs' positions")
+    return kept
+
+
+def _elem_name(dtype: Any) -> str:
+    """The StableHLO element type name of a numpy / JAX dtype (``f32``, ``ui32``, ...)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return "i1"
+    if dtype.name == "bfloat16":
+        return "bf16"
+    kind = {"f": "f", "i": "i", "u": "ui", "c": "complex<f"}[dtype.kind]
+    bits = dtype.itemsize * 8 // (2 if dtype.kind == "c" else 1)
+    return f"{kind}{bits}" + (">" if dtype.kind == "c" else "")
+
+
 # --- public metering entry points ----------------------------------------------------------
 
 
@@ -290,13 +323,15 @@ def exported_flops(exported: export.Exported, free: Sequence[int] = ()) -> int:
         Refused: an op, custom call or loop the meter cannot price, recursion, or a module
             too large to walk.
     """
-    kept = exported.module_kept_var_idx  # the module's arguments, as positions of the inputs
-    return module_flops(exported.mlir_module_serialized, [j for j, i in enumerate(kept) if i in set(free)])
+    kept = _kept_inputs(exported)  # the module's arguments, as positions of the inputs
+    args = [(tuple(exported.in_avals[i].shape), _elem_name(exported.in_avals[i].dtype)) for i in kept]
+    return module_flops(exported.mlir_module_serialized, [j for j, i in enumerate(kept) if i in set(free)], args)
 
 
-def module_flops(serialized: bytes, free: Sequence[int] = ()) -> int:
+def module_flops(serialized: bytes, free: Sequence[int] = (), args: Sequence[tuple] | None = None) -> int:
     """FLOPs of one run of the ``main`` function of a serialized StableHLO portable artifact;
-    ``free``: positions of ``main``'s arguments that are independent of the copy."""
+    ``free``: positions of ``main``'s arguments that are independent of the copy; ``args``:
+    if given, the ``(shape, element type)`` each argument of ``main`` must have, in order."""
     with mlir.make_ir_context():
         try:
             module = _jax.mlir.deserialize_portable_artifact(serialized)
@@ -306,6 +341,8 @@ def module_flops(serialized: bytes, free: Sequence[int] = ()) -> int:
             module.operation.verify()
         except Exception as e:  # noqa: BLE001
             raise Refused(f"the StableHLO module does not verify: {e}"[:300]) from None
+        if args is not None:
+            _check_main_args(module, args)
         try:
             return _Walk(module, free).total()
         except Refused:
@@ -314,6 +351,17 @@ def module_flops(serialized: bytes, free: Sequence[int] = ()) -> int:
             raise Refused("the StableHLO module is nested too deeply to meter") from None
         except Exception as e:  # noqa: BLE001 - hostile bytes may break any assumption of the walk
             raise Refused(f"cannot meter the module: {type(e).__name__}: {e}"[:300]) from None
+
+
+def _check_main_args(module: ir.Module, args: Sequence[tuple]) -> None:
+    """Refuse a module whose ``main`` does not take exactly ``args`` (shape, element type)."""
+    main = _functions(module).get("main")
+    if main is None:
+        raise Refused("the module has no main function")
+    inputs = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value).inputs
+    got = [_tensor(t) for t in inputs]
+    if got != [tuple(a) for a in args]:
+        raise Refused(f"main takes {got}, but the program's inputs are {list(args)}")
 
 
 def export_program(fn: Callable[..., Any], *args: Any) -> export.Exported:
@@ -1776,7 +1824,11 @@ def _lapack_flops(target: str, op: ir.Operation) -> int | None:
     elif kind == "geqrf":
         one = acc.qr_cost(m, n, "reduced")
     elif kind in ("orgqr", "ungqr"):
-        one = 0  # forming Q is part of flopscope's qr price, charged on geqrf
+        # Forming Q from k reflectors: flopscope's qr price counts it as the factorisation
+        # again, so it is charged so, on its own shape, whether or not a geqrf came first.
+        taus, _ = _tensor(op.operands[1].type) if len(op.operands) > 1 else ((k,), "")
+        r = min(taus[-1] if taus else k, k)
+        one = 2 * m * n * r - 2 * r**3 // 3
     elif kind == "trsm" and len(op.operands) == 2:
         rhs, _ = _tensor(op.operands[1].type)
         one = m * math.prod(rhs[-2:])  # m^2 per right-hand side

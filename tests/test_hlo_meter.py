@@ -370,7 +370,7 @@ def test_64_bit_work_costs_double():
 # output element), LU adds its pivots-to-permutation loop. (jaxpr meter, StableHLO meter):
 LINALG_PINNED = {
     "eigh": (720, 801),  # + 1 + 4 * (4 eigenvalues + 16 eigenvector entries)
-    "qr": (556, 717),
+    "qr": (556, 802),  # orgqr (forming Q) charged on its own since 6f8675f: 717 before
     "svd": (3008, 3489),  # + 1 + 4 * (16 + 4 + 100: U, S, V^T)
     "solve": (118, 255),
     "inv": (226, 363),
@@ -813,3 +813,54 @@ def test_signatures_the_trusted_side_does_not_expect_are_refused():
         with pytest.raises(Refused):
             hlo_meter.check_signature(exported, (X3,), X3)
         assert isinstance(Refused("x"), AlgzuError), what
+
+
+def test_module_kept_var_idx_is_checked_not_trusted():
+    """The meter maps ``main``'s argument ``j`` to input ``module_kept_var_idx[j]``; JAX passes
+    ``main`` the inputs whose position is in that tuple, in input order. A tuple claiming every
+    argument is the key (``attack_kept_var_idx``: a forward pass metered 0 up to 6f8675f), a
+    permutation, a position past the inputs, or a ``main`` whose arguments are not the kept
+    inputs' types is refused. A tuple that drops an unused input, as JAX writes it, is not."""
+    spec = load_model("2nd_argmax-d4-n3").spec
+    abstract = _abstract(spec)
+    received = hlo_meter.deserialize(
+        export.export(jax.jit(_program("sampling", spec, 10**5)), platforms=["cpu"])(*abstract).serialize()
+    )
+    kept, key = tuple(received.module_kept_var_idx), len(received.in_avals) - 1
+    honest = hlo_meter.exported_flops(received, [key])
+    assert honest > 10**4
+    forged = {
+        "every argument the key": (key,) * len(kept) + kept,
+        "permuted": (kept[1], kept[0], *kept[2:]),
+        "past the inputs": (*kept[:-1], key + 1),
+    }
+    for what, idx in forged.items():
+        edited = dataclasses.replace(received, module_kept_var_idx=idx)
+        with pytest.raises(Refused, match="module_kept_var_idx"):
+            hlo_meter.check_signature(edited, abstract, jax.ShapeDtypeStruct((), F32))
+        with pytest.raises(Refused, match="module_kept_var_idx"):
+            hlo_meter.exported_flops(edited, [key])
+    # JAX drops an input the program never reads: still metered. Increasing and in range, but
+    # naming an input whose type main does not take: refused.
+    unused = export.export(jax.jit(lambda a, b: a * 2.0), platforms=["cpu"])(X3, jax.ShapeDtypeStruct((4,), F32))
+    assert tuple(unused.module_kept_var_idx) == (0,)
+    assert hlo_meter.exported_flops(hlo_meter.deserialize(unused.serialize())) == 3
+    with pytest.raises(Refused, match="main takes"):
+        hlo_meter.exported_flops(dataclasses.replace(unused, module_kept_var_idx=(1,)))
+
+
+def test_householder_product_alone_costs_forming_q():
+    """``orgqr`` (``lax.linalg.householder_product``) multiplies reflectors given as data: two
+    reflectors ``e_0 + w``, ``e_1 + x`` give ``Q[0, 1] = w . x``, so a batch of them is a matrix
+    product. Free up to 6f8675f (1 FLOP for any batch: ``attack_householder_matmul``), it now
+    costs forming Q, as flopscope counts it in QR: ``2 m n k - 2 k^3 / 3`` per matrix."""
+    batch, m, n = 100, 18, 2
+    a = jnp.ones((batch, m, n), F32)
+    taus = jnp.ones((batch, n), F32)
+    count = hlo_meter.count_flops(lambda a, t: lax.linalg.householder_product(a, t), a, taus)
+    assert count >= batch * (2 * m * n * n - 2 * n**3 // 3)
+    w, x = np.arange(16.0, dtype=np.float32) / 16, np.linspace(-1, 1, 16, dtype=np.float32)
+    v = np.zeros((1, m, n), np.float32)
+    v[0, 2:, 0], v[0, 2:, 1] = w, x
+    q = lax.linalg.householder_product(jnp.asarray(v), jnp.ones((1, n), F32))
+    assert float(q[0, 0, 1]) == pytest.approx(float(w @ x), rel=1e-5)  # the product it computes

@@ -32,7 +32,7 @@ the public base model, and the public-seed copies regenerated from public data. 
 suite a verdict is drawn from (held-out copies of closed-book bases) they must not win the
 headline (efficiency against ``sampling+prior``, interval at most 1).
 
-Three attacks were written after sealing and won under it (``CHARGED_AWAY``):
+Five attacks were written after sealing and won under it (``CHARGED_AWAY``):
 ``attack_lookup_arithmetic`` does its arithmetic by ``gather`` from constant tables, which
 the meter charged 0 up to 7b90a62. Reads and writes at computed positions now cost one FLOP
 per element moved (as flopscope charges ``take``), and its program runs over budget.
@@ -43,7 +43,11 @@ charged as float32 ones up to 2bdaa52 (1.9 against sampling+prior on the 432 pro
 ``convert(1e10 + 0)``: XLA saturates the bound to ``INT_MAX`` (64 trips), both meters folded
 it with numpy's cast to ``INT_MIN`` (0 trips), so 131,072 samples cost 1 FLOP (446 against
 sampling+prior at 1e4 on M4,3, up to 6c66895). The meters no longer fold a float-to-integer
-conversion: the loop's trips are unknown and the program refused.
+conversion: the loop's trips are unknown and the program refused. Two more came from the
+same red-team pass (up to 6f8675f): ``attack_kept_var_idx`` rewrote its Exported's
+``module_kept_var_idx`` so that the meter took every argument of ``main`` for the key (work
+on the weights free), and is refused; ``attack_householder_matmul`` did its matrix products
+with ``orgqr``, priced 1 FLOP whatever its size, and now pays for forming Q.
 
 One legal attack was priced away (``LEVELLED``): ``attack_trace_time_design`` draws its inputs
 while tracing and stages them, with their targets, as constants, which cost nothing, while
@@ -101,8 +105,13 @@ SEALED_AWAY = frozenset({
 # arithmetic by table lookup (``gather`` was free up to 7b90a62), two samples packed in one
 # complex number (complex ops cost what float32 ones did up to 2bdaa52), and a loop whose
 # bound the meters folded with numpy's float-to-int cast, not XLA's (0 trips metered for 64
-# run, up to 6c66895; now refused).
-CHARGED_AWAY = frozenset({"attack_lookup_arithmetic", "attack_complex_packing", "attack_saturating_bound"})
+# run, up to 6c66895; now refused), a forged ``module_kept_var_idx`` that called every
+# argument the key, and matrix products by ``orgqr``, priced 1 FLOP (both up to 6f8675f;
+# now refused, and charged).
+CHARGED_AWAY = frozenset({
+    "attack_lookup_arithmetic", "attack_complex_packing", "attack_saturating_bound", "attack_kept_var_idx",
+    "attack_householder_matmul",
+})  # fmt: skip
 # Legal attacks (they read nothing of the harness) levelled: inputs staged as constants while
 # tracing skipped what sampling paid for its inputs and targets up to c36581a; a sampler
 # declared mechanistic won the verdict with better sampling up to 16be9a4.
@@ -229,7 +238,12 @@ def test_attacks_are_never_discovered_by_the_normal_leaderboard():
 
 
 @pytest.mark.parametrize(
-    "name", sorted(SEALED_AWAY | CHARGED_AWAY | (CONTAINED_BEFORE - {"attack_gt_cache", "attack_stack_truth"}))
+    "name",
+    sorted(
+        SEALED_AWAY
+        | (CHARGED_AWAY - {"attack_householder_matmul"})  # its own, exact test below
+        | (CONTAINED_BEFORE - {"attack_gt_cache", "attack_stack_truth"})
+    ),
 )
 def test_sealed_attack_is_refused_or_charged_and_does_not_beat_sampling(scoring_runner, cache, name):
     """Under the default (sealed) runner a JAX attack ends as failed or refused cells with a
@@ -248,6 +262,28 @@ def test_arithmetic_by_table_lookup_is_charged(scoring_runner, cache):
     result = run_suite(SUITE, cache_dir=cache, estimators=["attack_lookup_arithmetic"], block_runner=scoring_runner)
     assert result.cells.sealed.all()
     assert (result.cells.error == "over_budget").all(), _describe(result)
+
+
+@pytest.mark.parametrize("model_id", ["2nd_argmax-d4-n3", "2nd_argmax-d16-n10"])
+def test_matrix_products_by_householder_reflectors_cost_more_than_plain_ones(attacks, model_id):
+    """``attack_householder_matmul`` does every matrix product of the forward pass with one
+    batched ``orgqr``, which the StableHLO meter priced 1 FLOP up to 6f8675f: a sample cost 16
+    FLOPs on M4,3 and 171 on M16,10 against ``sampling``'s 113 and 5,249 (48 [27, 99] against
+    sampling+prior at 1e7 on the 432 protocol). Charged for forming Q, a sample now costs more
+    than ``sampling``'s. (Checked on the meter, exactly: on the CI suite its cells are too few
+    to tell a loser from a winner at 1e3.)"""
+    from algzu import hlo_meter
+    from algzu.estimator import ESTIMATORS
+    from algzu.planning import abstract_key, abstract_model, sample_mean
+    from algzu.zoo import load_model
+
+    hh_mean = sys.modules[ESTIMATORS["attack_householder_matmul"].__module__].hh_mean
+    spec = load_model(model_id).spec
+    model, key = abstract_model(spec), abstract_key()
+    packed = [hlo_meter.count_flops(lambda m, k, c=c: hh_mean(m, c, k), model, key) for c in (1024, 2048)]
+    plain = [hlo_meter.count_flops(lambda m, k, c=c: sample_mean(m, c, k), model, key) for c in (1024, 2048)]
+    per_packed, per_plain = (packed[1] - packed[0]) / 1024, (plain[1] - plain[0]) / 1024
+    assert per_packed > per_plain, (per_packed, per_plain)
 
 
 @pytest.mark.parametrize("model_id", ["2nd_argmax-d4-n3", "2nd_argmax-d16-n10"])
