@@ -47,8 +47,9 @@ func.call                        the callee, once per call site; recursion refus
 composite                        ``chlo.erf/sinh/cosh/asin/acos/asinh/acosh/atanh``: 16 per
                                  element, ``chlo.top_k``: as a sort, when the decomposition
                                  is identical to JAX's; otherwise the decomposition's cost
-cholesky, triangular_solve,      flopscope's formulas (as :mod:`algzu.meter`)
-LAPACK custom calls
+cholesky, triangular_solve,      flopscope's formulas (as :mod:`algzu.meter`), complex x11;
+LAPACK custom calls              a LAPACK call whose operands, results or options are not
+                                 what its kernel assumes is refused (``_LAPACK_OPTIONS``)
 constant iota broadcast(_in_dim) 0 (data movement)
 reshape transpose slice
 concatenate pad reverse convert
@@ -135,7 +136,9 @@ jaxpr and its lowering do different work here:
   ``qr_cost(m, n, "reduced")``, and ``orgqr`` (forming Q) its factorisation count again on
   its own shape, ``2 m n k - 2 k^3 / 3``: up to 6f8675f it was free, and a standalone
   ``householder_product`` did matrix products for 1 FLOP
-  (``tests/redteam/attack_householder_matmul.py``).
+  (``tests/redteam/attack_householder_matmul.py``). Complex LAPACK calls cost 11x the real
+  formula (22x in double precision), as every complex op; up to fde9efd they cost the real
+  one.
 * Host callbacks (``pure_callback``, ``io_callback``, ``jax.debug.callback`` / ``print``):
   ``jax.export`` refuses to serialize them, so such a program cannot be sealed at all (the
   jaxpr meter refuses the first two and counts the debug ones free).
@@ -1804,7 +1807,7 @@ def _lapack_flops(target: str, op: ir.Operation) -> int | None:
     if precision not in "sdcz" or not op.operands:
         return None
     shape, _ = _tensor(op.operands[0].type)
-    if len(shape) < 2:
+    if len(shape) < 2 or not _lapack_signature_ok(precision, kind, op):
         return None
     batch = math.prod(shape[:-2])
     m, n = shape[-2], shape[-1]
@@ -1829,13 +1832,88 @@ def _lapack_flops(target: str, op: ir.Operation) -> int | None:
         taus, _ = _tensor(op.operands[1].type) if len(op.operands) > 1 else ((k,), "")
         r = min(taus[-1] if taus else k, k)
         one = 2 * m * n * r - 2 * r**3 // 3
-    elif kind == "trsm" and len(op.operands) == 2:
+    elif kind == "trsm":
         rhs, _ = _tensor(op.operands[1].type)
         one = m * math.prod(rhs[-2:])  # m^2 per right-hand side
     else:
         return None
-    rate = 2 if precision in "dz" else 1
-    return max(batch * one, 1) * rate
+    return max(batch * one, 1) * _rate([op.operands[0]])  # complex: x11, as every complex op
+
+
+# What each LAPACK kernel of jaxlib's CPU FFI reads and writes, as JAX's own lowering calls it:
+# ``A`` the matrix operand (``batch + (m, n)``), ``E`` its element type, ``R`` the real type
+# of the same width, ``C`` the complex one. The kernels take their sizes from some operands
+# and walk the others' buffers without reading their shapes (``trsm`` takes the batch and
+# order from the right-hand side: a flattened matrix operand made it run ``batch`` solves
+# priced as one, and read past its buffer when too small), so every operand and result must
+# be what the kernel assumes, or the call is refused. Options are the letters JAX passes.
+_LAPACK_OPTIONS = {
+    "potrf": {"uplo": "LU"},
+    "getrf": {},
+    "syevd": {"mode": "NV", "uplo": "LU"},
+    "heevd": {"mode": "NV", "uplo": "LU"},
+    "geev": {"compute_left": "NV", "compute_right": "NV"},
+    "gesdd": {"mode": "ASN"},
+    "gesvd": {"mode": "ASN"},
+    "geqrf": {},
+    "orgqr": {},
+    "ungqr": {},
+    "trsm": {"side": "LR", "uplo": "LU", "trans_x": "NTC", "diag": "NU"},
+}
+_LAPACK_TYPES = {"s": ("f32", "f32"), "d": ("f64", "f64"), "c": ("complex<f32>", "f32"), "z": ("complex<f64>", "f64")}
+
+
+def _lapack_signature_ok(precision: str, kind: str, op: ir.Operation) -> bool:
+    """Whether a LAPACK call's operands, results and options are exactly what its kernel
+    assumes (see ``_LAPACK_OPTIONS``)."""
+    if kind not in _LAPACK_OPTIONS:
+        return False
+    for name, letters in _LAPACK_OPTIONS[kind].items():
+        if _backend_char(op, name) not in tuple(letters):
+            return False
+    config = _attr(op, "mhlo.backend_config")
+    if config is not None and (not isinstance(config, ir.DictAttr) or len(config) != len(_LAPACK_OPTIONS[kind])):
+        return False
+    E, R = _LAPACK_TYPES[precision]
+    C = f"complex<{R}>"
+    ins = [_tensor(v.type) for v in op.operands]
+    outs = [_tensor(v.type) for v in op.results]
+    shape = ins[0][0]
+    b, (m, n) = tuple(shape[:-2]), shape[-2:]
+    k = min(m, n)
+
+    def t(elem: str, *dims: int) -> tuple[tuple[int, ...], str]:
+        return b + dims, elem
+
+    info = t("i32")
+    if kind == "potrf":
+        want_in, want_out = [t(E, n, n)], [t(E, n, n), info]
+    elif kind == "getrf":
+        want_in, want_out = [t(E, m, n)], [t(E, m, n), t("i32", k), info]
+    elif kind in ("syevd", "heevd"):
+        want_in, want_out = [t(E, n, n)], [t(E, n, n), t(R, n), info]
+    elif kind == "geev":
+        vectors = [t(C, n, n), t(C, n, n), info]
+        want_in = [t(E, n, n)]
+        want_out = ([t(R, n), t(R, n)] if precision in "sd" else [t(C, n)]) + vectors
+    elif kind in ("gesdd", "gesvd"):
+        full = _backend_char(op, "mode") in ("A", "N")
+        u, vt = (t(E, m, m), t(E, n, n)) if full else (t(E, m, k), t(E, k, n))
+        want_in, want_out = [t(E, m, n)], [t(E, m, n), t(R, k), u, vt, info]
+    elif kind == "geqrf":
+        want_in, want_out = [t(E, m, n)], [t(E, m, n), t(E, k)]
+    elif kind in ("orgqr", "ungqr"):
+        taus = ins[1][0][-1] if len(ins) == 2 and ins[1][0] else -1
+        want_in, want_out = [t(E, m, n), t(E, taus)], [t(E, m, n)]
+        if not 0 <= taus <= k:
+            return False
+    else:  # trsm: x (order, order), y the right-hand sides, solved in place
+        y = ins[1][0] if len(ins) == 2 else ()
+        if len(y) != len(b) + 2:
+            return False
+        order = y[-1] if _backend_char(op, "side") == "R" else y[-2]
+        want_in, want_out = [t(E, order, order), (tuple(y), E)], [(tuple(y), E)]
+    return ins == want_in and outs == want_out
 
 
 def _backend_char(op: ir.Operation, name: str) -> str | None:

@@ -864,3 +864,55 @@ def test_householder_product_alone_costs_forming_q():
     v[0, 2:, 0], v[0, 2:, 1] = w, x
     q = lax.linalg.householder_product(jnp.asarray(v), jnp.ones((1, n), F32))
     assert float(q[0, 0, 1]) == pytest.approx(float(w @ x), rel=1e-5)  # the product it computes
+
+
+def _trsm_exported(x_shape: tuple[int, ...], y_shape: tuple[int, ...]) -> export.Exported:
+    """A program that is one LAPACK ``strsm`` call on its two inputs, written by hand."""
+    x, y = jax.ShapeDtypeStruct(x_shape, F32), jax.ShapeDtypeStruct(y_shape, F32)
+    tx = "tensor<" + "x".join(map(str, x_shape)) + "xf32>"
+    ty = "tensor<" + "x".join(map(str, y_shape)) + "xf32>"
+    layout = lambda r: "dense<[" + ", ".join(map(str, [r - 2, r - 1, *range(r - 2)])) + "]>"  # noqa: E731
+    text = f"""module @m {{
+  func.func public @main(%arg0: {tx}, %arg1: {ty}) -> {ty} {{
+    %0 = stablehlo.custom_call @lapack_strsm_ffi(%arg0, %arg1) {{mhlo.backend_config = {{diag = 78 : ui8,
+      side = 76 : ui8, trans_x = 78 : ui8, uplo = 76 : ui8}}, operand_layouts = [{layout(len(x_shape))} :
+      tensor<{len(x_shape)}xindex>, {layout(len(y_shape))} : tensor<{len(y_shape)}xindex>],
+      result_layouts = [{layout(len(y_shape))} : tensor<{len(y_shape)}xindex>]}} : ({tx}, {ty}) -> {ty}
+    return %0 : {ty}
+  }}
+}}"""
+    base = export.export(jax.jit(lambda a, b: b + jnp.sum(a)), platforms=["cpu"])(x, y)
+    with mlir.make_ir_context():
+        serialized = _export._module_to_bytecode(ir.Module.parse(text))
+    return hlo_meter.deserialize(dataclasses.replace(base, mlir_module_serialized=serialized).serialize())
+
+
+def test_a_lapack_call_must_have_the_operands_its_kernel_assumes():
+    """jaxlib's ``trsm`` kernel takes the batch and order from the right-hand sides and walks
+    the matrix operand's buffer without reading its shape. Priced from the matrix operand, a
+    flattened one ran ``batch`` solves for the price of one (``attack_trsm_batch``: matrix
+    products by unit triangular solves, 16 FLOPs a sample on M4,3 up to fde9efd) and, too small,
+    let the kernel read past it. A LAPACK call whose operands, results or options are not what
+    JAX's own lowering passes is refused; the genuine batched call is priced as before."""
+    batch, m, n = 3, 4, 2
+    genuine = _trsm_exported((batch, m, m), (batch, m, n))
+    assert hlo_meter.exported_flops(genuine) == batch * m * m * n
+    flattened = _trsm_exported((1, batch * m * m), (batch, m, n))
+    rng = np.random.default_rng(0)
+    mats = np.tril(rng.normal(size=(batch, m, m))).astype(np.float32) + 3 * np.eye(m, dtype=np.float32)
+    y = rng.normal(size=(batch, m, n)).astype(np.float32)
+    flat = np.stack([a.T.reshape(-1) for a in mats]).reshape(1, -1)  # column-major blocks, end to end
+    solved = np.asarray(jax.jit(flattened.call)(flat, y))
+    want = np.stack([np.linalg.solve(a, b) for a, b in zip(mats, y)])
+    assert np.abs(solved - want).max() < 1e-4  # it does run every batch's solve
+    for exported in (flattened, _trsm_exported((m, m), (batch, m, n)), _trsm_exported((batch, m, m + 1), (batch, m, n))):
+        with pytest.raises(Refused, match="lapack_strsm_ffi"):
+            hlo_meter.exported_flops(exported)
+
+
+def test_complex_lapack_calls_cost_eleven_times_real_ones():
+    a = jnp.eye(8, dtype=F32) + 0.1
+    b = jnp.ones((8, 3), F32)
+    solve = lambda a, b: lax.linalg.triangular_solve(a, b, left_side=True, lower=True)  # noqa: E731
+    real = hlo_meter.count_flops(solve, a, b)
+    assert hlo_meter.count_flops(solve, a.astype(jnp.complex64), b.astype(jnp.complex64)) >= 11 * 8 * 8 * 3 > real

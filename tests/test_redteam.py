@@ -32,7 +32,7 @@ the public base model, and the public-seed copies regenerated from public data. 
 suite a verdict is drawn from (held-out copies of closed-book bases) they must not win the
 headline (efficiency against ``sampling+prior``, interval at most 1).
 
-Five attacks were written after sealing and won under it (``CHARGED_AWAY``):
+Six attacks were written after sealing and won under it (``CHARGED_AWAY``):
 ``attack_lookup_arithmetic`` does its arithmetic by ``gather`` from constant tables, which
 the meter charged 0 up to 7b90a62. Reads and writes at computed positions now cost one FLOP
 per element moved (as flopscope charges ``take``), and its program runs over budget.
@@ -47,7 +47,10 @@ conversion: the loop's trips are unknown and the program refused. Two more came 
 same red-team pass (up to 6f8675f): ``attack_kept_var_idx`` rewrote its Exported's
 ``module_kept_var_idx`` so that the meter took every argument of ``main`` for the key (work
 on the weights free), and is refused; ``attack_householder_matmul`` did its matrix products
-with ``orgqr``, priced 1 FLOP whatever its size, and now pays for forming Q.
+with ``orgqr``, priced 1 FLOP whatever its size, and now pays for forming Q. A third pass
+found ``attack_trsm_batch`` (up to fde9efd): LAPACK ``trsm`` priced from a flattened matrix
+operand while the kernel ran one solve per right-hand side; a LAPACK call must now have the
+operands its kernel assumes, or it is refused.
 
 One legal attack was priced away (``LEVELLED``): ``attack_trace_time_design`` draws its inputs
 while tracing and stages them, with their targets, as constants, which cost nothing, while
@@ -107,10 +110,11 @@ SEALED_AWAY = frozenset({
 # bound the meters folded with numpy's float-to-int cast, not XLA's (0 trips metered for 64
 # run, up to 6c66895; now refused), a forged ``module_kept_var_idx`` that called every
 # argument the key, and matrix products by ``orgqr``, priced 1 FLOP (both up to 6f8675f;
-# now refused, and charged).
+# now refused, and charged), and by batched ``trsm`` calls priced as one solve (up to fde9efd;
+# now refused).
 CHARGED_AWAY = frozenset({
     "attack_lookup_arithmetic", "attack_complex_packing", "attack_saturating_bound", "attack_kept_var_idx",
-    "attack_householder_matmul",
+    "attack_householder_matmul", "attack_trsm_batch",
 })  # fmt: skip
 # Legal attacks (they read nothing of the harness) levelled: inputs staged as constants while
 # tracing skipped what sampling paid for its inputs and targets up to c36581a; a sampler
