@@ -1092,7 +1092,6 @@ _SIMPLE_BODIES = frozenset({"stablehlo.add", "stablehlo.multiply", "stablehlo.ma
 _FREE_CUSTOM_CALLS = frozenset({"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape"})
 _HOST_CALLBACKS = ("xla_python_cpu_callback", "xla_ffi_python_cpu_callback", "xla_python_gpu_callback",
                    "xla_ffi_python_gpu_callback", "xla_ffi_partitioned_python_cpu_callback")  # fmt: skip
-# Integer ops folded to constants so loop bounds built from literals are known.
 # Scalar ops folded with numpy to learn loop bounds (:func:`_counted_loop`). Integer wrapping
 # and float arithmetic agree with XLA's; float-to-integer conversion does not (numpy's C cast
 # on x86 gives INT_MIN for float32(1e10) -> int32 and for NaN, 2^32 - 5 for -5.0 -> uint32;
@@ -1827,10 +1826,9 @@ def _lapack_flops(target: str, op: ir.Operation) -> int | None:
     elif kind == "geqrf":
         one = acc.qr_cost(m, n, "reduced")
     elif kind in ("orgqr", "ungqr"):
-        # Forming Q from k reflectors: flopscope's qr price counts it as the factorisation
+        # Forming Q from r reflectors: flopscope's qr price counts it as the factorisation
         # again, so it is charged so, on its own shape, whether or not a geqrf came first.
-        taus, _ = _tensor(op.operands[1].type) if len(op.operands) > 1 else ((k,), "")
-        r = min(taus[-1] if taus else k, k)
+        r = _tensor(op.operands[1].type)[0][-1]  # the taus, r <= k (_lapack_signature_ok)
         one = 2 * m * n * r - 2 * r**3 // 3
     elif kind == "trsm":
         rhs, _ = _tensor(op.operands[1].type)
@@ -1840,13 +1838,14 @@ def _lapack_flops(target: str, op: ir.Operation) -> int | None:
     return max(batch * one, 1) * _rate([op.operands[0]])  # complex: x11, as every complex op
 
 
-# What each LAPACK kernel of jaxlib's CPU FFI reads and writes, as JAX's own lowering calls it:
-# ``A`` the matrix operand (``batch + (m, n)``), ``E`` its element type, ``R`` the real type
-# of the same width, ``C`` the complex one. The kernels take their sizes from some operands
-# and walk the others' buffers without reading their shapes (``trsm`` takes the batch and
-# order from the right-hand side: a flattened matrix operand made it run ``batch`` solves
-# priced as one, and read past its buffer when too small), so every operand and result must
-# be what the kernel assumes, or the call is refused. Options are the letters JAX passes.
+# What each LAPACK kernel of jaxlib's CPU FFI reads and writes, as JAX's own lowering calls
+# it (``_lapack_signature_ok``: the matrix operand ``batch + (m, n)``, ``E`` its element
+# type, ``R`` the real type of the same width, ``C`` the complex one). The kernels take their
+# sizes from some operands and walk the others' buffers without reading their shapes
+# (``trsm`` takes the batch and order from the right-hand side: a flattened matrix operand
+# made it run ``batch`` solves priced as one, and read past its buffer when too small), so
+# every operand and result must be what the kernel assumes, or the call is refused. Options
+# are the letters JAX passes.
 _LAPACK_OPTIONS = {
     "potrf": {"uplo": "LU"},
     "getrf": {},

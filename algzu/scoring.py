@@ -24,8 +24,8 @@ The protocol's population (the distribution of a copy's true score):
   ``(tr C - 1'C1/K) / (K - 1)``, C the covariance of the copies' ground-truth errors. With
   independent inputs per copy, as algzu draws them, that is ``mean_k s_k^2``, subtracted
   here. (Up to e8f1b3e every copy saw the same inputs, which correlated the errors and left
-  V low by at most ``mean_k s_k^2``, up to 2.7e-4 of V in the committed suites; it also made the
-  intervals too narrow wherever the ground truth's noise mattered.)
+  V low by at most ``mean_k s_k^2``, up to 2.7e-4 of V in the committed suites; it also made
+  the intervals too narrow wherever the ground truth's noise mattered.)
 * ``vbar = mean_k v_k``.
 
 Reference MSEs at budget B, where ``n = floor(B / c)`` samples are affordable (c: metered
