@@ -137,11 +137,14 @@ def _estimator_fingerprint(est: Estimator | EstimatorCard, task) -> str:
 
 
 def _block_key(est: Estimator, model_id: str, task, stacked: dict[str, np.ndarray], noise: NoiseSpec,
-               budget: int, sealed: bool) -> str:
+               budget: int, sealed: bool, held_out: bool = False) -> str:
     h = hashlib.sha256()
+    # Held-out cells draw their keys otherwise (sandbox.runner.cell_key); public ones keep
+    # their blocks' keys as before.
+    keys = {"keys": "stretched"} if held_out else {}
     h.update(json.dumps({"v": CACHE_VERSION, "est": est.name, "fp": _estimator_fingerprint(est, task),
                          "model": model_id, "noise": dataclasses.asdict(noise), "budget": budget,
-                         "sealed": sealed}, sort_keys=True).encode())
+                         "sealed": sealed, **keys}, sort_keys=True).encode())
     for name in sorted(stacked):
         h.update(np.ascontiguousarray(stacked[name]).tobytes())
     return h.hexdigest()[:32]
@@ -173,8 +176,21 @@ def _baselines_not_run(ests: Sequence, specs: Sequence[ModelSpec], block_runner:
         return []
     try:
         return list(resolve_estimators(missing, specs, block_runner))
-    except AlgzuError:  # not registered here (a trimmed install): nothing to compare with
-        return []
+    except AlgzuError:
+        # Not listed (a trimmed install, or a run whose included file broke the listing: an
+        # estimator's module body can, in its own tracer, up to beeddc5): each counts as a
+        # rival not run on every model, so the run draws no win rather than an unchecked one.
+        return [_Unlisted(b) for b in missing]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unlisted:
+    """A baseline the runner could not list, taken to apply to every model."""
+
+    name: str
+
+    def supports(self, spec: ModelSpec) -> bool:
+        return True
 
 
 def resolve_estimators(names: Sequence[str] | None, specs: Sequence[ModelSpec],
@@ -249,7 +265,7 @@ def run_suite(
     blocks = [_Block(j, case, spec, noise, stacked, est, budget, bool(seals(est)))
               for j, (case, spec, noise, stacked, _, _) in enumerate(prepared)
               for est in ests if est.supports(spec) for budget in suite.budgets]
-    results = _run_blocks(suite, blocks, cache, block_runner, progress)
+    results = _run_blocks(suite, blocks, cache, block_runner, progress, held_out)
     for block, block_results in zip(blocks, results):
         truth, base = prepared[block.case_index][4:]
         rows = []
@@ -292,14 +308,14 @@ class _Block:
 
 
 def _run_blocks(suite: Suite, blocks: list[_Block], cache: Path, block_runner: BlockRunner,
-                progress: Callable[[str, int, int], None] | None) -> list[list[CellResult]]:
+                progress: Callable[[str, int, int], None] | None, held_out: bool = False) -> list[list[CellResult]]:
     """Every block's cell results: read from the cache, or run by ``block_runner``.
 
     The partition + gather layer: on one process the blocks run in order; on several
     (:func:`algzu.distributed.share`) each block runs on one process and its JSON reaches
     every process, so all of them return the same results, and process 0 caches them all.
     """
-    paths = [cache / "cells" / f"{_block_key(b.est, b.case.model, b.spec.task_obj, b.stacked, b.noise, b.budget, b.sealed)}.json"
+    paths = [cache / "cells" / f"{_block_key(b.est, b.case.model, b.spec.task_obj, b.stacked, b.noise, b.budget, b.sealed, held_out)}.json"
              for b in blocks]
 
     def load(i: int) -> str | None:
@@ -308,7 +324,7 @@ def _run_blocks(suite: Suite, blocks: list[_Block], cache: Path, block_runner: B
     def compute(i: int) -> str:
         b = blocks[i]
         copies = list(range(suite.n_copies))
-        keys = [cell_key(suite.seed, b.est.name, b.case.model, b.budget, k) for k in copies]
+        keys = [cell_key(suite.seed, b.est.name, b.case.model, b.budget, k, held_out=held_out) for k in copies]
         results = block_runner(b.est, b.spec, b.stacked, b.budget, keys, copies)
         text = json.dumps([dataclasses.asdict(r) for r in results]) + "\n"
         atomic_write_text(paths[i], text)

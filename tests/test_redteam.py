@@ -50,7 +50,12 @@ on the weights free), and is refused; ``attack_householder_matmul`` did its matr
 with ``orgqr``, priced 1 FLOP whatever its size, and now pays for forming Q. A third pass
 found ``attack_trsm_batch`` (up to fde9efd): LAPACK ``trsm`` priced from a flattened matrix
 operand while the kernel ran one solve per right-hand side; a LAPACK call must now have the
-operands its kernel assumes, or it is refused.
+operands its kernel assumes, or it is refused. A fourth pass, over the pipeline around the
+meter, found two more (``PIPELINE``, up to beeddc5): ``attack_key_seed`` read a held-out seed
+off its free key (keys were ``fold_in``s of ``jax.random.key(seed)``; they are now hashed from
+the seed stretched by 2^17 PBKDF2 rounds), and ``attack_hide_baselines`` broke, from its
+module body, the listing of the baselines a run left out (now each one that cannot be listed
+is named as not run).
 
 One legal attack was priced away (``LEVELLED``): ``attack_trace_time_design`` draws its inputs
 while tracing and stages them, with their targets, as constants, which cost nothing, while
@@ -148,6 +153,14 @@ AT_RIVALS = frozenset({"attack_sabotage_rivals"})
 CLI_SCORE = ("attack_secret_proc", "attack_gt_cache", "attack_stack_truth", "attack_import_time")
 # Legal under issue #10 (no harness data read); judged by issue #11's headline instead.
 LEGAL = frozenset({"attack_protocol_constant", "attack_open_book", "attack_public_copies"})
+# Around the meter, found by a red-team pass over the sealed pipeline (up to beeddc5): reading
+# the held-out seed off the free key (on a public seed that is ``attack_public_copies``'
+# open-book win), and breaking the listing of the baselines a run left out. Each has its test.
+PIPELINE = frozenset({"attack_key_seed", "attack_hide_baselines"})
+# Code that runs wherever the estimator's file is listed, aimed at the listing of the other
+# files that name a baseline: never included in this test process (every run of the module
+# would list it), only given to a runner of its own.
+AT_THE_LISTING = frozenset({"attack_hide_baselines"})
 # The headline (issue #11): efficiency against sampling+prior, interval `<prefix>_lo/_hi`.
 HEADLINE = "prior_efficiency"
 
@@ -158,7 +171,7 @@ def attacks():
     sandboxed worker may read them all)."""
     with registry.ESTIMATORS.restoring():
         for name, path in ATTACK_FILES.items():
-            if name not in IN_THE_HARNESS | AT_RIVALS:
+            if name not in IN_THE_HARNESS | AT_RIVALS | AT_THE_LISTING:
                 include(path)
         yield
 
@@ -220,7 +233,7 @@ def test_every_attack_file_is_classified_and_documented():
     harness must do."""
     assert len(ATTACK_FILES) >= 12
     groups = [SEALED_AWAY, UNSEALED_BY_DESIGN, CONTAINED_BEFORE, LEGAL, IN_THE_HARNESS, AT_RIVALS, CHARGED_AWAY,
-              LEVELLED]
+              LEVELLED, PIPELINE]
     assert set(ATTACK_FILES) == set().union(*groups)
     assert sum(map(len, groups)) == len(ATTACK_FILES), "an attack is in two groups"
     assert set(CLI_SCORE) <= CONTAINED_BEFORE | IN_THE_HARNESS
@@ -255,6 +268,32 @@ def test_sealed_attack_is_refused_or_charged_and_does_not_beat_sampling(scoring_
     result = run_suite(SUITE, cache_dir=cache, estimators=[name], block_runner=scoring_runner)
     assert result.cells.sealed.all()
     assert_contained(result)
+
+
+def test_a_held_out_seed_cannot_be_read_off_the_key(scoring_runner, cache):
+    """``attack_key_seed`` tries every seed below 2^21 on its key (free work) and rebuilds its
+    copy from the one that matches. The suite's seed here stands for one drawn from a secret
+    (below 2^21, so that this search would find it): with held-out keys it finds nothing and
+    measures another copy of the public base, a protocol constant in effect, which wins no
+    headline (interval lower end <= 1). Up to beeddc5 it found the seed and scored ~1,600x
+    sampling+prior for 0 FLOPs."""
+    suite = SUITE.with_overrides(seed=1_234_567)
+    result = run_suite(suite, cache_dir=cache, estimators=["attack_key_seed"], block_runner=scoring_runner,
+                       held_out=True)
+    assert result.cells.sealed.all() and (result.cells.seed == -1).all()
+    assert (result.summary[f"{HEADLINE}_lo"] <= 1).all(), f"wins the headline:\n{_describe(result)}"
+
+
+def test_a_file_that_breaks_the_baselines_listing_leaves_them_named(tmp_path):
+    """``attack_hide_baselines`` (``stratified`` declared mechanistic) makes the listing of the
+    baselines a run left out fail in its own tracer. Up to beeddc5 that emptied
+    ``baselines_not_run``; now every baseline that could not be listed is named, so a board
+    without ``stratified`` draws no win."""
+    from algzu.sandbox.workers import SealedRunner
+
+    with SealedRunner(includes=[ATTACK_FILES["attack_hide_baselines"]]) as runner:
+        result = run_suite(SUITE, cache_dir=tmp_path, estimators=["attack_hide_baselines"], block_runner=runner)
+    assert set(result.summary["baselines_not_run"]) == {"sampling,stratified"}, _describe(result)
 
 
 def test_arithmetic_by_table_lookup_is_charged(scoring_runner, cache):

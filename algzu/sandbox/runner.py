@@ -29,6 +29,8 @@ gets a stable error code and no estimate:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import math
 import time
 import zlib
@@ -57,12 +59,34 @@ class CellResult:
     message: str = ""
 
 
-def cell_key(seed: int, estimator: str, model_id: str, budget: int, copy: int) -> jax.Array:
-    """The estimator's PRNG key for a cell: fixed by (seed, estimator, model, budget, copy)."""
+def cell_key(seed: int, estimator: str, model_id: str, budget: int, copy: int, *, held_out: bool = False) -> jax.Array:
+    """The estimator's PRNG key for a cell: fixed by (seed, estimator, model, budget, copy).
+
+    A program may do any work on its key for free (only work on the copy is charged), so a
+    held-out seed must not be recoverable from it: the seed also draws the copies and the
+    ground truth's inputs. With ``held_out`` the key is a hash of the seed stretched by
+    :func:`_stretched` (2^17 PBKDF2 rounds), so trying the 2^31 seeds takes ~2^49 hashes. Up
+    to beeddc5 it was ``fold_in`` of ``jax.random.key(seed)``, and a program tried every seed
+    in a free loop (``tests/redteam/attack_key_seed.py``). A public seed has nothing to hide.
+    """
+    if held_out:
+        parts = "\0".join((estimator, model_id, str(budget), str(copy))).encode()
+        digest = hashlib.sha256(_stretched(seed) + parts).digest()
+        return jax.random.wrap_key_data(np.frombuffer(digest[:8], np.uint32).copy())
     key = jax.random.key(seed)
     for part in (estimator, model_id, str(budget)):
         key = jax.random.fold_in(key, zlib.crc32(part.encode()) & 0x7FFFFFFF)
     return jax.random.fold_in(key, copy)
+
+
+_STRETCH_ROUNDS = 1 << 17
+
+
+@functools.lru_cache(maxsize=8)
+def _stretched(seed: int) -> bytes:
+    """``seed`` stretched for held-out keys: PBKDF2-HMAC-SHA256, 2^17 rounds (~0.1 s)."""
+    return hashlib.pbkdf2_hmac("sha256", int(seed).to_bytes(8, "little", signed=True), b"algzu cell keys",
+                               _STRETCH_ROUNDS)
 
 
 def check_value(value, metric: str) -> tuple[float | None, str, str]:
