@@ -299,18 +299,6 @@ def _kept_inputs(exported: export.Exported) -> tuple[int, ...]:
     return kept
 
 
-def _elem_name(dtype: Any) -> str:
-    """The StableHLO element type name of a numpy / JAX dtype (``f32``, ``ui32``, ...)."""
-    dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        return "i1"
-    if dtype.name == "bfloat16":
-        return "bf16"
-    kind = {"f": "f", "i": "i", "u": "ui", "c": "complex<f"}[dtype.kind]
-    bits = dtype.itemsize * 8 // (2 if dtype.kind == "c" else 1)
-    return f"{kind}{bits}" + (">" if dtype.kind == "c" else "")
-
-
 # --- public metering entry points ----------------------------------------------------------
 
 
@@ -327,14 +315,14 @@ def exported_flops(exported: export.Exported, free: Sequence[int] = ()) -> int:
             too large to walk.
     """
     kept = _kept_inputs(exported)  # the module's arguments, as positions of the inputs
-    args = [(tuple(exported.in_avals[i].shape), _elem_name(exported.in_avals[i].dtype)) for i in kept]
+    args = [(tuple(exported.in_avals[i].shape), np.dtype(exported.in_avals[i].dtype)) for i in kept]
     return module_flops(exported.mlir_module_serialized, [j for j, i in enumerate(kept) if i in set(free)], args)
 
 
 def module_flops(serialized: bytes, free: Sequence[int] = (), args: Sequence[tuple] | None = None) -> int:
     """FLOPs of one run of the ``main`` function of a serialized StableHLO portable artifact;
     ``free``: positions of ``main``'s arguments that are independent of the copy; ``args``:
-    if given, the ``(shape, element type)`` each argument of ``main`` must have, in order."""
+    if given, the ``(shape, dtype)`` each argument of ``main`` must have, in order."""
     with mlir.make_ir_context():
         try:
             module = _jax.mlir.deserialize_portable_artifact(serialized)
@@ -357,14 +345,16 @@ def module_flops(serialized: bytes, free: Sequence[int] = (), args: Sequence[tup
 
 
 def _check_main_args(module: ir.Module, args: Sequence[tuple]) -> None:
-    """Refuse a module whose ``main`` does not take exactly ``args`` (shape, element type)."""
+    """Refuse a module whose ``main`` does not take exactly ``args`` (shape, dtype); called in
+    the module's MLIR context (element types named as JAX lowers the dtypes)."""
     main = _functions(module).get("main")
     if main is None:
         raise Refused("the module has no main function")
     inputs = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value).inputs
     got = [_tensor(t) for t in inputs]
-    if got != [tuple(a) for a in args]:
-        raise Refused(f"main takes {got}, but the program's inputs are {list(args)}")
+    want = [(tuple(shape), str(mlir.dtype_to_ir_type(dtype))) for shape, dtype in args]
+    if got != want:
+        raise Refused(f"main takes {got}, but the program's inputs are {want}")
 
 
 def export_program(fn: Callable[..., Any], *args: Any) -> export.Exported:

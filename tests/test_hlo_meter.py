@@ -467,13 +467,13 @@ def _base_exported() -> export.Exported:
     return export.export(jax.jit(lambda a: a * 2.0), platforms=["cpu"])(X3)
 
 
-def exported_from_text(text: str) -> export.Exported:
-    """A genuine Exported of ``f32[3] -> f32[3]`` whose module is replaced by ``text``: what an
-    adversary could send by editing the bytes."""
+def exported_from_text(text: str, base: export.Exported | None = None) -> export.Exported:
+    """A genuine Exported (``base``; by default of ``f32[3] -> f32[3]``) whose module is
+    replaced by ``text``: what an adversary could send by editing the bytes."""
     with mlir.make_ir_context():
         module = ir.Module.parse(text)
         serialized = _export._module_to_bytecode(module)
-    return dataclasses.replace(_base_exported(), mlir_module_serialized=serialized)
+    return dataclasses.replace(base or _base_exported(), mlir_module_serialized=serialized)
 
 
 def _through_bytes(exported: export.Exported) -> int:
@@ -834,7 +834,7 @@ def test_module_kept_var_idx_is_checked_not_trusted():
         "permuted": (kept[1], kept[0], *kept[2:]),
         "past the inputs": (*kept[:-1], key + 1),
     }
-    for what, idx in forged.items():
+    for idx in forged.values():
         edited = dataclasses.replace(received, module_kept_var_idx=idx)
         with pytest.raises(Refused, match="module_kept_var_idx"):
             hlo_meter.check_signature(edited, abstract, jax.ShapeDtypeStruct((), F32))
@@ -882,9 +882,7 @@ def _trsm_exported(x_shape: tuple[int, ...], y_shape: tuple[int, ...]) -> export
   }}
 }}"""
     base = export.export(jax.jit(lambda a, b: b + jnp.sum(a)), platforms=["cpu"])(x, y)
-    with mlir.make_ir_context():
-        serialized = _export._module_to_bytecode(ir.Module.parse(text))
-    return hlo_meter.deserialize(dataclasses.replace(base, mlir_module_serialized=serialized).serialize())
+    return hlo_meter.deserialize(exported_from_text(text, base).serialize())
 
 
 def test_a_lapack_call_must_have_the_operands_its_kernel_assumes():
