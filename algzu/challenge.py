@@ -64,13 +64,17 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     (:data:`algzu.run.BASELINES`) that supports the model but was left out of the run
     (``baselines_not_run``) is a rival not beaten: a board without ``stratified`` would
     otherwise let a better sampler declared mechanistic win against ``sampling`` alone.
+    The headline's lower end is read at the level of the model's claims (the summary's
+    ``{column}_claim_lo``, :func:`algzu.scoring.headline_claims`): a verdict wins if any claim
+    holds. A summary without that column falls back to the 95% interval of each budget.
 
     Args:
         summary: :func:`algzu.scoring.summarize` rows plus ``mechanistic`` (and, from
             :func:`algzu.run.run_suite`, ``not_below`` and ``baselines_not_run``). If it has
             a ``sealed`` column, only rows with ``sealed == True`` count.
         book: ``"open-book"`` or ``"closed-book"``, named at the start of the verdict.
-        column: the efficiency that decides (its ``_lo`` end must reach 1 for a win).
+        column: the efficiency that decides (its ``_claim_lo`` end, else its ``_lo`` end, must
+            reach 1 for a win).
     """
     rows = summary[summary["mechanistic"].astype(bool)]
     agnostic = summary[~summary["mechanistic"].astype(bool)]
@@ -90,7 +94,10 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
                            "a win is a claim only if it holds closed-book too): "}[book]
     if rows.empty:
         return prefix + "No sealed mechanistic estimator was scored here, so none can beat sampling." + unsealed
-    above = rows[rows[f"{column}_lo"] >= 1.0]
+    corrected = f"{column}_claim_lo" in rows.columns
+    lower = rows[f"{column}_claim_lo" if corrected else f"{column}_lo"]
+    claims = f"the model's {int(rows['claims'].max())} claims" if corrected and rows["claims"].notna().any() else ""
+    above = rows[lower >= 1.0]
     # "Mechanistic" is its author's word: a win must also beat, measured, every model-agnostic
     # estimator on the board at that budget (tests/redteam/attack_relabeled_sampler.py).
     rivals = [_agnostic_rivals(r, agnostic) for r in above.itertuples()]
@@ -100,6 +107,8 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
                 "spread)")
         if above.empty:
             head += ": no interval of its efficiency reaches 1 at its lower end"
+            if claims:
+                head += f" (at the level of {claims})"
             head += ", though some intervals reach 1." if (rows[f"{column}_hi"] >= 1.0).any() else "."
         else:
             head += " and every model-agnostic estimator on this board."
@@ -114,6 +123,14 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
                           for r, names in tied)
         lines.append(f"Not wins, though above sampling+prior: not measured better than every model-agnostic "
                      f"estimator at the same budget: {where}.")
+    if corrected:
+        uncorrected = rows[(rows[f"{column}_lo"] >= 1.0) & (lower < 1.0)]
+        if not uncorrected.empty:
+            where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)} "
+                              f"({format_value(getattr(r, f'{column}_claim_lo'))})" for r in uncorrected.itertuples())
+            lines.append(f"Not wins, though each budget's 95% interval reaches 1: at the level of {claims} "
+                         f"(1 - 5% / claims, so that no claim is a false one in 97.5% of boards) the lower end "
+                         f"is below 1: {where}.")
     plain_only = rows[(rows["efficiency_lo"] >= 1.0) & (rows[f"{column}_lo"] < 1.0)]
     if not plain_only.empty:
         where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)}" for r in plain_only.itertuples())
@@ -213,6 +230,14 @@ def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | No
                        progress=progress, **kwargs)
     if not distributed.is_leader():  # a multi-process run: process 0 alone writes
         return ChallengeRun({"challenge": which, "suite": suite.name, "out": str(out)})
+    return write_challenge(which, out, suite, result, held_out=held_out, extra=extra)
+
+
+def write_challenge(which: str, out: Path, suite: Suite, result: SuiteResult, *, held_out: bool = False,
+                    extra: dict | None = None, made: dict | None = None) -> ChallengeRun:
+    """Write a challenge's results folder from a finished run (or one rescored from its
+    cells, :mod:`algzu.rescore`, with ``made`` as :func:`algzu.reports.suite.write_results`):
+    the suite's files, ``challenge.md`` and ``challenge.json``."""
     stats = copy_statistics(result)
     text = verdict(result.summary, book="closed-book" if suite.closed_book else "open-book")
     extra = {**(extra or {}), "challenge": which, "copy_statistics": stats, "verdict": text}
@@ -221,7 +246,7 @@ def run_challenge(which: str, out_dir: str | Path, *, cache_dir: str | Path | No
         comparison = m43_comparison(result)
         tables["arc_comparison"] = comparison
         extra["arc_comparison"] = comparison.to_dict("records")
-    written = write_results(out, suite, result, held_out=held_out, extra=extra)
+    written = write_results(out, suite, result, held_out=held_out, extra=extra, made=made)
     lines = [f"# Challenge `{which}`: {suite.description}", ""]
     for model, st in stats.items():
         lines += [f"- **{model}**, noise std {suite.case(model).noise_std}: accuracy across {st['copies']} copies "

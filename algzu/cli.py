@@ -523,6 +523,20 @@ def report_cmd(
     typer.echo(str(write_html_report(results_dir)))
 
 
+@app.command("rescore")
+def rescore_cmd(
+    results_dir: Path = typer.Argument(..., help="A results folder written by leaderboard or challenge."),
+) -> None:
+    """Recompute the summary, verdicts, tables and plots from the folder's cells.csv with today's
+    statistics; no estimator runs and no secret is needed. Prints each model whose verdict changed."""
+    from algzu.rescore import rescore
+
+    changed = {model: after for model, (before, after) in rescore(results_dir).items() if before != after}
+    for model, after in changed.items():
+        typer.echo(f"{model}: {after}")
+    typer.echo(f"rescored {results_dir}: {len(changed)} verdict(s) changed")
+
+
 def use_every_cpu_core() -> None:
     """Give JAX one CPU device per core this process may use.
 

@@ -36,7 +36,7 @@ from algzu.model import Model, ModelSpec
 from algzu.noise import NoiseSpec, noisy_params
 from algzu.sandbox.runner import CellResult, cell_key, run_block
 from algzu.sandbox.workers import EstimatorCard, EstimatorRef
-from algzu.scoring import rival_comparison, summarize
+from algzu.scoring import headline_claims, rival_comparison, summarize
 from algzu.suites import Suite
 from algzu.zoo import load_model
 
@@ -45,6 +45,9 @@ CELL_COLUMNS = (
     "estimate", "flops", "seconds", "error", "message", "ground_truth", "gt_stderr", "gt_samples",
     "gt_method", "seed", "held_out", "closed_book",
 )
+# Floats in cells.csv: the summary is computed from the cells as written (:func:`as_written`),
+# so that ``algzu rescore`` gets it back from the file alone, to the last digit.
+CELLS_FLOAT_FORMAT = "%.10g"
 CACHE_VERSION = 3  # 3: blocks keyed by whether they ran sealed; JAX programs metered as exported
 # A block's fixed cost (tracing, compiling, messages to its worker) in FLOPs of budget, to
 # weigh blocks when dividing them among processes: ~0.4 s, beside ~40 s for sampling's 32
@@ -281,16 +284,40 @@ def run_suite(
         raise AlgzuError(f"no estimator among {', '.join(names)} supports any model of suite {suite.name}")
     cells = pd.concat(frames, ignore_index=True)[list(CELL_COLUMNS)]
     cells = cells.sort_values(["model", "estimator", "budget_flops", "copy"], kind="stable", ignore_index=True)
-    summary = summarize(cells, fps)
-    mech = {e.name: e.mechanistic for e in ests}
-    summary.insert(2, "mechanistic", summary["estimator"].map(mech))
-    summary.insert(3, "sealed", summary["estimator"].map({e.name: bool(seals(e)) for e in ests}))
-    summary = summary.merge(rival_comparison(cells), on=["model", "estimator", "budget_flops"], how="left")
-    summary["not_below"] = summary["not_below"].fillna("")
+    cells = as_written(cells)
     left_out = {case.model: ",".join(b.name for b in not_run if b.supports(model.spec)) for case, model in models}
+    return SuiteResult(cells, score_cells(cells, fps, left_out), fps)
+
+
+def as_written(cells: pd.DataFrame) -> pd.DataFrame:
+    """``cells`` with every float as ``cells.csv`` holds it (:data:`CELLS_FLOAT_FORMAT`), but
+    ``seconds``, which no statistic reads."""
+    out = cells.copy()
+    for name in out.columns:
+        if name != "seconds" and pd.api.types.is_float_dtype(out[name]):
+            out[name] = [float(CELLS_FLOAT_FORMAT % v) for v in out[name]]
+    return out
+
+
+def score_cells(cells: pd.DataFrame, flops_per_sample: dict[str, float],
+                baselines_not_run: dict[str, str]) -> pd.DataFrame:
+    """The summary table of a run from its cells alone (so a results folder can be rescored
+    from its ``cells.csv``, :mod:`algzu.rescore`): :func:`algzu.scoring.summarize`, each
+    estimator's ``mechanistic`` and ``sealed`` flags, the paired comparison with the rivals
+    (:func:`algzu.scoring.rival_comparison`), the headline at the level of a verdict's claims
+    (:func:`algzu.scoring.headline_claims`) and, on mechanistic rows, the shipped baselines
+    the run left out (``baselines_not_run``: comma-separated names, by model)."""
+    keys = ["model", "estimator", "budget_flops"]
+    summary = summarize(cells, flops_per_sample)
+    flags = cells.drop_duplicates("estimator").set_index("estimator")
+    summary.insert(2, "mechanistic", summary["estimator"].map(flags["mechanistic"].astype(bool)))
+    summary.insert(3, "sealed", summary["estimator"].map(flags["sealed"].astype(bool)))
+    summary = summary.merge(rival_comparison(cells).drop(columns="claims"), on=keys, how="left")
+    summary = summary.merge(headline_claims(cells, flops_per_sample), on=keys, how="left")
+    summary["not_below"] = [v if isinstance(v, str) else "" for v in summary["not_below"]]  # NaN: no rival
     summary["baselines_not_run"] = np.where(summary["mechanistic"].astype(bool),
-                                            summary["model"].map(left_out).fillna(""), "")
-    return SuiteResult(cells, summary, fps)
+                                            [baselines_not_run.get(m, "") for m in summary["model"]], "")
+    return summary
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,8 +50,9 @@ that knows the protocol, which knowing the protocol alone hardly does (a constan
 population mean has efficiency 1 at n = 0 and less above; the exact Bayes posterior mean
 of n samples under the copies' distribution, 1.02 at n = 190 on the 432 protocol and up to
 1.08 where a few copies break badly, measured by a red-team pass). The efficiency against
-plain sampling stays in column ``efficiency``. The headline interval is 95% at each budget,
-not corrected for a board's several budgets (README, "A verdict's win").
+plain sampling stays in column ``efficiency``. The headline interval is 95% at each budget;
+a verdict, which wins if any of its claims holds, reads each claim's lower end at
+``1 - 5% / claims`` (:func:`headline_claims`, :func:`claim_level`).
 
 Special values: ``mse <= 0`` (an estimator indistinguishable from exact) has infinite
 efficiency and ``fvu <= 0``; a reference that is undefined (no sample affordable; V with one
@@ -345,7 +346,7 @@ def _cell_table(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     budget, sorted by copy; a failed cell is scored as :func:`failure_estimate`."""
     metric = g["metric"].iloc[0]
     truth = g["ground_truth"].to_numpy(float)
-    failed = g["error"].fillna("").astype(str).to_numpy() != ""
+    failed = np.array([isinstance(e, str) and e != "" for e in g["error"]], dtype=bool)  # "", None or NaN: none
     est = np.where(failed, failure_estimate(truth, metric), g["estimate"].to_numpy(float))
     cols = copy_columns(est, truth, g["gt_stderr"].to_numpy(float), g["gt_samples"].to_numpy(float), metric)
     return cols, est, failed
@@ -411,13 +412,62 @@ def rival_test(q: np.ndarray, q_rival: np.ndarray, family: int = 1) -> tuple[np.
     Returns:
         ``(gap_hi, p, below)``, each of shape ``q.shape[:-1]``.
     """
+    level, n_boot = claim_level(family)
     alpha = (1 - LEVEL) / 2 / family
-    k = np.shape(q)[-1]
-    # Enough resamples that the tail quantile rests on ~20 of them.
-    weights = bootstrap_weights(k, n_boot=max(N_BOOTSTRAP, math.ceil(20 / alpha)))
-    hi = rival_gap(q, q_rival, level=1 - 2 * alpha, weights=weights)[2]
+    hi = rival_gap(q, q_rival, level=level, weights=bootstrap_weights(np.shape(q)[-1], n_boot=n_boot))[2]
     p = sign_flip_p(np.asarray(q, float) - np.asarray(q_rival, float))
     return hi, p, (hi < 0.0) & (p < alpha)
+
+
+def claim_level(claims: int) -> tuple[float, int]:
+    """The two-sided level of one of ``claims`` claims (each end at 2.5% / claims) and the
+    bootstrap resamples it needs (enough that the tail quantile rests on ~20 of them)."""
+    alpha = (1 - LEVEL) / 2 / claims
+    return 1 - 2 * alpha, max(N_BOOTSTRAP, math.ceil(20 / alpha))
+
+
+def verdict_claims(cells: pd.DataFrame) -> dict[str, list[tuple[float, str]]]:
+    """The claims a verdict on each model draws from: its sealed mechanistic estimators x
+    budgets, ``(budget, estimator)`` sorted. A verdict wins if any of them holds, so each is
+    tested at one-sided level 2.5% / their number (:func:`rival_test`, :func:`headline_claims`)."""
+    counted = cells[cells["sealed"].astype(bool) & cells["mechanistic"].astype(bool)]
+    pairs = counted[["model", "budget_flops", "estimator"]].drop_duplicates()
+    return {model: sorted((float(b), e) for b, e in zip(g["budget_flops"], g["estimator"]))
+            for model, g in pairs.groupby("model", sort=True)}
+
+
+def headline_claims(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> pd.DataFrame:
+    """The headline's lower end at the level a verdict's claim is tested at.
+
+    A verdict wins if any claim holds (:func:`verdict_claims`: one per sealed mechanistic
+    estimator and budget of a model), so with a 95% interval per claim an estimator whose
+    true efficiency is at most 1 (sampling shrunk towards a guess of the protocol's mean) won
+    some budget on 13.5% of 2,000 simulated 6-budget boards of the 432 protocol
+    (``tests/test_redteam.py::test_a_protocol_aware_sampler_wins_no_budget_of_a_board``).
+    Here each claim's interval is two-sided at ``1 - 0.05 / claims`` (Bonferroni), its lower
+    end the one a verdict reads: 3.3% of those boards, against the 2.5% it aims at (the
+    bootstrap's far tail at 64 copies is short).
+
+    Returns:
+        Columns ``model, estimator, budget_flops``, ``claims`` and
+        ``prior_efficiency_claim_lo``; one row per claim.
+    """
+    columns = ["model", "estimator", "budget_flops", "claims", f"{HEADLINE}_claim_lo"]
+    rows = []
+    weights: dict[tuple[int, int], np.ndarray] = {}
+    for model, claims in verdict_claims(cells).items():
+        by_model = cells[cells["model"] == model]
+        level, n_boot = claim_level(len(claims))
+        for budget, name in claims:
+            g = by_model[(by_model["budget_flops"] == budget) & (by_model["estimator"] == name)].sort_values("copy")
+            cols = _cell_table(g)[0]
+            k = len(g)
+            w = weights.setdefault((k, n_boot), bootstrap_weights(k, n_boot=n_boot))
+            n = float(np.floor(budget / flops_per_sample[model]))
+            hi = float(relative_mse_interval(cols, reference("sampling_prior", n, k), level=level, weights=w)[2])
+            rows.append({"model": model, "estimator": name, "budget_flops": budget, "claims": len(claims),
+                         f"{HEADLINE}_claim_lo": efficiency_from_relative(hi)})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
@@ -425,12 +475,11 @@ def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
     ``mechanistic`` and ``sealed`` columns of the cells) at the same model and budget.
 
     A mechanistic estimator is below a rival when :func:`rival_test` says so, paired over the
-    copies and corrected for the number of such claims on the model (sealed mechanistic
-    estimators x budgets with a rival): a verdict wins if any of them holds, and with one
-    claim per budget at 2.5% each a relabeled sampler won some budget of a 7-budget board in
-    16% of simulated boards, 2.4% corrected (``tests/test_redteam.py``). The flag is its
-    author's word, so a verdict counts a win only below every rival
-    (:func:`algzu.challenge.verdict`).
+    copies and corrected for the number of claims on the model (:func:`verdict_claims`): a
+    verdict wins if any of them holds, and with one claim per budget at 2.5% each a relabeled
+    sampler won some budget of a 7-budget board in 16% of simulated boards, 2.4% corrected
+    (``tests/test_redteam.py``). The flag is its author's word, so a verdict counts a win
+    only below every rival (:func:`algzu.challenge.verdict`).
 
     Returns:
         Columns ``model, estimator, budget_flops``, ``agnostic_gap_hi`` and ``agnostic_p``
@@ -441,6 +490,7 @@ def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
     """
     columns = ["model", "estimator", "budget_flops", "agnostic_gap_hi", "agnostic_p", "claims", "not_below"]
     rows = []
+    family = {model: len(claims) for model, claims in verdict_claims(cells).items()}
     for model, by_model in cells[cells["sealed"].astype(bool)].groupby("model", sort=True):
         compared = []  # (budget, estimator, rival, q, q_rival): every test of the model, one batch
         for budget, g in by_model.groupby("budget_flops", sort=True):
@@ -460,11 +510,11 @@ def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
         for i, (budget, name, *_) in enumerate(compared):
             by_claim.setdefault((budget, name), []).append(i)
         hi, p, below = rival_test(np.stack([c[3] for c in compared]), np.stack([c[4] for c in compared]),
-                                  family=len(by_claim))
+                                  family=family[model])
         for (budget, name), idx in by_claim.items():
             rows.append({"model": model, "estimator": name, "budget_flops": float(budget),
                          "agnostic_gap_hi": float(hi[idx].max()), "agnostic_p": float(p[idx].max()),
-                         "claims": len(by_claim),
+                         "claims": family[model],
                          "not_below": ",".join(compared[i][2] for i in idx if not below[i])})
     return pd.DataFrame(rows, columns=columns)
 

@@ -42,7 +42,7 @@ from algzu import scoring
 from algzu.io import atomic_write_bytes, atomic_write_text
 from algzu.provenance import provenance
 from algzu.reports.html import load_report_data, render_html
-from algzu.run import SuiteResult
+from algzu.run import CELLS_FLOAT_FORMAT, SuiteResult
 from algzu.scoring import HEADLINE
 from algzu.suites import Suite
 
@@ -58,10 +58,12 @@ EXPLANATION = (
     "plain sampling (MSE vbar / n, vbar the mean variance of one sample's score) and sampling+prior, "
     "sampling that also knows the protocol's mean and variance (MSE 1 / (1/V + n/vbar), the Bayes risk of "
     "shrinking n samples towards the mean; V at n = 0). Efficiency = reference MSE / estimator MSE. The "
-    "headline is the efficiency against sampling+prior: knowing the protocol alone cannot beat it. "
+    "headline is the efficiency against sampling+prior: knowing the protocol alone scores about 1 on it. "
     "Intervals are 95% over noisy copies (the union of a studentized bootstrap on the log ratio and a "
-    "percentile bootstrap, paired). MSE has the ground truth's variance subtracted. ∞: the estimator's MSE "
-    "is indistinguishable from 0 at that budget (for `sampling` at large budgets: the ground truth's own "
+    "percentile bootstrap, paired); a verdict reads each claim (a sealed mechanistic estimator at a "
+    "budget) at 1 - 5% / claims of the model (summary.csv: prior_efficiency_claim_lo, claims). MSE has "
+    "the ground truth's variance subtracted. ∞: the estimator's MSE is indistinguishable from 0 at that "
+    "budget (for `sampling` at large budgets: the ground truth's own "
     "noise dominates). –: undefined (below the cost of one sample there is no plain-sampling baseline). "
     "sealed: the estimator's code never held the weights it was scored on; an unsealed row never counts "
     "for a verdict."
@@ -254,9 +256,12 @@ def plot_model(summary: pd.DataFrame, model: str, flops_per_sample: float | None
 
 
 def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, held_out: bool = False,
-                  extra: dict | None = None) -> dict[Path, str | bytes]:
+                  extra: dict | None = None, made: dict | None = None) -> dict[Path, str | bytes]:
     """Write every results file of a suite run; returns what it wrote, by path, in order (so
     a caller uses the text, never reads the file back).
+
+    ``made``: provenance of cells made earlier (:mod:`algzu.rescore`): its git hash, versions,
+    date and host replace this process's in ``provenance.json``, and its other keys are added.
 
     Whether the suite is closed-book (``suite.closed_book``: its base models are unseen by
     estimators) is recorded in the leaderboard and provenance; verdicts say which.
@@ -270,7 +275,7 @@ def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, hel
         written[path] = data
 
     timing_keys = ["model", "estimator", "budget_flops", "copy", "seconds"]
-    put("cells.csv", result.cells.drop(columns="seconds").to_csv(index=False, float_format="%.10g"))
+    put("cells.csv", result.cells.drop(columns="seconds").to_csv(index=False, float_format=CELLS_FLOAT_FORMAT))
     put("summary.csv", result.summary.drop(columns="seconds").to_csv(index=False, float_format="%.10g"))
     put("timings.csv", result.cells[timing_keys].to_csv(index=False, float_format="%.4g"))
     put("leaderboard.csv", leaderboard_table(result.summary).to_csv(index=False))
@@ -284,12 +289,14 @@ def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, hel
         seeds = {"suite": "secret", "held_out": True}
     else:
         seeds = {"suite": suite.seed, "held_out": False, "ground_truth_inputs": suite.seed + 1}
-    meta = provenance(config=config, seeds=seeds)
+    meta = {**provenance(config=config, seeds=seeds), **(made or {})}
     meta["flops_per_sample"] = result.flops_per_sample
     meta["closed_book"] = suite.closed_book
     meta["verdicts"] = verdicts
     meta["scoring"] = {"headline": HEADLINE, "references": list(scoring.REFERENCES), "level": scoring.LEVEL,
                        "interval": "union of bootstrap-t on the log ratio and percentile, paired over copies",
+                       "verdict_level": "each claim at 1 - (1 - level) / claims, claims: the model's sealed "
+                                        "mechanistic estimators x budgets",
                        "bootstrap_resamples": scoring.N_BOOTSTRAP, "bootstrap_seed": scoring.BOOTSTRAP_SEED}
     meta.update(extra or {})
     put("provenance.json", dumps_json(meta, digits=10))
