@@ -129,8 +129,8 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
             where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)} "
                               f"({format_value(getattr(r, f'{column}_claim_lo'))})" for r in uncorrected.itertuples())
             lines.append(f"Not wins, though each budget's 95% interval reaches 1: at the level of {claims} "
-                         f"(1 - 5% / claims, so that no claim is a false one in 97.5% of boards) the lower end "
-                         f"is below 1: {where}.")
+                         f"(1 - 5% / claims, aiming at no false claim on 97.5% of boards) the lower end is "
+                         f"below 1: {where}.")
     plain_only = rows[(rows["efficiency_lo"] >= 1.0) & (rows[f"{column}_lo"] < 1.0)]
     if not plain_only.empty:
         where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)}" for r in plain_only.itertuples())

@@ -140,14 +140,19 @@ def _estimator_fingerprint(est: Estimator | EstimatorCard, task) -> str:
 
 
 def _block_key(est: Estimator, model_id: str, task, stacked: dict[str, np.ndarray], noise: NoiseSpec,
-               budget: int, sealed: bool, held_out: bool = False) -> str:
+               budget: int, sealed: bool, held_out: bool = False, limits: dict | None = None) -> str:
+    """The cache key of a block. ``limits``: the runner's per-cell timeout and memory
+    (:func:`_runner_limits`), since a cell that ran under a longer timeout or more memory is not
+    the one a run with the standard limits would have scored (nor one that failed under less)."""
     h = hashlib.sha256()
     # Held-out cells draw their keys otherwise (sandbox.runner.cell_key); public ones keep
-    # their blocks' keys as before.
-    keys = {"keys": "stretched"} if held_out else {}
+    # their blocks' keys as before. So do blocks of a runner without limits (in this process).
+    extra = {"keys": "stretched"} if held_out else {}
+    if limits:
+        extra["limits"] = limits
     h.update(json.dumps({"v": CACHE_VERSION, "est": est.name, "fp": _estimator_fingerprint(est, task),
                          "model": model_id, "noise": dataclasses.asdict(noise), "budget": budget,
-                         "sealed": sealed, **keys}, sort_keys=True).encode())
+                         "sealed": sealed, **extra}, sort_keys=True).encode())
     for name in sorted(stacked):
         h.update(np.ascontiguousarray(stacked[name]).tobytes())
     return h.hexdigest()[:32]
@@ -334,6 +339,12 @@ class _Block:
     sealed: bool
 
 
+def _runner_limits(block_runner: BlockRunner) -> dict:
+    """A worker runner's per-cell ``timeout_s`` and ``memory_mb`` (:mod:`algzu.sandbox.workers`);
+    empty for a runner in this process, which has none."""
+    return {name: getattr(block_runner, name) for name in ("timeout_s", "memory_mb") if hasattr(block_runner, name)}
+
+
 def _run_blocks(suite: Suite, blocks: list[_Block], cache: Path, block_runner: BlockRunner,
                 progress: Callable[[str, int, int], None] | None, held_out: bool = False) -> list[list[CellResult]]:
     """Every block's cell results: read from the cache, or run by ``block_runner``.
@@ -342,8 +353,10 @@ def _run_blocks(suite: Suite, blocks: list[_Block], cache: Path, block_runner: B
     (:func:`algzu.distributed.share`) each block runs on one process and its JSON reaches
     every process, so all of them return the same results, and process 0 caches them all.
     """
-    paths = [cache / "cells" / f"{_block_key(b.est, b.case.model, b.spec.task_obj, b.stacked, b.noise, b.budget, b.sealed, held_out)}.json"
+    limits = _runner_limits(block_runner)
+    names = [_block_key(b.est, b.case.model, b.spec.task_obj, b.stacked, b.noise, b.budget, b.sealed, held_out, limits)
              for b in blocks]
+    paths = [cache / "cells" / f"{name}.json" for name in names]
 
     def load(i: int) -> str | None:
         return _read_block(paths[i])

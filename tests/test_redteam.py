@@ -482,7 +482,7 @@ def test_a_protocol_aware_sampler_wins_no_budget_of_a_board():
     on the 432 protocol (truths ~ N(0.926, 0.02), 64 copies, 2^24-input ground truth, 5,249
     FLOPs a sample, budgets 1e4-1e9, fresh draws at each). Up to 2f4a819 a verdict read each
     budget's 95% interval: it won some budget on 13.5% of 2,000 simulated boards (each
-    claim's lower end misses 1.1-4.0% of the time at n >= 19 against 2.5% nominal).
+    claim's lower end misses 1.1-4.1% of the time at n >= 19 against 2.5% nominal).
     ``claim_level`` (each end at 2.5% / claims): 3.3% of boards (per claim 0.25-1.0% against
     0.42%: the bootstrap's far tail at 64 copies of squared errors is short, so the correction
     does not quite reach its nominal 2.5%). Asserted on 600 boards (fixed seed): <= 2.5% + 3
