@@ -112,10 +112,19 @@ def test_killed_leaderboard_resumes_without_recomputing_and_matches_an_uninterru
         time.sleep(0.1)
     assert workers and not any(_alive(pid) for pid in workers)
 
-    # Resume (in this process, without isolation: the cache does not depend on the runner).
+    # Resume in this process, without isolation: blocks are keyed by the runner's limits
+    # (a cell's timeout and memory), not by where it runs, so a runner with the killed run's.
+    from algzu.sandbox.runner import run_block
+
+    class SameLimits:
+        timeout_s, memory_mb = 120.0, None
+
+        def __call__(self, *args):
+            return run_block(*args)
+
     resumed_calls = tmp_path / "calls-resumed.txt"
     monkeypatch.setenv("ALGZU_TEST_CALLS", str(resumed_calls))
-    resumed = run_suite(suite, cache_dir=cache, estimators=["slow_counting"])
+    resumed = run_suite(suite, cache_dir=cache, estimators=["slow_counting"], block_runner=SameLimits())
     # Finished blocks are read, not recomputed: same files, and only the other block's 4 cells ran.
     for name, stamp in finished.items():
         p = cache / "cells" / name
