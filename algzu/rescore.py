@@ -21,10 +21,9 @@ import pandas as pd
 
 from algzu.errors import AlgzuError
 from algzu.provenance import git_hash, versions
-from algzu.run import CELL_COLUMNS, CELLS_FLOAT_FORMAT, SuiteResult, score_cells
+from algzu.run import CELL_COLUMNS, SuiteResult, score_cells
 from algzu.suites import ModelCase, Suite
 
-_TIMING_KEYS = ["model", "estimator", "budget_flops", "copy"]
 # How the cells were made: kept as the run wrote it.
 _MADE = ("git_hash", "versions", "date", "host")
 # Written by the run from the suite and the summary: recomputed, never carried over.
@@ -73,7 +72,7 @@ def rescore(folder: str | Path) -> dict[str, tuple[str, str]]:
             not be written back unchanged (nothing is written then).
     """
     from algzu.challenge import write_challenge
-    from algzu.reports.suite import model_verdicts, write_results
+    from algzu.reports.suite import TIMING_KEYS, cell_tables, model_verdicts, write_results
 
     out = Path(folder)
     try:
@@ -88,10 +87,10 @@ def rescore(folder: str | Path) -> dict[str, tuple[str, str]]:
     if missing:
         raise AlgzuError(f"{out / 'cells.csv'}: missing columns {', '.join(missing)}")
     timings_text, timings = _csv(out / "timings.csv", "timings")
-    if list(timings.columns) != [*_TIMING_KEYS, "seconds"]:
-        raise AlgzuError(f"{out / 'timings.csv'}: columns are not {', '.join([*_TIMING_KEYS, 'seconds'])}")
+    if list(timings.columns) != [*TIMING_KEYS, "seconds"]:
+        raise AlgzuError(f"{out / 'timings.csv'}: columns are not {', '.join([*TIMING_KEYS, 'seconds'])}")
     # Both tables are written from the same rows in the same order.
-    if not timings[_TIMING_KEYS].equals(cells[_TIMING_KEYS]):
+    if not timings[list(TIMING_KEYS)].equals(cells[list(TIMING_KEYS)]):
         raise AlgzuError(f"{out / 'timings.csv'}: its rows are not those of cells.csv")
     cells = cells.assign(seconds=timings["seconds"])[list(CELL_COLUMNS)]
     fps = prov.get("flops_per_sample")
@@ -111,8 +110,7 @@ def rescore(folder: str | Path) -> dict[str, tuple[str, str]]:
         raise AlgzuError(f"{out / 'provenance.json'}: flops_per_sample is not a number per model") from None
     result = SuiteResult(cells, score_cells(cells, fps, left_out), fps)
     # Written back, cells.csv and timings.csv must be what the run wrote, byte for byte.
-    again = {"cells.csv": cells.drop(columns="seconds").to_csv(index=False, float_format=CELLS_FLOAT_FORMAT),
-             "timings.csv": cells[[*_TIMING_KEYS, "seconds"]].to_csv(index=False, float_format="%.4g")}
+    again = cell_tables(cells)
     for name, text in [("cells.csv", cells_text), ("timings.csv", timings_text)]:
         if again[name] != text:
             raise AlgzuError(f"{out / name} would not be written back unchanged; refusing to rescore {out}")

@@ -426,14 +426,17 @@ def claim_level(claims: int) -> tuple[float, int]:
     return 1 - 2 * alpha, max(N_BOOTSTRAP, math.ceil(20 / alpha))
 
 
-def verdict_claims(cells: pd.DataFrame) -> dict[str, list[tuple[float, str]]]:
-    """The claims a verdict on each model draws from: its sealed mechanistic estimators x
-    budgets, ``(budget, estimator)`` sorted. A verdict wins if any of them holds, so each is
-    tested at one-sided level 2.5% / their number (:func:`rival_test`, :func:`headline_claims`)."""
-    counted = cells[cells["sealed"].astype(bool) & cells["mechanistic"].astype(bool)]
-    pairs = counted[["model", "budget_flops", "estimator"]].drop_duplicates()
-    return {model: sorted((float(b), e) for b, e in zip(g["budget_flops"], g["estimator"]))
-            for model, g in pairs.groupby("model", sort=True)}
+def _claimed(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells a verdict's claims rest on: those of sealed mechanistic estimators."""
+    return cells[cells["sealed"].astype(bool) & cells["mechanistic"].astype(bool)]
+
+
+def verdict_claims(cells: pd.DataFrame) -> dict[str, int]:
+    """How many claims a verdict on each model draws from: its sealed mechanistic estimators x
+    budgets. A verdict wins if any of them holds, so each is tested at one-sided level 2.5% /
+    their number (:func:`rival_test`, :func:`headline_claims`)."""
+    pairs = _claimed(cells).drop_duplicates(["model", "budget_flops", "estimator"])
+    return {str(model): int(size) for model, size in pairs.groupby("model", sort=True).size().items()}
 
 
 def headline_claims(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> pd.DataFrame:
@@ -455,18 +458,17 @@ def headline_claims(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> 
     columns = ["model", "estimator", "budget_flops", "claims", f"{HEADLINE}_claim_lo"]
     rows = []
     weights: dict[tuple[int, int], np.ndarray] = {}
-    for model, claims in verdict_claims(cells).items():
-        by_model = cells[cells["model"] == model]
-        level, n_boot = claim_level(len(claims))
-        for budget, name in claims:
-            g = by_model[(by_model["budget_flops"] == budget) & (by_model["estimator"] == name)].sort_values("copy")
-            cols = _cell_table(g)[0]
-            k = len(g)
-            w = weights.setdefault((k, n_boot), bootstrap_weights(k, n_boot=n_boot))
-            n = float(np.floor(budget / flops_per_sample[model]))
-            hi = float(relative_mse_interval(cols, reference("sampling_prior", n, k), level=level, weights=w)[2])
-            rows.append({"model": model, "estimator": name, "budget_flops": budget, "claims": len(claims),
-                         f"{HEADLINE}_claim_lo": efficiency_from_relative(hi)})
+    family = verdict_claims(cells)
+    for (model, budget, name), g in _claimed(cells).groupby(["model", "budget_flops", "estimator"], sort=True):
+        level, n_boot = claim_level(family[model])
+        g = g.sort_values("copy")
+        k = len(g)
+        w = weights.setdefault((k, n_boot), bootstrap_weights(k, n_boot=n_boot))
+        n = float(np.floor(budget / flops_per_sample[model]))
+        hi = float(relative_mse_interval(_cell_table(g)[0], reference("sampling_prior", n, k), level=level,
+                                         weights=w)[2])
+        rows.append({"model": model, "estimator": name, "budget_flops": float(budget), "claims": family[model],
+                     f"{HEADLINE}_claim_lo": efficiency_from_relative(hi)})
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -490,7 +492,7 @@ def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
     """
     columns = ["model", "estimator", "budget_flops", "agnostic_gap_hi", "agnostic_p", "claims", "not_below"]
     rows = []
-    family = {model: len(claims) for model, claims in verdict_claims(cells).items()}
+    family = verdict_claims(cells)
     for model, by_model in cells[cells["sealed"].astype(bool)].groupby("model", sort=True):
         compared = []  # (budget, estimator, rival, q, q_rival): every test of the model, one batch
         for budget, g in by_model.groupby("budget_flops", sort=True):

@@ -255,6 +255,16 @@ def plot_model(summary: pd.DataFrame, model: str, flops_per_sample: float | None
     return buf.getvalue()
 
 
+TIMING_KEYS = ("model", "estimator", "budget_flops", "copy")  # a cell's row in timings.csv, then seconds
+
+
+def cell_tables(cells: pd.DataFrame) -> dict[str, str]:
+    """``cells.csv`` and ``timings.csv`` as a run writes them (and :mod:`algzu.rescore` checks
+    it would write them back)."""
+    return {"cells.csv": cells.drop(columns="seconds").to_csv(index=False, float_format=CELLS_FLOAT_FORMAT),
+            "timings.csv": cells[[*TIMING_KEYS, "seconds"]].to_csv(index=False, float_format="%.4g")}
+
+
 def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, held_out: bool = False,
                   extra: dict | None = None, made: dict | None = None) -> dict[Path, str | bytes]:
     """Write every results file of a suite run; returns what it wrote, by path, in order (so
@@ -274,10 +284,10 @@ def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, hel
         (atomic_write_text if isinstance(data, str) else atomic_write_bytes)(path, data)
         written[path] = data
 
-    timing_keys = ["model", "estimator", "budget_flops", "copy", "seconds"]
-    put("cells.csv", result.cells.drop(columns="seconds").to_csv(index=False, float_format=CELLS_FLOAT_FORMAT))
+    tables = cell_tables(result.cells)
+    put("cells.csv", tables["cells.csv"])
     put("summary.csv", result.summary.drop(columns="seconds").to_csv(index=False, float_format="%.10g"))
-    put("timings.csv", result.cells[timing_keys].to_csv(index=False, float_format="%.4g"))
+    put("timings.csv", tables["timings.csv"])
     put("leaderboard.csv", leaderboard_table(result.summary).to_csv(index=False))
     verdicts = model_verdicts(suite, result.summary)
     put("leaderboard.md", leaderboard_markdown(suite, result, held_out, verdicts) + "\n")
