@@ -57,7 +57,9 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     same model and budget, measured: the flag is its author's word. With the summary's
     ``not_below`` column (:func:`algzu.scoring.rival_comparison`) the comparison is paired over
     the copies and corrected for the number of claims on the model
-    (:func:`algzu.scoring.rival_test`). A summary written
+    (:func:`algzu.scoring.rival_test`); sampling+prior run on the copies
+    (:func:`algzu.scoring.sampling_prior_run`) is among those rivals, so a win is measured
+    below the headline's reference too, not only above its analytic risk. A summary written
     before that column existed falls back to the unpaired rule its verdicts were written with
     (the MSE interval below the rival's measured MSE), which lets an estimator as good as a
     rival win in 7% of simulated cells (``tests/test_redteam.py``). A shipped baseline
@@ -115,7 +117,8 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     else:
         where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)}" for r in wins.itertuples())
         head = (f"A mechanistic estimator beats sampling+prior (efficiency interval >= 1) and every "
-                f"model-agnostic estimator on this board (its MSE measurably below theirs): {where}.")
+                f"model-agnostic estimator on this board (its MSE measurably below theirs and below sampling+prior "
+                f"run on the same copies): {where}.")
     lines = [head]
     tied = [(r, names) for r, names in zip(above.itertuples(), rivals) if names]
     if tied:

@@ -317,7 +317,8 @@ def score_cells(cells: pd.DataFrame, flops_per_sample: dict[str, float],
     flags = cells.drop_duplicates("estimator").set_index("estimator")
     summary.insert(2, "mechanistic", summary["estimator"].map(flags["mechanistic"].astype(bool)))
     summary.insert(3, "sealed", summary["estimator"].map(flags["sealed"].astype(bool)))
-    summary = summary.merge(rival_comparison(cells).drop(columns="claims"), on=keys, how="left")
+    summary = summary.merge(rival_comparison(cells, flops_per_sample).drop(columns="claims"), on=keys,
+                            how="left")
     summary = summary.merge(headline_claims(cells, flops_per_sample), on=keys, how="left")
     summary["not_below"] = [v if isinstance(v, str) else "" for v in summary["not_below"]]  # NaN: no rival
     summary["baselines_not_run"] = np.where(summary["mechanistic"].astype(bool),

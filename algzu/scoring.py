@@ -52,7 +52,10 @@ of n samples under the copies' distribution, 1.02 at n = 190 on the 432 protocol
 1.08 where a few copies break badly, measured by a red-team pass). The efficiency against
 plain sampling stays in column ``efficiency``. The headline interval is 95% at each budget;
 a verdict, which wins if any of its claims holds, reads each claim's lower end at
-``1 - 5% / claims`` (:func:`headline_claims`, :func:`claim_level`).
+``1 - 5% / claims`` (:func:`headline_claims`, :func:`claim_level`), and also asks that the
+claim's MSE be measurably below, paired over the copies, that of sampling+prior run on them
+(``sampling``'s own estimates shrunk towards the copies' mean, :func:`sampling_prior_run`)
+and of every model-agnostic estimator on the board (:func:`rival_comparison`).
 
 Special values: ``mse <= 0`` (an estimator indistinguishable from exact) has infinite
 efficiency and ``fvu <= 0``; a reference that is undefined (no sample affordable; V with one
@@ -448,8 +451,11 @@ def headline_claims(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> 
     some budget on 13.5% of 2,000 simulated 6-budget boards of the 432 protocol
     (``tests/test_redteam.py::test_a_protocol_aware_sampler_wins_no_budget_of_a_board``).
     Here each claim's interval is two-sided at ``1 - 0.05 / claims`` (Bonferroni), its lower
-    end the one a verdict reads: 3.3% of those boards, against the 2.5% it aims at (the
-    bootstrap's far tail at 64 copies is short).
+    end the one a verdict reads: 3.2% of those boards, against the 2.5% it aims at (the
+    bootstrap's far tail at 64 copies is short; 4.15% at 32 copies). The verdict's rival tests
+    make up the rest (:func:`rival_comparison`, against sampling+prior run on the copies too):
+    with them 0.75% of those boards, and 0.4% of boards whose budgets sit where shrinking
+    beats plain sampling, where the headline alone used to decide (2.9%).
 
     Returns:
         Columns ``model, estimator, budget_flops``, ``claims`` and
@@ -472,16 +478,56 @@ def headline_claims(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> 
     return pd.DataFrame(rows, columns=columns)
 
 
-def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
+def sampling_prior_estimates(cols: np.ndarray, estimate: np.ndarray, truth: np.ndarray, n: float) -> np.ndarray:
+    """Sampling+prior run on the copies: ``sampling``'s own estimates (each the mean of n
+    samples) shrunk towards the copies' mean truth with the Bayes weight
+    ``w = V / (V + vbar / n)``, V and vbar from the copies as in :func:`reference` (w = 0, the
+    mean itself, at n = 0 or V <= 0). The prior is the copies' own (in-sample), so this rival
+    knows a little more than the protocol: a claim made against it errs towards no win.
+
+    Args:
+        cols: ``sampling``'s :func:`copy_columns`, ``(..., K, 5)``; estimate, truth: ``(..., K)``.
+        n: the samples each estimate is the mean of, ``floor(B / c)``.
+    """
+    m = cols.mean(axis=-2)
+    V, vbar = _population_variance(m, cols.shape[-2]), m[..., _V]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where((n >= 1) & (V > 0), V / (V + vbar / max(n, 1.0)), 0.0)[..., None]
+    return w * estimate + (1 - w) * truth.mean(axis=-1, keepdims=True)
+
+
+def sampling_prior_run(g: pd.DataFrame, n: float) -> np.ndarray:
+    """Per-copy squared errors (column q of :func:`copy_columns`, sorted by copy) of
+    :func:`sampling_prior_estimates` from the ``sampling`` cells ``g`` of one model and budget."""
+    g = g.sort_values("copy")
+    cols, est, _ = _cell_table(g)
+    truth = g["ground_truth"].to_numpy(float)
+    shrunk = sampling_prior_estimates(cols, est, truth, n)
+    return copy_columns(shrunk, truth, g["gt_stderr"].to_numpy(float), g["gt_samples"].to_numpy(float),
+                        g["metric"].iloc[0])[:, _Q]
+
+
+PRIOR_RIVAL = "sampling+prior"  # the name of sampling_prior_run among a verdict's rivals
+
+
+def rival_comparison(cells: pd.DataFrame, flops_per_sample: dict[str, float] | None = None) -> pd.DataFrame:
     """Every sealed mechanistic estimator against every sealed model-agnostic one (the
-    ``mechanistic`` and ``sealed`` columns of the cells) at the same model and budget.
+    ``mechanistic`` and ``sealed`` columns of the cells) at the same model and budget, and,
+    given ``flops_per_sample``, against sampling+prior run on the copies
+    (:func:`sampling_prior_run`, named :data:`PRIOR_RIVAL`) wherever ``sampling`` ran sealed.
 
     A mechanistic estimator is below a rival when :func:`rival_test` says so, paired over the
     copies and corrected for the number of claims on the model (:func:`verdict_claims`): a
     verdict wins if any of them holds, and with one claim per budget at 2.5% each a relabeled
     sampler won some budget of a 7-budget board in 16% of simulated boards, 2.4% corrected
     (``tests/test_redteam.py``). The flag is its author's word, so a verdict counts a win
-    only below every rival (:func:`algzu.challenge.verdict`).
+    only below every rival (:func:`algzu.challenge.verdict`). The measured sampling+prior
+    backs the headline, whose reference is sampling+prior's analytic risk: where sampling
+    shrunk towards a guess of the protocol's mean beats plain sampling (n near vbar / V) only
+    the headline's interval stood between it and a win, and that interval's far tail at 32-64
+    copies is short; paired against sampling+prior run on the same copies (the sign-flip test
+    is then nearly exact) it won 0.4% of simulated boards instead of 2.9%
+    (``tests/test_redteam.py::test_a_protocol_aware_sampler_wins_no_budget_of_a_board``).
 
     Returns:
         Columns ``model, estimator, budget_flops``, ``agnostic_gap_hi`` and ``agnostic_p``
@@ -501,6 +547,10 @@ def rival_comparison(cells: pd.DataFrame) -> pd.DataFrame:
                 e = e.sort_values("copy")
                 tables[name] = (bool(e["mechanistic"].iloc[0]), _cell_table(e)[0][:, _Q], tuple(e["copy"]))
             rivals = [(name, q, copies) for name, (mech, q, copies) in tables.items() if not mech]
+            if flops_per_sample is not None and "sampling" in tables:
+                n = float(np.floor(budget / flops_per_sample[model]))
+                sampling = g[g["estimator"] == "sampling"]
+                rivals.append((PRIOR_RIVAL, sampling_prior_run(sampling, n), tables["sampling"][2]))
             for name, (mech, q, copies) in tables.items():
                 for rival, q_rival, rival_copies in rivals if mech else ():
                     if rival_copies != copies:

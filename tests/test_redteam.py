@@ -372,7 +372,8 @@ def test_a_sampler_declared_mechanistic_wins_no_verdict():
     assert "Not wins" in text and "`attack_relabeled_sampler` at 1e+08 (not below `stratified`)" in text, text
     exact = row("exact", True, -1e-9, 2e-9, 400.0)
     text = verdict(pd.DataFrame(rows + [exact]), book="closed-book")
-    assert "every model-agnostic estimator on this board (its MSE measurably below theirs): `exact` at 1e+08." in text
+    assert ("every model-agnostic estimator on this board (its MSE measurably below theirs and below "
+            "sampling+prior run on the same copies): `exact` at 1e+08.") in text
 
 
 def test_a_board_without_stratified_draws_no_win(scoring_runner, cache):
@@ -476,42 +477,56 @@ def test_a_relabeled_sampler_wins_no_budget_of_a_board():
 
 
 def test_a_protocol_aware_sampler_wins_no_budget_of_a_board():
-    """The headline is corrected for a board's claims as the rival test is. The attack:
-    sampling shrunk towards a guess of the protocol's mean (off by sd 0.003, a weak reading of
-    a closed-book base; the Bayes mix sampling+prior is, so its true headline is at most 1),
-    on the 432 protocol (truths ~ N(0.926, 0.02), 64 copies, 2^24-input ground truth, 5,249
-    FLOPs a sample, budgets 1e4-1e9, fresh draws at each). Up to 2f4a819 a verdict read each
-    budget's 95% interval: it won some budget on 13.5% of 2,000 simulated boards (each
-    claim's lower end misses 1.1-4.1% of the time at n >= 19 against 2.5% nominal).
-    ``claim_level`` (each end at 2.5% / claims): 3.3% of boards (per claim 0.25-1.0% against
-    0.42%: the bootstrap's far tail at 64 copies of squared errors is short, so the correction
-    does not quite reach its nominal 2.5%). Asserted (fixed seed) on 600 boards: <= 2.5% + 3
-    standard errors of a 2.5% rate (0.64 points each); per budget, on the first 300, above 10%."""
-    from algzu.scoring import bootstrap_weights, claim_level, copy_columns, reference, relative_mse_interval
+    """The attack: sampling shrunk towards a guess of the protocol's mean (off by sd 0.003, a
+    weak reading of a closed-book base; the Bayes mix sampling+prior is, so its true headline
+    is at most 1), declared mechanistic, on the 432 protocol (truths ~ N(0.926, 0.02), 64
+    copies, 2^24-input ground truth, 5,249 FLOPs a sample), fresh draws at each budget, and
+    ``sampling`` with draws of its own on the board. A verdict wins where the headline's lower
+    end reaches 1 and the paired rival tests say it is below every model-agnostic rival.
+
+    On the suite's budgets 1e4-1e9 (2,000 boards, 64 copies; 32 in brackets): up to 2f4a819 a
+    verdict read each budget's 95% interval, and the headline alone won some budget on 13.5%
+    of boards; at ``claim_level`` (each end at 2.5% / claims) 3.2% [4.15%] (per claim up to
+    0.9% against 0.42%: the bootstrap's far tail at 32-64 copies of squared errors is short),
+    and with the rival test against ``sampling`` 1.65% [1.35%]. But where shrinking beats
+    plain sampling (n near vbar / V ~ 170; budgets 4e5-1.2e6 here) the rival test passes and
+    the headline's short tail decides: 2.9% [2.85%] of boards with those budgets. Paired
+    against sampling+prior run on the same copies too (``sampling_prior_estimates``, a rival
+    of every verdict since this test): 0.4% [0.5%] there, 0.75% [0.85%] on 1e4-1e9.
+    Asserted (fixed seed) on 600 boards with budgets 4e5-1.2e6 (measured: 0.67% and 4.2%):
+    at most the nominal 2.5% with the measured sampling+prior, above it without; and, the
+    correction's reason, each budget's 95% headline alone above 10% (300 boards: 14%)."""
+    from algzu.scoring import (_Q, bootstrap_weights, claim_level, copy_columns, reference, relative_mse_interval,
+                               rival_test, sampling_prior_estimates)
 
     rng = np.random.default_rng(7)
     boards, copies, mean, sd, fps = 600, 64, 0.926, 0.02, 5249.0
-    budgets = [10**e for e in range(4, 10)]
+    budgets = [400_000, 550_000, 700_000, 850_000, 1_000_000, 1_200_000]
     p = np.clip(rng.normal(mean, sd, (boards, copies)), 0.0, 1.0)
     se = np.sqrt(p * (1 - p) / 2**24)
     truth, n_gt = p + se * rng.standard_normal(p.shape), np.full(p.shape, 2.0**24)
     guess, v = mean + 0.003 * rng.standard_normal((boards, 1)), mean * (1 - mean)
-    won = {}
-    for claims, shown in ((1, boards // 2), (len(budgets), boards)):
-        level, n_boot = claim_level(claims)
-        w = bootstrap_weights(copies, n_boot=n_boot)
-        won[claims] = np.zeros(shown, bool)
-        for budget in budgets:
-            n = budget // fps
-            estimate = (guess / sd**2 + rng.binomial(n, p) / v) / (1 / sd**2 + n / v)
-            cols = copy_columns(estimate, truth, se, n_gt, "accuracy")[:shown]
-            for part in np.array_split(np.arange(shown), 2):  # bounded memory
-                r_hi = relative_mse_interval(cols[part], reference("sampling_prior", n, copies), level=level,
-                                             weights=w)[2]
-                won[claims][part] |= r_hi <= 1.0  # the headline's lower end at or above 1
-    corrected, per_budget = (float(won[c].mean()) for c in (len(budgets), 1))
-    assert corrected <= 0.025 + 3 * np.sqrt(0.025 * 0.975 / boards), corrected
-    assert per_budget > 0.10, per_budget
+    level, n_boot = claim_level(len(budgets))
+    w, w95 = bootstrap_weights(copies, n_boot=n_boot), bootstrap_weights(copies)
+    won = {rule: np.zeros(boards, bool) for rule in ("verdict", "without prior", "per budget")}
+    for budget in budgets:
+        n = budget // fps
+        attack = (guess / sd**2 + rng.binomial(n, p) / v) / (1 / sd**2 + n / v)
+        plain = rng.binomial(n, p) / n
+        cols, rival = (copy_columns(e, truth, se, n_gt, "accuracy") for e in (attack, plain))
+        prior = copy_columns(sampling_prior_estimates(rival, plain, truth, n), truth, se, n_gt, "accuracy")
+        ref = reference("sampling_prior", n, copies)
+        for part in np.array_split(np.arange(boards), 3):  # bounded memory
+            headline = relative_mse_interval(cols[part], ref, level=level, weights=w)[2] <= 1.0
+            below_plain = rival_test(cols[part][..., _Q], rival[part][..., _Q], family=len(budgets))[2]
+            below_prior = rival_test(cols[part][..., _Q], prior[part][..., _Q], family=len(budgets))[2]
+            won["verdict"][part] |= headline & below_plain & below_prior
+            won["without prior"][part] |= headline & below_plain
+        half = np.arange(boards // 2)
+        won["per budget"][half] |= relative_mse_interval(cols[half], ref, weights=w95)[2] <= 1.0
+    rates = {rule: float(won[rule][: boards // 2 if rule == "per budget" else boards].mean()) for rule in won}
+    assert rates["verdict"] <= 0.025 < rates["without prior"], rates
+    assert rates["per budget"] > 0.10, rates
 
 
 def test_the_verdict_reads_the_headline_at_the_level_of_its_claims():
@@ -559,7 +574,33 @@ def test_the_verdict_compares_with_rivals_paired_over_copies():
                        prior_efficiency_lo=2.0, prior_efficiency_hi=4.0, efficiency=3.0, efficiency_lo=2.0,
                        fvu=0.01)
     text = verdict(rows)
-    assert "below theirs): `exact` at 1e+08." in text and "`relabeled` at 1e+08 (not below `stratified`)" in text
+    assert "on the same copies): `exact` at 1e+08." in text
+    assert "`relabeled` at 1e+08 (not below `stratified`)" in text
+
+
+def test_a_verdict_measures_sampling_plus_prior_on_the_copies():
+    """Given the FLOPs of a sample, ``rival_comparison`` also pairs every claim with
+    sampling+prior run on the copies: ``sampling``'s own estimates (means of n samples)
+    shrunk towards the copies' mean truth. Sampling shrunk the same way with draws of its own
+    (the protocol-aware attack at its best: the copies' own prior) is not below it, though it
+    is below plain ``sampling``; an exact estimator is below both."""
+    from algzu.scoring import PRIOR_RIVAL, rival_comparison
+
+    rng = np.random.default_rng(4)
+    copies, n = 64, 200
+    p, truth, se = _truths(rng, copies)
+    plain, own = (rng.binomial(n, p) / n for _ in range(2))
+    V, vbar = p.var(ddof=1), float(np.mean(p * (1 - p)))
+    shrunk = (V * own + vbar / n * truth.mean()) / (V + vbar / n)
+    estimates = {"sampling": (False, plain), "protocol": (True, shrunk), "exact": (True, p)}
+    cells = pd.DataFrame([dict(model="m", estimator=name, mechanistic=mech, sealed=True, budget_flops=1e6, copy=k,
+                               estimate=est[k], ground_truth=truth[k], gt_stderr=se[k], gt_samples=2.0**20,
+                               metric="accuracy", error="") for name, (mech, est) in estimates.items()
+                          for k in range(copies)])
+    compared = rival_comparison(cells, {"m": 1e6 / n}).set_index("estimator")
+    assert compared.loc["protocol", "not_below"] == PRIOR_RIVAL, compared
+    assert compared.loc["exact", "not_below"] == ""
+    assert rival_comparison(cells).set_index("estimator").loc["protocol", "not_below"] == ""  # sampling alone
 
 
 @pytest.mark.parametrize("name", sorted(UNSEALED_BY_DESIGN | {"attack_gt_cache", "attack_stack_truth"}))
