@@ -158,6 +158,11 @@ _Q, _V, _G, _G2, _S2 = range(5)
 _COLUMNS = {"one": (_Q,), "sampling": (_Q, _V), "constant": (_Q, _G, _G2, _S2), "sampling_prior": (_Q, _V, _G, _G2, _S2)}
 
 
+def affordable_samples(budget: float, flops_per_sample: float) -> float:
+    """n = floor(B / c): the samples plain sampling affords at budget B, c FLOPs each."""
+    return float(np.floor(budget / flops_per_sample))
+
+
 def failure_estimate(ground_truth: np.ndarray, metric: str) -> np.ndarray:
     """The estimate a failed cell is scored with: the worst trivial estimate."""
     if metric == "accuracy":
@@ -470,7 +475,7 @@ def headline_claims(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> 
         g = g.sort_values("copy")
         k = len(g)
         w = weights.setdefault((k, n_boot), bootstrap_weights(k, n_boot=n_boot))
-        n = float(np.floor(budget / flops_per_sample[model]))
+        n = affordable_samples(budget, flops_per_sample[model])
         hi = float(relative_mse_interval(_cell_table(g)[0], reference("sampling_prior", n, k), level=level,
                                          weights=w)[2])
         rows.append({"model": model, "estimator": name, "budget_flops": float(budget), "claims": family[model],
@@ -548,7 +553,7 @@ def rival_comparison(cells: pd.DataFrame, flops_per_sample: dict[str, float] | N
                 tables[name] = (bool(e["mechanistic"].iloc[0]), _cell_table(e)[0][:, _Q], tuple(e["copy"]))
             rivals = [(name, q, copies) for name, (mech, q, copies) in tables.items() if not mech]
             if flops_per_sample is not None and "sampling" in tables:
-                n = float(np.floor(budget / flops_per_sample[model]))
+                n = affordable_samples(budget, flops_per_sample[model])
                 sampling = g[g["estimator"] == "sampling"]
                 rivals.append((PRIOR_RIVAL, sampling_prior_run(sampling, n), tables["sampling"][2]))
             for name, (mech, q, copies) in tables.items():
@@ -597,7 +602,7 @@ def summarize(cells: pd.DataFrame, flops_per_sample: dict[str, float]) -> pd.Dat
         cols, est, failed = _cell_table(g)
         k = len(g)
         w = weights.setdefault(k, bootstrap_weights(k))
-        n = float(np.floor(budget / flops_per_sample[model]))
+        n = affordable_samples(budget, flops_per_sample[model])
         m0 = cols.mean(axis=0)
         mse, mse_lo, mse_hi = (float(x) for x in relative_mse_interval(cols, reference("one", n, k), weights=w))
         if metric == "accuracy":  # no valid estimate errs by more than max(g, 1 - g)

@@ -415,10 +415,16 @@ def _relabeled_cells(seed: int, copies: int = 32, sd: float = 0.003) -> pd.DataF
     p, truth, se = _truths(rng, copies)
     estimates = {"stratified": (False, p + sd * rng.standard_normal(copies)),
                  "relabeled": (True, p + sd * rng.standard_normal(copies)), "exact": (True, p)}
-    return pd.DataFrame([dict(model="m", estimator=name, mechanistic=mech, sealed=True, budget_flops=1e8, copy=k,
+    return _cells(estimates, truth, se, budget=1e8)
+
+
+def _cells(estimates: dict, truth: np.ndarray, se: np.ndarray, budget: float) -> pd.DataFrame:
+    """Sealed cells of model ``m`` at one budget: ``{name: (mechanistic, per-copy estimates)}``
+    against ground truths ``truth`` from 2^20 inputs with standard errors ``se``."""
+    return pd.DataFrame([dict(model="m", estimator=name, mechanistic=mech, sealed=True, budget_flops=budget, copy=k,
                               estimate=est[k], ground_truth=truth[k], gt_stderr=se[k], gt_samples=2.0**20,
                               metric="accuracy", error="") for name, (mech, est) in estimates.items()
-                         for k in range(copies)])
+                         for k in range(len(truth))])
 
 
 def test_an_estimator_as_good_as_a_rival_is_rarely_called_better():
@@ -592,11 +598,7 @@ def test_a_verdict_measures_sampling_plus_prior_on_the_copies():
     plain, own = (rng.binomial(n, p) / n for _ in range(2))
     V, vbar = p.var(ddof=1), float(np.mean(p * (1 - p)))
     shrunk = (V * own + vbar / n * truth.mean()) / (V + vbar / n)
-    estimates = {"sampling": (False, plain), "protocol": (True, shrunk), "exact": (True, p)}
-    cells = pd.DataFrame([dict(model="m", estimator=name, mechanistic=mech, sealed=True, budget_flops=1e6, copy=k,
-                               estimate=est[k], ground_truth=truth[k], gt_stderr=se[k], gt_samples=2.0**20,
-                               metric="accuracy", error="") for name, (mech, est) in estimates.items()
-                          for k in range(copies)])
+    cells = _cells({"sampling": (False, plain), "protocol": (True, shrunk), "exact": (True, p)}, truth, se, budget=1e6)
     compared = rival_comparison(cells, {"m": 1e6 / n}).set_index("estimator")
     assert compared.loc["protocol", "not_below"] == PRIOR_RIVAL, compared
     assert compared.loc["exact", "not_below"] == ""
