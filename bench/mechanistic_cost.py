@@ -14,7 +14,8 @@ and metered, so the figures are exact and machine-independent.
   capacities; below it, it returns the chance rate) and the one at the largest factor.
 * ``sliced_cones`` (n = 4, 5): one exact 3-D slice at growth factor 1.3, and each rung of its
   quadrature ladder (graded breakpoints, Gauss-Legendre nodes per interval), i.e. slices
-  times nodes plus the breakpoints.
+  times nodes plus the breakpoints; for RNNs also its arcs (2-D slices): the FLOPs per
+  direction (the slope between two rules), the cheapest rule and the rules 1e6 and 1e9 buy.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-from algzu.planning import abstract_params, metered_flops
+from algzu.planning import abstract_params, finest_within, metered_flops
 from algzu.zoo import load_model
+
 
 def _one_slice_flops(sc, spec) -> int:
     plan = sc._plan(spec, "float64", 1, sc._GAMMA_MIN, 0)
@@ -44,6 +46,22 @@ def _one_slice_flops(sc, spec) -> int:
             return sc._slice(plan, p, omega)[0]
 
     return metered_flops(one, abstract_params(spec))
+
+
+def _arc_rows(sc, mid: str, spec) -> None:
+    plans = sc._arc_plans(spec)
+    nodes = [len(sc._arc_rule(spec.n, p.m_a, p.m_c)[1]) for p in plans]
+    (a, na), (b, nb) = ((plans[i], nodes[i]) for i in (0, 3))
+    per = (sc._plan_flops(b) - sc._plan_flops(a)) / (nb - na)
+    print(f"| `{mid}` | {spec.d} | {spec.n} | sliced_cones | arcs: one direction | {per:.3g} |")
+    print(f"| `{mid}` | {spec.d} | {spec.n} | sliced_cones | arcs: cheapest rule ({na} directions) | "
+          f"{sc._plan_flops(a):.3g} |")
+    for budget in (10**6, 10**9):
+        plan = finest_within(plans, sc._plan_flops, budget)
+        if plan is not None:
+            n_dirs = nodes[plans.index(plan)]
+            print(f"| `{mid}` | {spec.d} | {spec.n} | sliced_cones | arcs: what {budget:.0e} buys "
+                  f"(m_a = {plan.m_a}, m_c = {plan.m_c}, {n_dirs} directions) | {sc._plan_flops(plan):.3g} |")
 
 
 def main() -> None:
@@ -78,6 +96,8 @@ def main() -> None:
                 m = f"m = {plan.m}" if plan.m_phi == plan.m else f"m = {plan.m} in azimuth, {plan.m_phi} in elevation"
                 rung = f"{lv.grades} grades, {m}, {lv.grid} even{elev}"
                 print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | {rung} | {flops:.3g} |")
+            if spec.arch == "rnn":
+                _arc_rows(sc, mid, spec)
         sys.stdout.flush()
     print(f"\n({time.perf_counter() - start:.0f} s to trace and meter)")
 
