@@ -35,17 +35,18 @@ to all: Gauss-Legendre on its arc of pi / 3 (n = 4), or its spherical triangle c
 ``m_c^2`` in the gnomonic chart with a 3-point rule of degree 2 on each (n = 5). What the
 rule leaves are kinks inside the chambers (state neurons switching), so the error falls
 like 1 / nodes at n = 4 and nodes^(-2/3) at n = 5. Measured on the beyond-n3 suite's 32
-copies (RMS error against their 2^27-input ground truths, whose own noise is ~4e-5; FVU in
-brackets; float32, which the meter charges half of float64 and which suffices without
-combinatorics): d = 4, n = 4: 4.9e-3 at 1e6 [0.071], 5.9e-4 at 1e7 [0.001], 8.6e-5 at 1e8;
-d = 4, n = 5: 2.3e-2 at 1e6 [2.4], 1.7e-3 at 1e7, 4.6e-4 at 1e8, 9.6e-5 at 1e9 (3-D slices:
-1.5e-4); argmedian d = 4, n = 5: 1.8e-2 at 1e6 [0.32], 2.6e-3, 5.6e-4, 9.4e-5 (3-D: 1.1e-4);
-d = 8, n = 5: 2.3e-2 at 1e7 [0.78], 5.2e-3 at 1e8, 7.2e-4 at 1e9 (3-D: 2.5e-3); argmedian
-d = 8, n = 5: 1.1e-2 at 1e7 [0.27], 3.8e-3, 6.0e-4 (3-D: 2.1e-3). At the cheapest rules the
-error is mostly a bias of the rule, different for each model (below 1e6 at n = 5 it is a
-matter of luck which rule does better; the ladder keeps one family). An arc costs ~2.3e3
-FLOPs at d = 4, n = 4, ~2.8e3 at d = 4, n = 5 and ~5.6e3 at d = 8, n = 5, so at d = 8 the
-cheapest rule (288 directions) costs 1.6e6.
+copies (RMS error against their 2^27-input ground truths, whose variance is subtracted; FVU
+in brackets; float32, which the meter charges half of float64 and which suffices without
+combinatorics): d = 4, n = 4: 4.9e-3 at 1e6 [0.069], 5.9e-4 at 1e7 [0.001], 7.5e-5 at 1e8;
+d = 4, n = 5: 2.3e-2 at 1e6 [2.4], 1.7e-3 at 1e7 [0.013], 3.3e-4 at 1e8, 4.7e-5 at 1e9
+(3-D slices: 1.5e-4); argmedian d = 4, n = 5: 1.8e-2 [0.31], 2.6e-3, 3.6e-4, 5.7e-5 (3-D:
+1.1e-4); d = 8, n = 5: 2.3e-2 at 1e7 [0.75], 5.1e-3 at 1e8, 9.9e-4 at 1e9 (3-D: 2.5e-3);
+argmedian d = 8, n = 5: 1.1e-2 at 1e7 [0.26], 1.1e-3, 3.3e-4 (3-D: 2.1e-3). The ladders
+(``_ARC_LADDER``) were chosen on these copies. At the cheapest rules the error is mostly a
+bias of the rule, different for each model (below 1e6 at n = 5 which rule does better is a
+matter of luck; the ladder keeps one family). An arc costs ~2.3e3 FLOPs at d = 4, n = 4,
+~2.8e3 at d = 4, n = 5 and ~5.6e3 at d = 8, n = 5, so at d = 8 the cheapest rule (288
+directions) costs 1.6e6 (``results/bench.md``).
 
 **3-D slices.** Split ``x = (u, v)`` with ``u`` the first ``n - 2`` inputs and ``v`` the last
 two, and write ``u = rho omega`` with ``rho >= 0``, ``omega`` on the sphere ``S^(n-3)``.
