@@ -181,10 +181,10 @@ def test_n4_finest_level_matches_dense_slicing_on_a_noisy_copy():
 
 def test_n5_matches_2_24_sample_ground_truth_to_its_quadrature_error():
     # 3-D slices at n = 5 (MLPs'; RNNs now take arcs) integrate over a 2-sphere; the level a
-    # 1e9 budget buys (14 intervals in elevation) reads 0.42290 on the zoo's d = 4, n = 5 model, whose accuracy is
-    # 0.4231 +- 0.0001 (three seeds), and 0.42340 with 8, the level 1e9 bought before
-    # (0.42332 and 0.42352 evenly spaced): allowed 2e-4 plus 4 standard errors of the
-    # ground truth, not exact (see the module docstring).
+    # 1e9 budget buys (14 intervals in elevation) reads 0.42290 on the zoo's d = 4, n = 5
+    # model, whose accuracy is 0.4231 +- 0.0001 (three seeds), and 0.42340 with 8, the level
+    # 1e9 bought before (0.42332 and 0.42352 evenly spaced): allowed 2e-4 plus 4 standard
+    # errors of the ground truth, not exact (see the module docstring).
     model = load_model("2nd_argmax-d4-n5")
     plan = best_slices(model.spec, 10**9)
     assert (plan.m, plan.grid, plan.elev) == (2, 16, 14) and _plan_flops(plan) <= 10**9
@@ -270,7 +270,7 @@ def test_registered_mechanistic_jax_for_n_4_and_5():
 def test_declares_no_model_its_cheapest_program_cannot_afford():
     """Where even the coarsest program costs more than the largest suite budget, every answer
     would be the chance rate: the zoo's d = 32, n = 5 MLP (3-D slices only) is not declared;
-    RNNs, whose cheapest arcs cost ~1e6 per 16 hidden units, are, the zoo's d = 16 one too."""
+    RNNs, whose cheapest arcs cost 4.2e6 at d = 16, n = 5, are, the zoo's d = 16 one too."""
     est = get_estimator("sliced_cones")
     big, rnn = ModelSpec("mlp", "2nd_argmax", 32, 5), ModelSpec("rnn", "2nd_argmax", 16, 5)
     assert best_plan(big, DECLARED_UP_TO) is None and not est.supports(big)
