@@ -711,10 +711,8 @@ def _arcs(p: dict[str, jax.Array], omega: jax.Array, rank: int, n: int) -> jax.A
     w, W, W_out = p["rnn.weight_ih_l0"][:, 0], p["rnn.weight_hh_l0"], p["linear.weight"]
     dtype = omega.dtype
     wr = w[None, :]
-    c = jnp.maximum(omega[:, :1] * wr, 0.0)
-    for i in range(1, n - 1):
-        c = jnp.maximum(c @ W.T + omega[:, i : i + 1] * wr, 0.0)
-    a = c @ W.T  # (N, d)
+    c = jax.vmap(lambda o: _state(w, W, o, n - 1))(omega)  # (N, d)
+    a = c @ W.T
     switch = jnp.clip(-a / jnp.where(wr == 0, 1.0, wr), -_ARC_END, _ARC_END)  # w_j = 0: at an end
     ends = jnp.broadcast_to(jnp.asarray([-_ARC_END, _ARC_END], dtype), (omega.shape[0], 2))
     points = jnp.sort(jnp.concatenate([ends, switch, omega], axis=1), axis=1)
