@@ -1005,7 +1005,7 @@ class SlicedCones(Estimator):
         # Below its cheapest program it returns the chance rate, worse than a constant
         # (issue 12): declared only where that program fits the largest budget of the
         # shipped suites, not on the zoo's d = 32 MLP (3.5e9); RNNs' cheapest arcs cost
-        # 2.2e5 (n = 4, product rule) and 3.6e5 (n = 5, lattice) at d = 16 (results/bench.md).
+        # 2.2e5 (n = 4, product rule) and 3.5e5 (n = 5, lattice) at d = 16 (results/bench.md).
         return super().supports(spec) and 4 <= spec.n <= 5 and _cheapest_flops(spec, self.dtype) <= DECLARED_UP_TO
 
     def estimate(self, model: Model, budget_flops: int, key: jax.Array) -> jax.Array:
