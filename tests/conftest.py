@@ -16,19 +16,6 @@ FAULTY = Path(__file__).resolve().with_name("faulty_estimators.py")
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-# The slowest test files, slowest first (`--durations`, 2026-12-01: ~100-300 s each, two
-# workers). pytest-xdist hands out whole files (`--dist loadfile`) in collection order
-# (`--no-loadscope-reorder`, pyproject.toml), so these start first and the short files fill
-# in at the end: longest processing time first, which keeps both workers busy to the finish.
-SLOWEST_FIRST = ("test_redteam.py", "test_sliced_cones.py", "test_exact_cones_zoo.py", "test_conformance.py",
-                 "test_hlo_meter.py", "test_distributed.py", "test_top3_cones.py", "test_exact_cones.py",
-                 "test_fast_ground_truth.py", "test_sealing.py", "test_bad_input.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's order kept
-
 
 @pytest.fixture
 def key():
