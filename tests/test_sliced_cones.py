@@ -319,6 +319,38 @@ def test_arcs_equal_sampling_on_their_half_planes(name):
         assert abs(value - right.mean()) <= 4 * se, (o, value, right.mean())
 
 
+def test_arcs_equal_a_fine_midpoint_rule_where_neurons_never_switch():
+    # The arcs carry the logits from sector to sector by a running sum over the switches
+    # crossed; its bookkeeping must survive a neuron that never switches (w_j = 0) and
+    # switches beyond the line's ends (w_j tiny: -a_j / w_j ~ 1e7, clipped). Against the model
+    # itself at 2^17 angles psi per direction (midpoint rule: each of the <= d + n breakpoints
+    # costs at most one cell, 2.4e-5), within 3e-4. (A running sum fed the wrong neuron per
+    # crossing was off by up to 1.3.)
+    from algzu.model import Model, forward
+
+    model = load_model("2nd_argmax-d4-n5")
+    n, rank = 5, model.spec.task_obj.target_rank(5)
+    w = np.array(model.params["rnn.weight_ih_l0"])
+    w[0, 0], w[1, 0] = 0.0, w[1, 0] * 1e-7
+    params = {**model.params, "rnn.weight_ih_l0": jnp.asarray(w)}
+    rng = np.random.default_rng(1)
+    omega = rng.normal(size=(8, n - 1)).astype(np.float32)
+    omega /= np.linalg.norm(omega, axis=1, keepdims=True)
+    W = np.asarray(params["rnn.weight_hh_l0"])
+    c = np.zeros((len(omega), 4))
+    for t in range(n - 1):
+        c = np.maximum(c @ W.T + omega[:, t : t + 1] * w[:, 0], 0.0)
+    assert (np.abs((c @ W.T)[:, 1] / w[1, 0]) > 1e6).any()  # some switch lies beyond the ends
+    arcs = np.asarray(jax.jit(_arcs, static_argnums=(2, 3))(params, jnp.asarray(omega), rank, n))
+    m = 1 << 17
+    psi = (np.arange(m) + 0.5) * (math.pi / m) - math.pi / 2
+    for o, value in zip(omega, arcs):
+        x = np.concatenate([np.cos(psi)[:, None] * o, np.sin(psi)[:, None]], axis=1).astype(np.float32)
+        logits = np.asarray(forward(Model(model.spec, params), jnp.asarray(x)))
+        right = logits.argmax(1) == np.argsort(-x, axis=1)[:, rank]
+        assert abs(value - np.sum(np.cos(psi) ** (n - 2) * right) * math.pi / m) <= 3e-4, o
+
+
 def test_arcs_match_ground_truth_to_their_measured_quadrature_error():
     # On the beyond-n3 suite's 32 copies (2^27-input ground truths, standard error ~4.3e-5)
     # the arcs a budget buys leave RMS errors of 8.6e-5 (d4-n4 at 1e8) and 6.3e-5 (d4-n5 at
