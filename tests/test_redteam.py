@@ -271,13 +271,13 @@ def test_sealed_attack_is_refused_or_charged_and_does_not_beat_sampling(scoring_
 
 
 def test_a_held_out_seed_cannot_be_read_off_the_key(scoring_runner, cache):
-    """``attack_key_seed`` tries every seed below 2^21 on its key (free work) and rebuilds its
+    """``attack_key_seed`` tries every seed below 2^16 on its key (free work) and rebuilds its
     copy from the one that matches. The suite's seed here stands for one drawn from a secret
-    (below 2^21, so that this search would find it): with held-out keys it finds nothing and
+    (below 2^16, so that this search would find it): with held-out keys it finds nothing and
     measures another copy of the public base, a protocol constant in effect, which wins no
     headline (interval lower end <= 1). Up to beeddc5 it found the seed and scored ~1,600x
     sampling+prior for 0 FLOPs."""
-    suite = SUITE.with_overrides(seed=1_234_567)
+    suite = SUITE.with_overrides(seed=54_321)
     result = run_suite(suite, cache_dir=cache, estimators=["attack_key_seed"], block_runner=scoring_runner,
                        held_out=True)
     assert result.cells.sealed.all() and (result.cells.seed == -1).all()
