@@ -115,6 +115,19 @@ def test_budget_ladder_is_respected_and_the_cheapest_rung_fits_1e7_on_m16_10(key
     assert below.estimate == pytest.approx(1 / small.n) and below.flops == 0
 
 
+def test_the_bisection_picks_the_rung_a_walk_would(monkeypatch):
+    # capacity_within bisects the ladder; on rising costs that is the rung walking it
+    # cheapest first picks (algzu.planning.finest_within), at every budget around them.
+    from algzu.planning import finest_within
+
+    spec = ModelSpec("rnn", "2nd_argmax", 16, 10)
+    rungs = T.ladder(spec)
+    costs = dict(zip(rungs, range(10, 10 * len(rungs) + 1, 10)))
+    monkeypatch.setattr(T, "program_flops", lambda _, rung: costs[rung])
+    for budget in range(0, 10 * len(rungs) + 20, 5):
+        assert T.capacity_within(spec, budget) == finest_within(rungs, costs.__getitem__, budget), budget
+
+
 def test_declares_the_m16_10_kind_only():
     est = get_estimator("top3_cones")
     assert est.mechanistic and est.backend == "jax"
