@@ -18,10 +18,9 @@ Each measurement is its own process; the two ways alternate, so the ratio is tak
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
+
+from _fresh import run_fresh
 
 CASES = [
     ("exact_cones", ("mlp", "2nd_argmax", 8, 3), 10**6),
@@ -46,12 +45,6 @@ print(json.dumps({"seconds": seconds, "plan": repr(plan)[:200], "flops": flops})
 """
 
 
-def _run(name, spec, budget, inside) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps([name, spec, budget, inside])],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=2)
@@ -63,7 +56,7 @@ def main() -> None:
         runs = {True: [], False: []}
         for _ in range(args.reps):
             for inside in (True, False):
-                runs[inside].append(_run(name, spec, budget, inside))
+                runs[inside].append(run_fresh(_CHILD, [name, spec, budget, inside]))
         best = {k: min(r["seconds"] for r in v) for k, v in runs.items()}
         same = len({(r["plan"], r["flops"]) for v in runs.values() for r in v}) == 1
         arch, task, d, n = spec

@@ -16,10 +16,9 @@ Each measurement is its own process; the two ways alternate, so the ratio is tak
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
+
+from _fresh import run_fresh
 
 _CHILD = """
 import functools, json, sys, time
@@ -41,11 +40,6 @@ print(json.dumps({"seconds": time.perf_counter() - start, "chosen": chosen,
 """
 
 
-def _run(walk: bool) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(walk)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=2)
@@ -54,7 +48,7 @@ def main() -> None:
     runs = {True: [], False: []}
     for _ in range(args.reps):
         for walk in (True, False):
-            runs[walk].append(_run(walk))
+            runs[walk].append(run_fresh(_CHILD, walk))
     best = {k: min(r["seconds"] for r in v) for k, v in runs.items()}
     same = len({tuple(r["chosen"]) for v in runs.values() for r in v}) == 1
     print("| ladder | rungs metered | seconds (best) | same rungs |")
