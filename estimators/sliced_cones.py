@@ -50,8 +50,8 @@ matter of luck; the ladder keeps one family). An arc costs ~2.1e3 FLOPs at d = 4
 cheapest rule (288 directions) costs 1.2e6 (``results/bench.md``). The logits are carried
 from sector to sector by a running sum over the switches crossed, not a (sector x d) @
 (d x n) product per sector: 26% cheaper at d = 8, 46% at d = 16 (a product cost 2.3e3 /
-2.8e3 / 5.6e3 / 1.5e4), 8% dearer at d = 2. The figures measured here and below were
-measured at those earlier costs.
+2.8e3 / 5.6e3 / 1.5e4), 8% dearer at d = 2. The errors quoted here and below were
+measured at those earlier costs (up to 25e3e6b).
 
 **The lattice (n = 5).** The product rule's error is the state's kinks inside the chambers,
 a bias that grows with d. At n = 5 the estimator draws the directions instead: in each of

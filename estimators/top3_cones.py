@@ -797,10 +797,10 @@ def program_flops(spec: ModelSpec, rung: TripleSample | int) -> int:
 def capacity_within(spec: ModelSpec, budget_flops: int) -> TripleSample | int | None:
     """The finest rung of :func:`ladder` whose metered program fits ``budget_flops``.
 
-    Costs rise along the ladder (with the draws, with the slots, and capacity 1 above the
-    most draws: ``tests/test_top3_cones.py``), so a bisection finds the rung that walking it
-    cheapest first would, metering ~4 of its 17 rungs instead of up to 16 (tracing one
-    capacity rung of M16,10 takes seconds)."""
+    Costs rise along the ladder (with the draws, and capacity 1 above the most draws:
+    ``tests/test_top3_cones.py``; with the slots: the table in the module docstring), so a
+    bisection finds the rung that walking it cheapest first would, metering ~4 of its 17
+    rungs instead of up to 16 (tracing one capacity rung of M16,10 takes seconds)."""
     rungs = ladder(spec)
     fits, over = -1, len(rungs)  # rungs[fits] fits (-1: none known to); rungs[over] does not
     while over - fits > 1:
