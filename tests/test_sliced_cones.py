@@ -42,6 +42,7 @@ from algzu.estimators.sliced_cones import (
     _program_of,
     _slice,
     _start_faces,
+    _state,
     _theta_breaks,
     best_plan,
     best_slices,
@@ -336,11 +337,9 @@ def test_arcs_equal_a_fine_midpoint_rule_where_neurons_never_switch():
     rng = np.random.default_rng(1)
     omega = rng.normal(size=(8, n - 1)).astype(np.float32)
     omega /= np.linalg.norm(omega, axis=1, keepdims=True)
-    W = np.asarray(params["rnn.weight_hh_l0"])
-    c = np.zeros((len(omega), 4))
-    for t in range(n - 1):
-        c = np.maximum(c @ W.T + omega[:, t : t + 1] * w[:, 0], 0.0)
-    assert (np.abs((c @ W.T)[:, 1] / w[1, 0]) > 1e6).any()  # some switch lies beyond the ends
+    W = params["rnn.weight_hh_l0"]
+    a = np.asarray(jax.vmap(lambda o: W @ _state(params["rnn.weight_ih_l0"][:, 0], W, o, n - 1))(jnp.asarray(omega)))
+    assert (np.abs(a[:, 1] / w[1, 0]) > 1e6).any()  # some switch lies beyond the ends
     arcs = np.asarray(jax.jit(_arcs, static_argnums=(2, 3))(params, jnp.asarray(omega), rank, n))
     m = 1 << 17
     psi = (np.arange(m) + 0.5) * (math.pi / m) - math.pi / 2
