@@ -21,8 +21,9 @@ from algzu.distributed import _assign
 from algzu.errors import AlgzuError
 
 TABLES = ("cells.csv", "summary.csv", "leaderboard.md", "leaderboard.csv")
-# Two estimators (one with an exact answer) keep the three runs cheap: ~20 s of CPU each.
-SUITE = ["leaderboard", "--suite", "smoke", "--estimator", "sampling", "--estimator", "exact_cones"]
+# One estimator keeps the five runs cheap (~20 s of CPU each; with `exact_cones` too, ~27 s):
+# what is tested is how blocks are divided, cached, lost and taken back, not what is in them.
+SUITE = ["leaderboard", "--suite", "smoke", "--estimator", "sampling"]
 # JAX stops a process whose peer sent no heartbeat for this long (100 s by default).
 HEARTBEAT_S = 10
 

@@ -658,16 +658,23 @@ def test_a_name_two_files_define_is_an_error_naming_both(tmp_path, sampler_sourc
     assert all(str(f) in str(e.value) for f in files)
 
 
-def test_a_name_not_written_as_text_is_still_found(tmp_path, sampler_source):
+def test_a_name_not_written_as_text_is_still_found(tmp_path, sampler_source, monkeypatch):
     """The text hint is only a shortcut: a class whose ``name`` is computed is found by asking
-    every file's worker, and its card is that of its own file."""
+    every file's worker, and its card is that of its own file. (The files asked are cut to
+    the rival and one decoy, ``sampling.py``: a worker per file costs seconds of CPU, and
+    this process has included every attack file of this module by now.)"""
     from algzu.sandbox.workers import SealedRunner
 
+    every = SealedRunner._sources
+    monkeypatch.setattr(SealedRunner, "_sources", lambda self: {
+        s: m for s, m in every(self).items() if s in self.includes or m == "algzu.estimators.sampling"})
     rival = tmp_path / "rival.py"
     rival.write_text(sampler_source(name_code='"rival_" + "computed"'))
     with SealedRunner(includes=[rival]) as runner:
         [card] = runner.catalog(["rival_computed"], [])
+        asked = runner.tracer_pids
     assert card.ref.file == str(rival.resolve())
+    assert len(asked) == 2, asked  # the decoy was asked too: the hint found no file
 
 
 # --- `algzu score`: attacks on the in-process scorer, a held-out secret in the environment ---

@@ -249,7 +249,7 @@ def test_budget_ladder_meters_within_budget_and_picks_the_family_measured_best()
     mlp4 = ModelSpec("mlp", "2nd_argmax", 8, 4)
     slices = type(best_slices(rnn4, 10**9))
     cases = [(rnn4, 10**6, _ArcPlan), (rnn4, 10**8, _ArcPlan), (rnn4, 10**9, slices), (rnn5, 10**6, _LatticePlan),
-             (rnn5, 10**8, _LatticePlan), (rnn5, 10**9, _ArcPlan), (rnn5_d8, 10**9, _LatticePlan), (mlp4, 10**9, slices)]
+             (rnn5, 10**8, _LatticePlan), (rnn5, 10**9, _ArcPlan), (rnn5_d8, 10**9, _LatticePlan), (mlp4, 10**8, slices)]
     for spec, budget, family in cases:
         plan = best_plan(spec, budget)
         assert isinstance(plan, family) and _plan_flops(plan) <= budget, (spec, budget, plan)
