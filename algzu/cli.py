@@ -557,6 +557,12 @@ def use_every_cpu_core() -> None:
         jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
 
 
+def _is_click_error(e: BaseException) -> bool:
+    """An error of the command-line parser (Click's ``ClickException``, e.g. ``UsageError``
+    with exit code 2, which typer vendors privately): duck-typed on what :func:`main` reads."""
+    return isinstance(getattr(e, "exit_code", None), int) and callable(getattr(e, "format_message", None))
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2.
 
@@ -567,7 +573,8 @@ def main() -> None:
 
     try:
         use_every_cpu_core()
-        app()
+        code = app(standalone_mode=False)  # the parser's errors come back to us, below
+        sys.exit(code if isinstance(code, int) else 0)  # an int: a command's typer.Exit(code)
     except AlgzuError as e:
         typer.echo(f"error: {e}", err=True)
         exit_now(2)
@@ -575,7 +582,13 @@ def main() -> None:
         if e.code not in (None, 0):
             exit_now(e.code if isinstance(e.code, int) else 1)
         raise
-    except BaseException:
+    except BaseException as e:
+        if _is_click_error(e):
+            if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                ctx = getattr(e, "ctx", None)
+                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                typer.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
+            exit_now(e.exit_code)  # 2: a usage error
         if not is_multi_process():
             raise
         import traceback
