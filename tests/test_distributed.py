@@ -21,7 +21,7 @@ from algzu.distributed import _assign
 from algzu.errors import AlgzuError
 
 TABLES = ("cells.csv", "summary.csv", "leaderboard.md", "leaderboard.csv")
-# One estimator keeps the five runs cheap (~20 s of CPU each; with `exact_cones` too, ~27 s):
+# One estimator keeps the five runs cheap (~21 s of CPU each; with `exact_cones` too, ~29 s):
 # what is tested is how blocks are divided, cached, lost and taken back, not what is in them.
 SUITE = ["leaderboard", "--suite", "smoke", "--estimator", "sampling"]
 # JAX stops a process whose peer sent no heartbeat for this long (100 s by default).
