@@ -106,6 +106,10 @@ def _bad_inputs(root: Path) -> dict[str, tuple[list[str], str]]:
                                               "no_such_estimator"], "unknown estimator"),
         "output_folder_is_a_file": (["leaderboard", "--suite", "smoke", "--out", str(src / "a_file")], "a_file"),
         "negative_timeout": (["leaderboard", "--suite", "smoke", "--out", "out", "--timeout", "-1"], "timeout"),
+        # An empty secret (say, $ALGZU_SECRET set but blank) would key a "held-out" run on a
+        # string anyone can guess.
+        "empty_secret": (["leaderboard", "--suite", "smoke", "--out", "out", "--heldout", "--secret", ""], "secret"),
+        "blank_secret": (["leaderboard", "--suite", "smoke", "--out", "out", "--secret", " \n"], "secret"),
         # Caught by the command-line parser before algzu runs: one line too, not usage and a panel.
         "budget_not_a_number": (with_("--budgets", "1e4x"), "--budgets"),
         "unknown_option": (["eval", MODEL, "--no-such-option"], "--no-such-option"),
@@ -124,7 +128,7 @@ BAD_INPUTS = ["truncated_pth", "garbage_pth", "pickle_os_system", "pickle_builti
               "tensor_stride_past_storage", "wrong_shapes", "truncated_safetensors", "corrupt_sidecar",
               "missing_checkpoint", "unknown_model", "unknown_task", "unknown_estimator", "unknown_model_in_score",
               "zero_budget", "negative_budget", "negative_noise_std", "zero_copies", "unknown_suite",
-              "unknown_estimator_in_leaderboard", "output_folder_is_a_file", "negative_timeout", "budget_not_a_number",
+              "unknown_estimator_in_leaderboard", "output_folder_is_a_file", "negative_timeout", "empty_secret", "blank_secret", "budget_not_a_number",
               "unknown_option", "missing_argument", "unknown_command"]
 # Run end to end as separate processes too (each imports JAX: a few seconds of CPU apiece).
 IN_A_PROCESS = ["pickle_os_system", "unknown_estimator_in_leaderboard"]
