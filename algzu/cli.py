@@ -265,6 +265,8 @@ def _secret_seed(secret: str | None, seed: int | None) -> tuple[int | None, bool
     """A seed from a secret (hashed, never stored) or ``--seed``; and whether it is held out."""
     if secret is None:
         return seed, False
+    if seed is not None:  # one of them would be ignored, and the run not be what was asked
+        raise AlgzuError("give --seed or a secret, not both: a held-out run draws its seed from the secret")
     import hashlib
 
     return int.from_bytes(hashlib.sha256(secret.encode()).digest()[:4], "little") & 0x7FFFFFFF, True
@@ -303,7 +305,7 @@ def score_cmd(
     copies: int = typer.Option(..., "--copies", help="Number of noisy copies K."),
     budgets: Optional[list[float]] = typer.Option(None, "--budgets", help="FLOP budgets (repeat the option)."),
     gt_samples: int = typer.Option(1 << 20, "--gt-samples", help="Ground-truth inputs per copy."),
-    seed: int = typer.Option(0, help="Seed of noise, ground truth and estimator keys."),
+    seed: Optional[int] = typer.Option(None, help="Seed of noise, ground truth and estimator keys (default 0)."),
     secret: Optional[str] = SECRET,
     secret_file: Optional[Path] = SECRET_FILE,
     cache: Path = typer.Option(Path("results/cache"), help="Cache folder."),
@@ -325,6 +327,7 @@ def score_cmd(
 
     leader = _join(coordinator, num_processes, process_id, distributed, init_timeout, heartbeat_timeout)
     seed, held_out = _secret_seed(_read_secret(secret, secret_file), seed)
+    seed = 0 if seed is None else seed
     # Suite and ModelCase validate the noise std, copies, budgets and sample count.
     suite = Suite(name="score", cases=(ModelCase(model, noise_std),), n_copies=copies,
                   budgets=_budgets(budgets) or geometric_budgets(1e3, 1e9), gt_samples=gt_samples, seed=seed)

@@ -314,7 +314,8 @@ def relative_mse_interval(cols: np.ndarray, ref: Callable, level: float = LEVEL,
     Returns:
         ``(r, lo, hi)``, each of shape ``cols.shape[:-2]``: the union of the bootstrap-t
         interval on log r (where it is defined) and the percentile interval (see the module
-        docstring). ``r`` is +inf where R <= 0 < mse, NaN where R is undefined or both are <= 0.
+        docstring). ``r`` is +inf where R <= 0 < mse, NaN where R is undefined or both are <= 0;
+        ``lo`` and ``hi`` are NaN there too, and for one copy (nothing to resample).
     """
     k = cols.shape[-2]
     w = bootstrap_weights(k) if weights is None else weights
@@ -337,7 +338,9 @@ def relative_mse_interval(cols: np.ndarray, ref: Callable, level: float = LEVEL,
     # An exact reference and an estimator indistinguishable from exact: 0/0.
     undefined = np.isnan(r) | (np.isinf(r) & (m0[..., _Q] <= 0))
     r = np.where(undefined, np.nan, r)
-    return r, np.where(undefined, np.nan, lo), np.where(undefined, np.nan, hi)
+    # One copy: every resample is that copy, a zero-width interval that says nothing.
+    no_interval = undefined | (k < 2)
+    return r, np.where(no_interval, np.nan, lo), np.where(no_interval, np.nan, hi)
 
 
 def efficiency_from_relative(r: float) -> float:

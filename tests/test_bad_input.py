@@ -110,6 +110,10 @@ def _bad_inputs(root: Path) -> dict[str, tuple[list[str], str]]:
         # string anyone can guess.
         "empty_secret": (["leaderboard", "--suite", "smoke", "--out", "out", "--heldout", "--secret", ""], "secret"),
         "blank_secret": (["leaderboard", "--suite", "smoke", "--out", "out", "--secret", " \n"], "secret"),
+        # Both would leave one unused, and the run not the one asked for.
+        "seed_and_secret": ([*score, "--seed", "3", "--secret", "abc"], "--seed"),
+        "seed_and_secret_in_leaderboard": (["leaderboard", "--suite", "smoke", "--out", "out", "--seed", "1",
+                                            "--secret", "abc"], "--seed"),
         # Caught by the command-line parser before algzu runs: one line too, not usage and a panel.
         "budget_not_a_number": (with_("--budgets", "1e4x"), "--budgets"),
         "unknown_option": (["eval", MODEL, "--no-such-option"], "--no-such-option"),
@@ -128,7 +132,8 @@ BAD_INPUTS = ["truncated_pth", "garbage_pth", "pickle_os_system", "pickle_builti
               "tensor_stride_past_storage", "wrong_shapes", "truncated_safetensors", "corrupt_sidecar",
               "missing_checkpoint", "unknown_model", "unknown_task", "unknown_estimator", "unknown_model_in_score",
               "zero_budget", "negative_budget", "negative_noise_std", "zero_copies", "unknown_suite",
-              "unknown_estimator_in_leaderboard", "output_folder_is_a_file", "negative_timeout", "empty_secret", "blank_secret", "budget_not_a_number",
+              "unknown_estimator_in_leaderboard", "output_folder_is_a_file", "negative_timeout", "empty_secret", "blank_secret", "seed_and_secret",
+              "seed_and_secret_in_leaderboard", "budget_not_a_number",
               "unknown_option", "missing_argument", "unknown_command"]
 # Run end to end as separate processes too (each imports JAX: a few seconds of CPU apiece).
 IN_A_PROCESS = ["pickle_os_system", "unknown_estimator_in_leaderboard"]

@@ -175,7 +175,7 @@ def test_secret_from_a_file_gives_the_same_seed_and_bad_files_one_line(tmp_path)
 
     (tmp_path / "secret").write_text("correct horse\n")
     assert _read_secret(None, tmp_path / "secret") == "correct horse"
-    assert _secret_seed(_read_secret(None, tmp_path / "secret"), 0) == _secret_seed("correct horse", 0)
+    assert _secret_seed(_read_secret(None, tmp_path / "secret"), None) == _secret_seed("correct horse", None)
     (tmp_path / "empty").write_text("")
     (tmp_path / "binary").write_bytes(b"\xff\xfe")
     for path, message in [(tmp_path / "missing", "cannot read"), (tmp_path / "empty", "empty"),

@@ -183,3 +183,16 @@ def test_delta_method_standard_error_matches_the_jackknife(ref, n):
     jack = np.array([np.log(leave_one_out[i, 0] / f(leave_one_out[i])[0]) for i in range(k)])
     se_jack = np.sqrt((k - 1) / k * np.sum((jack - jack.mean()) ** 2))
     assert se == pytest.approx(se_jack, rel=0.05), (se, se_jack)
+
+
+def test_one_copy_gives_a_point_estimate_but_no_interval():
+    # A bootstrap of one copy resamples that copy: a zero-width "95% interval" (before: mse
+    # 0.0073 [0.0073, 0.0073] from `algzu score --copies 1`). One copy has no spread to
+    # resample, so the interval is undefined (NaN; null in JSON) and the point estimate stays.
+    from algzu.scoring import copy_columns, reference, relative_mse_interval
+
+    cols = copy_columns(np.array([0.93]), np.array([0.9]), np.array([1e-4]), np.array([1e7]), "accuracy")
+    r, lo, hi = relative_mse_interval(cols, reference("one", 100.0, 1))
+    assert np.isfinite(r) and r > 0 and np.isnan(lo) and np.isnan(hi)
+    r2, lo2, hi2 = relative_mse_interval(np.concatenate([cols, cols * 1.5]), reference("one", 100.0, 2))
+    assert lo2 <= r2 <= hi2 and lo2 < hi2  # two copies: an interval again
