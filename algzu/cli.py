@@ -256,7 +256,7 @@ def _read_secret(secret: str | None, secret_file: Path | None) -> str | None:
             raise AlgzuError(f"the secret file {secret_file} is not UTF-8 text") from None
         if not secret.strip():
             raise AlgzuError(f"the secret file {secret_file} is empty")
-    elif secret is not None and not secret.strip():  # e.g. $ALGZU_SECRET set but blank
+    elif secret is not None and not secret.strip():  # --secret '' or a blank $ALGZU_SECRET
         raise AlgzuError("the secret is empty: a held-out run keyed on it could be rerun by anyone")
     return secret
 

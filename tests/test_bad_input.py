@@ -132,8 +132,8 @@ BAD_INPUTS = ["truncated_pth", "garbage_pth", "pickle_os_system", "pickle_builti
               "tensor_stride_past_storage", "wrong_shapes", "truncated_safetensors", "corrupt_sidecar",
               "missing_checkpoint", "unknown_model", "unknown_task", "unknown_estimator", "unknown_model_in_score",
               "zero_budget", "negative_budget", "negative_noise_std", "zero_copies", "unknown_suite",
-              "unknown_estimator_in_leaderboard", "output_folder_is_a_file", "negative_timeout", "empty_secret", "blank_secret", "seed_and_secret",
-              "seed_and_secret_in_leaderboard", "budget_not_a_number",
+              "unknown_estimator_in_leaderboard", "output_folder_is_a_file", "negative_timeout", "empty_secret",
+              "blank_secret", "seed_and_secret", "seed_and_secret_in_leaderboard", "budget_not_a_number",
               "unknown_option", "missing_argument", "unknown_command"]
 # Run end to end as separate processes too (each imports JAX: a few seconds of CPU apiece).
 IN_A_PROCESS = ["pickle_os_system", "unknown_estimator_in_leaderboard"]
