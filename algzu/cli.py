@@ -261,10 +261,11 @@ def _read_secret(secret: str | None, secret_file: Path | None) -> str | None:
     return secret
 
 
-def _secret_seed(secret: str | None, seed: int | None) -> tuple[int | None, bool]:
-    """A seed from a secret (hashed, never stored) or ``--seed``; and whether it is held out."""
+def _secret_seed(secret: str | None, seed: int | None, default: int | None = None) -> tuple[int | None, bool]:
+    """A seed from a secret (hashed, never stored) or ``--seed`` (``default`` if neither is
+    given); and whether it is held out."""
     if secret is None:
-        return seed, False
+        return (default if seed is None else seed), False
     if seed is not None:  # one of them would be ignored, and the run not be what was asked
         raise AlgzuError("give --seed or a secret, not both: a held-out run draws its seed from the secret")
     import hashlib
@@ -326,8 +327,7 @@ def score_cmd(
     from algzu.suites import ModelCase, Suite, geometric_budgets
 
     leader = _join(coordinator, num_processes, process_id, distributed, init_timeout, heartbeat_timeout)
-    seed, held_out = _secret_seed(_read_secret(secret, secret_file), seed)
-    seed = 0 if seed is None else seed
+    seed, held_out = _secret_seed(_read_secret(secret, secret_file), seed, default=0)
     # Suite and ModelCase validate the noise std, copies, budgets and sample count.
     suite = Suite(name="score", cases=(ModelCase(model, noise_std),), n_copies=copies,
                   budgets=_budgets(budgets) or geometric_budgets(1e3, 1e9), gt_samples=gt_samples, seed=seed)

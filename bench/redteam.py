@@ -39,8 +39,7 @@ def measure(paths: list[Path], out: Path) -> list[dict]:
     from algzu.run import run_suite
     from algzu.suites import ModelCase, Suite
 
-    seed, held_out = _secret_seed(os.environ.get("ALGZU_SECRET"), None)
-    seed = 0 if seed is None else seed
+    seed, held_out = _secret_seed(os.environ.get("ALGZU_SECRET"), None, default=0)
     cache = Path(tempfile.mkdtemp(prefix="algzu-redteam-"))  # ground truth shared by every attack
     records = []
     # The attack files go to the runner's workers, as ``--include`` does: never imported here.
