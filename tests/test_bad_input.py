@@ -74,6 +74,7 @@ def _bad_inputs(root: Path) -> dict[str, tuple[list[str], str]]:
     (src / "sidecar.safetensors").write_bytes(good.read_bytes())
     (src / "sidecar.json").write_text("{not json")
     (src / "a_file").write_text("")
+    (src / "broken.py").write_text('raise RuntimeError("this estimator file is broken")\n')
     score = ["score", "sampling", "--model", MODEL, "--noise-std", "0.1", "--copies", "2", "--budgets", "1000",
              "--gt-samples", "64", "--cache", "cache"]
 
@@ -97,6 +98,8 @@ def _bad_inputs(root: Path) -> dict[str, tuple[list[str], str]]:
         "unknown_task": (["eval", MODEL, "--task", "no_such_task"], "unknown task"),
         "unknown_estimator": (["score", "no_such_estimator", *score[2:]], "unknown estimator"),
         "unknown_model_in_score": (with_("--model", "no_such_model"), "unknown model"),
+        # A file the user named must load even when the estimator scored is another file's.
+        "broken_include": ([*score, "--include", str(src / "broken.py")], "broken.py"),
         "zero_budget": (with_("--budgets", "0"), "budgets"),
         "negative_budget": (with_("--budgets", "-5"), "budgets"),
         "negative_noise_std": (with_("--noise-std", "-0.1"), "noise std"),
@@ -131,7 +134,7 @@ def bad_inputs(tmp_path_factory):
 BAD_INPUTS = ["truncated_pth", "garbage_pth", "pickle_os_system", "pickle_builtins_eval", "tensor_past_storage",
               "tensor_stride_past_storage", "wrong_shapes", "truncated_safetensors", "corrupt_sidecar",
               "missing_checkpoint", "unknown_model", "unknown_task", "unknown_estimator", "unknown_model_in_score",
-              "zero_budget", "negative_budget", "negative_noise_std", "zero_copies", "unknown_suite",
+              "broken_include", "zero_budget", "negative_budget", "negative_noise_std", "zero_copies", "unknown_suite",
               "unknown_estimator_in_leaderboard", "output_folder_is_a_file", "negative_timeout", "empty_secret",
               "blank_secret", "seed_and_secret", "seed_and_secret_in_leaderboard", "budget_not_a_number",
               "unknown_option", "missing_argument", "unknown_command"]

@@ -582,15 +582,17 @@ class _Runner:
         worker of that file (:meth:`_worker_for`; this process never imports them).
 
         Named estimators are looked for first in the files whose classes set that ``name``
-        (read as text) and in the entry points, then, for any not found, in every other file.
+        (read as text), in the entry points and in this runner's ``includes`` (files the user
+        named must load, whatever is asked of them), then, for any not found, in every other
+        file.
 
         Raises:
             AlgzuError: an unknown name (with the valid ones), a name two files define, an
                 estimator file that fails to load, or an answer that is not a catalog.
         """
         sources, specs = self._sources(), list(specs)
-        asked = list(sources) if names is None else [s for s in sources
-                                                     if s.startswith(ENTRY_POINT) or _named_in(s) & set(names)]
+        asked = list(sources) if names is None else [
+            s for s in sources if s.startswith(ENTRY_POINT) or s in self.includes or _named_in(s) & set(names)]
         cards = self._read_catalog(asked, sources, specs)
         if names is not None and not set(names) <= {c.name for c in cards}:
             cards += self._read_catalog([s for s in sources if s not in asked], sources, specs)
