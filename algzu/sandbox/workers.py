@@ -285,12 +285,21 @@ def _source_key(source: str | None) -> str:
 def _named_in(source: str) -> set[str]:
     """The ``name = "..."`` strings of the classes in a file, read as text (never run): a
     hint of which file defines which estimator, checked by the file's own worker."""
+    try:
+        return set(_names_in_text(Path(source).read_text()))
+    except (OSError, ValueError):
+        return set()
+
+
+@functools.lru_cache(maxsize=256)
+def _names_in_text(text: str) -> frozenset[str]:
+    """:func:`_named_in` of a file's text, cached by the text: every catalog reads every file."""
     import ast
 
     try:
-        tree = ast.parse(Path(source).read_text())
-    except (OSError, SyntaxError, ValueError):
-        return set()
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return frozenset()
     found = set()
     for node in ast.walk(tree):
         for stmt in node.body if isinstance(node, ast.ClassDef) else ():
@@ -300,7 +309,7 @@ def _named_in(source: str) -> set[str]:
             if (any(isinstance(t, ast.Name) and t.id == "name" for t in targets)
                     and isinstance(value, ast.Constant) and isinstance(value.value, str)):
                 found.add(value.value)
-    return found
+    return frozenset(found)
 
 
 class _Worker:
