@@ -662,15 +662,18 @@ def test_a_name_not_written_as_text_is_still_found(tmp_path, sampler_source, mon
     """The text hint is only a shortcut: a class whose ``name`` is computed is found by asking
     every file's worker, and its card is that of its own file. (The files asked are cut to
     the rival and one decoy, ``sampling.py``: a worker per file costs seconds of CPU, and
-    this process has included every attack file of this module by now.)"""
+    this process has included every attack file of this module by now. The rival comes as a
+    file ``include`` registered in this process would, not as the runner's own ``includes``,
+    which are always asked.)"""
     from algzu.sandbox.workers import SealedRunner
 
-    every = SealedRunner._sources
-    monkeypatch.setattr(SealedRunner, "_sources", lambda self: {
-        s: m for s, m in every(self).items() if s in self.includes or m == "algzu.estimators.sampling"})
     rival = tmp_path / "rival.py"
     rival.write_text(sampler_source(name_code='"rival_" + "computed"'))
-    with SealedRunner(includes=[rival]) as runner:
+    every = SealedRunner._sources
+    monkeypatch.setattr(SealedRunner, "_included", lambda self: {str(rival.resolve())})
+    monkeypatch.setattr(SealedRunner, "_sources", lambda self: {
+        s: m for s, m in every(self).items() if s == str(rival.resolve()) or m == "algzu.estimators.sampling"})
+    with SealedRunner() as runner:
         [card] = runner.catalog(["rival_computed"], [])
         asked = runner.tracer_pids
     assert card.ref.file == str(rival.resolve())
