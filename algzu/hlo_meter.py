@@ -53,7 +53,9 @@ LAPACK custom calls              a LAPACK call whose operands, results or option
 constant iota broadcast(_in_dim) 0 (data movement)
 reshape transpose slice
 concatenate pad reverse convert
-bitcast_convert real imag
+bitcast_convert (same width: one
+that splits or joins words costs 1
+per narrower element) real imag
 optimization_barrier tuple
 get_tuple_element;
 sdy.sharding_constraint and the
@@ -1327,6 +1329,11 @@ class _Walk:
 
     def op_cost(self, op: ir.Operation, known: dict) -> int:
         name = op.name
+        if name == "stablehlo.bitcast_convert":  # free unless it splits or joins words (algzu.meter)
+            source, result = op.operands[0], op.results[0]
+            if _size(source) == _size(result):
+                return 0
+            return max(_size(source), _size(result)) * _rate([source, result])
         if name in _FREE:
             return 0
         if name in _ELEMENTWISE:

@@ -51,7 +51,9 @@ linear algebra      cholesky eigh svd qr lu                 linalg.*            
 data movement       reshape broadcast_in_dim squeeze        views: slicing,         0
                     transpose slice concatenate pad rev     ``.T``, broadcast_to
                     iota copy
-                    convert_element_type bitcast
+                    convert_element_type bitcast (same
+                    width; one that splits or joins
+                    words: 1 per narrower element)
                     stop_gradient random_seed/wrap/unwrap
                     debug_callback debug_print
 ==================  ======================================  ======================  ==========================
@@ -381,6 +383,8 @@ def _eqn_cost(eqn: jcore.JaxprEqn, known: _Scope, taint: list[bool]) -> tuple[in
     name = eqn.primitive.name
     params = eqn.params
     every = [True] * len(eqn.outvars)
+    if name == "bitcast_convert_type":
+        return _bitcast_flops(eqn.invars[0].aval, eqn.outvars[0].aval) * _dtype_rate(eqn), every
     if name in _FREE:
         return 0, every
     if name in _CALLS:
@@ -497,6 +501,17 @@ def _key_words(aval: Any) -> int:
     """32-bit words per PRNG key of this key-typed aval (2 for threefry)."""
     impl = getattr(aval.dtype, "_impl", None)
     return math.prod(impl.key_shape) if impl is not None else 2
+
+
+def _bitcast_flops(source: Any, result: Any) -> int:
+    """A bitcast that keeps the element width reinterprets bits: free. One that splits words
+    into narrower elements or joins them is shifts and masks done for nothing, which would buy
+    packed-lane arithmetic (two 16-bit samples per int32 word, split and rescaled by a bitcast
+    to int8: README, "SWAR packing"): 1 per element of the narrower side, as the shifts would
+    cost."""
+    if np.dtype(source.dtype).itemsize == np.dtype(result.dtype).itemsize:
+        return 0
+    return max(int(np.prod(source.shape)), int(np.prod(result.shape)))
 
 
 def _dtype_rate(eqn: jcore.JaxprEqn) -> int:

@@ -418,6 +418,20 @@ def test_complex_work_costs_eleven_per_element():
     assert both(lambda w, h: w.astype(jnp.complex64) @ h, jnp.ones((4, 10), F32), z) == (4 * 19 * 11,) * 3
 
 
+def test_splitting_or_joining_words_by_bitcast_costs_one_per_narrow_element():
+    """A bitcast of int32 words to int8[4] is a shift and a mask per byte, done for nothing up
+    to 5c8af0e: with it, samples packed two to an int32 word (README, "SWAR packing") were
+    split and rescaled for free. Splitting or joining costs 1 per element of the narrower
+    side in both meters; a bitcast that keeps the width reinterprets bits and stays free."""
+    w = jnp.ones((3, 4), F32)
+    words = lambda w: jnp.round(w * 256).astype(jnp.int32)  # noqa: E731  (12 rounds, 12 multiplies)
+    base = both(lambda w: words(w), w)
+    assert both(lambda w: lax.bitcast_convert_type(words(w), jnp.int8), w) == tuple(b + 48 for b in base)
+    joined = both(lambda w: lax.bitcast_convert_type(lax.bitcast_convert_type(words(w), jnp.int16), jnp.int32), w)
+    assert joined == tuple(b + 24 + 24 for b in base)
+    assert both(lambda w: lax.bitcast_convert_type(words(w), jnp.float32), w) == base
+
+
 @pytest.mark.parametrize("length, unroll, looped", [(1, 1, 1), (7, 3, 6), (10, 5, 10), (10, 10, 0), (10, True, 0)])
 def test_a_scan_is_charged_its_slices_per_step_kept_in_the_loop(length, unroll, looped):
     """The lowering reads ``xs`` and writes ``ys`` at the counter's position in the steps it
