@@ -420,7 +420,7 @@ def test_complex_work_costs_eleven_per_element():
 
 def test_splitting_or_joining_words_by_bitcast_costs_one_per_narrow_element():
     """A bitcast of int32 words to int8[4] is a shift and a mask per byte, done for nothing up
-    to 5c8af0e: with it, samples packed two to an int32 word (README, "SWAR packing") were
+    to b674110: with it, samples packed two to an int32 word (README, "SWAR packing") were
     split and rescaled for free. Splitting or joining costs 1 per element of the narrower
     side in both meters; a bitcast that keeps the width reinterprets bits and stays free."""
     w = jnp.ones((3, 4), F32)
