@@ -53,6 +53,9 @@ LAPACK custom calls              a LAPACK call whose operands, results or option
 constant iota broadcast(_in_dim) 0 (data movement)
 reshape transpose slice
 concatenate pad reverse convert
+(one that clamps or drops bits:
+float to unsigned or bool, integer
+to fewer bits: 1 per element)
 bitcast_convert (same width: one
 that splits or joins words costs 1
 per narrower element) real imag
@@ -162,6 +165,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -441,6 +445,21 @@ _RATES = {"f64": 2, "i64": 2, "ui64": 2, "complex<f32>": 11, "complex<f64>": 22}
 def _rate(values: Sequence[ir.Value]) -> int:
     """The dtype rate of an op: the largest of its operands' and results' (1 by default)."""
     return max((_RATES.get(_elem(v), 1) for v in values), default=1)
+
+
+def _bits(elem: str) -> int:
+    return int(re.sub(r"\D", "", elem) or 0)
+
+
+def _convert_cost(source: ir.Value, result: ir.Value) -> int:
+    """A convert that clamps or drops bits costs 1 per element (float to unsigned or bool,
+    integer to fewer bits: :func:`algzu.meter._convert_flops`); any other is free."""
+    s, r = _elem(source), _elem(result)
+    if s.startswith(("f", "bf", "complex")):
+        clamps = r == "i1" or r.startswith("ui")
+    else:
+        clamps = r.startswith(("i", "ui")) and _bits(r) < _bits(s)
+    return _size(result) * _rate([source, result]) if clamps else 0
 
 
 def _named(op: ir.Operation) -> list[tuple[str, Any]]:
@@ -867,10 +886,11 @@ _INLINE = {
     "igammac": (lax.igammac, 2, TRANSCENDENTAL),
     "nextafter": (lax.nextafter, 2, 1),
 }
-# ... plus jax.random.bits (1 per 32-bit word), and three the jaxpr meter counts free: a gather
-# in "fill" mode (data movement; its lowering masks out-of-bounds indices), a conversion to
-# bool (its lowering is ``x != 0``) and jax.random.key(seed) (two bit operations on the seed).
-_FREE_KINDS = ("gather_fill", "to_bool", "random_seed")
+# ... plus jax.random.bits (1 per 32-bit word), and two the jaxpr meter counts free: a gather in
+# "fill" mode (data movement; its lowering masks out-of-bounds indices) and jax.random.key(seed)
+# (two bit operations on the seed). (A conversion to bool, lowered as ``x != 0``, was a third
+# up to a37efdc; both meters now charge it as the comparison it is.)
+_FREE_KINDS = ("gather_fill", "random_seed")
 _INLINE_KINDS = (*_INLINE, "random_bits", *_FREE_KINDS)
 _SEED_TYPES = ("i32", "ui32", "i64", "ui64")
 _FLOATS = ("f32", "f64", "f16", "bf16")
@@ -885,9 +905,6 @@ def _inline_keys(kind: str, root: ir.Operation) -> list[tuple]:
         return [(root_type, batch) for batch in range(rank + 1)]
     if kind == "random_seed":
         return [(root_type, seed) for seed in _SEED_TYPES]
-    if kind == "to_bool":
-        compare = _owner(root.operands[0])
-        return [] if compare is None or not compare.operands else [(root_type, str(compare.operands[0].type))]
     if kind != "gather_fill":
         return [(root_type,)]
     key = _gather_fill_key(root)
@@ -941,8 +958,6 @@ def _inline_builder(kind: str, key: tuple) -> tuple[Callable[..., Any], list] | 
                 [operand, indices],
             )  # fmt: skip
         out = _spec(key[0])
-        if kind == "to_bool":
-            return (lambda x: x.astype(jnp.bool_)), [_spec(key[1])]
         if kind == "random_seed":
             if out.shape != (2,) or out.dtype != jnp.uint32:
                 return None
@@ -1010,9 +1025,7 @@ def _inline_signature(kind: str, elem: str) -> tuple | None:
         # select(in-bounds mask, gather, broadcast fill value); the mask may be broadcast
         # first, so only the gather and the fill are checked here, the rest by the match.
         return ("stablehlo.select", (None, "stablehlo.gather", "stablehlo.broadcast_in_dim"))
-    if kind == "to_bool":
-        canonical = ("tensor<3xi1>", "tensor<3xf32>") if elem == "i1" else None
-    elif kind == "random_seed":
+    if kind == "random_seed":
         canonical = ("tensor<2xui32>", "i32") if elem == "ui32" else None
     else:
         canonical = (f"tensor<3x{elem}>",) + ((0,) if kind == "random_bits" else ())
@@ -1334,6 +1347,8 @@ class _Walk:
             if _size(source) == _size(result):
                 return 0
             return max(_size(source), _size(result)) * _rate([source, result])
+        if name == "stablehlo.convert":
+            return _convert_cost(op.operands[0], op.results[0])
         if name in _FREE:
             return 0
         if name in _ELEMENTWISE:

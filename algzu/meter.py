@@ -51,7 +51,10 @@ linear algebra      cholesky eigh svd qr lu                 linalg.*            
 data movement       reshape broadcast_in_dim squeeze        views: slicing,         0
                     transpose slice concatenate pad rev     ``.T``, broadcast_to
                     iota copy
-                    convert_element_type bitcast (same
+                    convert_element_type (one that
+                    clamps or drops bits: float to
+                    unsigned or bool, integer to fewer
+                    bits, 1 per element) bitcast (same
                     width; one that splits or joins
                     words: 1 per narrower element)
                     stop_gradient random_seed/wrap/unwrap
@@ -385,6 +388,8 @@ def _eqn_cost(eqn: jcore.JaxprEqn, known: _Scope, taint: list[bool]) -> tuple[in
     every = [True] * len(eqn.outvars)
     if name == "bitcast_convert_type":
         return _bitcast_flops(eqn.invars[0].aval, eqn.outvars[0].aval) * _dtype_rate(eqn), every
+    if name == "convert_element_type":
+        return _convert_flops(eqn.invars[0].aval, eqn.outvars[0].aval) * _dtype_rate(eqn), every
     if name in _FREE:
         return 0, every
     if name in _CALLS:
@@ -510,6 +515,22 @@ def _bitcast_flops(source: Any, result: Any) -> int:
     to int8: README, "SWAR packing"): 1 per element of the narrower side, as the shifts would
     cost. (Only a change of width changes the element count, as in :mod:`algzu.hlo_meter`.)"""
     return 0 if source.size == result.size else max(source.size, result.size)
+
+
+def _convert_flops(source: Any, result: Any) -> int:
+    """A convert that clamps or drops bits is an operation: float to unsigned saturates at 0
+    (a ReLU: ``max(x, 0)``), float to bool is ``x != 0``, and an integer convert to fewer bits
+    keeps the low ones (a mask: the low lane of a packed word, README, "SWAR packing"); each
+    costs 1 per element, what the operation it replaces does. Rounding to a signed integer,
+    widening, or keeping the width is free: a ReLU by signed saturation needs an offset add,
+    which costs the max it would save. (Mirrored by :mod:`algzu.hlo_meter`.)"""
+    s, r = source.dtype, result.dtype
+    if jax.dtypes.issubdtype(s, np.inexact):
+        clamps = r == np.bool_ or jax.dtypes.issubdtype(r, np.unsignedinteger)
+    else:
+        clamps = r != s and (r == np.bool_ or (jax.dtypes.issubdtype(r, np.integer)
+                                               and np.dtype(r).itemsize < np.dtype(s).itemsize))
+    return result.size if clamps else 0
 
 
 def _dtype_rate(eqn: jcore.JaxprEqn) -> int:

@@ -335,7 +335,9 @@ def _interp(table: jax.Array, pts: jax.Array) -> jax.Array:
     x = pts * (_GRID - 1)
     i = jnp.clip(jnp.floor(x), 0.0, _GRID - 2.0)
     f = x - i
-    i = i.astype(jnp.uint32)  # unsigned: no negative-index wrapping in the gathers
+    # Unsigned: no negative-index wrapping in the gathers. Through int32, since a float-to-
+    # unsigned convert is charged as the ReLU it is (``i`` is already clipped to >= 0).
+    i = i.astype(jnp.int32).astype(jnp.uint32)
     base = i[..., 0] * _GRID + i[..., 1]
     corner = lambda off: table.at[base + jnp.uint32(off)].get(mode="promise_in_bounds")  # noqa: E731
     h00, h01, h10, h11 = corner(0), corner(1), corner(_GRID), corner(_GRID + 1)

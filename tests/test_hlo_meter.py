@@ -432,6 +432,26 @@ def test_splitting_or_joining_words_by_bitcast_costs_one_per_narrow_element():
     assert both(lambda w: lax.bitcast_convert_type(words(w), jnp.float32), w) == base
 
 
+def test_a_convert_that_clamps_or_keeps_low_bits_costs_one_per_element():
+    """A float-to-unsigned convert saturates at 0: a ReLU, free up to a37efdc (README, "SWAR
+    packing"); it now costs what ``max(x, 0)`` does, as do a float-to-bool convert (``x != 0``)
+    and an integer one that drops high bits (a mask: a packed word's low lane, split for
+    nothing after the bitcast was charged). Converts that round to a signed integer, widen, or
+    keep the width stay free: a ReLU by signed saturation needs an offset add, which costs the
+    max it would save."""
+    w = jnp.ones((3, 4), F32)
+    pre = lambda w: w * 2 - 1  # noqa: E731  (24)
+    relu = both(lambda w: jnp.maximum(pre(w), 0.0), w)
+    assert both(lambda w: pre(w).astype(jnp.uint32).astype(F32), w) == relu
+    assert both(lambda w: pre(w).astype(jnp.uint8), w) == relu
+    assert both(lambda w: pre(w).astype(jnp.bool_), w) == relu
+    assert both(lambda w: pre(w).astype(jnp.int32).astype(F32), w) == (24, 24, 24)
+    words = lambda w: pre(w).astype(jnp.int32)  # noqa: E731
+    assert both(lambda w: words(w).astype(jnp.int16), w) == relu
+    assert both(lambda w: words(w).astype(jnp.uint32).astype(jnp.int8).astype(jnp.int32), w) == relu
+    assert both(lambda w: words(w).astype(jnp.float32).astype(jnp.float16), w) == (24, 24, 24)
+
+
 @pytest.mark.parametrize("length, unroll, looped", [(1, 1, 1), (7, 3, 6), (10, 5, 10), (10, 10, 0), (10, True, 0)])
 def test_a_scan_is_charged_its_slices_per_step_kept_in_the_loop(length, unroll, looped):
     """The lowering reads ``xs`` and writes ``ys`` at the counter's position in the steps it
