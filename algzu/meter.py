@@ -163,12 +163,14 @@ DTYPE_RATE = {"float64": 2, "int64": 2, "uint64": 2, "complex64": 11, "complex12
 
 OVER_BUDGET = "over_budget"
 
+# Data movement (converts and bitcasts are priced by :func:`_convert_flops` and
+# :func:`_bitcast_flops`: free unless they clamp or split).
 _FREE = frozenset({
     "reshape", "broadcast_in_dim", "squeeze", "expand_dims", "transpose", "slice", "concatenate",
-    "pad", "rev", "iota", "copy", "copy_p", "convert_element_type", "bitcast_convert_type",
-    "stop_gradient", "optimization_barrier", "sharding_constraint", "device_put", "split", "stack",
-    "platform_index", "real", "imag", "random_seed", "random_wrap", "random_unwrap",
-    "random_clone", "lu_pivots_to_permutation", "debug_callback", "debug_print",
+    "pad", "rev", "iota", "copy", "copy_p", "stop_gradient", "optimization_barrier",
+    "sharding_constraint", "device_put", "split", "stack", "platform_index", "real", "imag",
+    "random_seed", "random_wrap", "random_unwrap", "random_clone", "lu_pivots_to_permutation",
+    "debug_callback", "debug_print",
 })  # fmt: skip
 
 _ELEMENTWISE = {
