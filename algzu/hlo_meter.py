@@ -1411,14 +1411,18 @@ class _Walk:
         inputs = list(op.operands)[:n]
         work = _size(inputs[0]) - _size(op.results[0])
         body = op.regions[0]
+        # Priced n - 1 combines per output where the init is the body's identity; any other
+        # init is one more combine per output (``_init_is_identity``).
+        extra = 0 if _init_is_identity(op, known) else _size(op.results[0])
         if n == 1 and _single_op_body(body) in _SIMPLE_BODIES:
-            return max(work, 1) * _rate([*op.operands, *op.results])
+            return max(work + extra, 1) * _rate([*op.operands, *op.results])
         if n == 2:
             elems = (_elem(inputs[0]), _elem(inputs[1]))
             fp = self.fps.closed_region(body)
             for kind in ("argmax", "argmin"):
                 if fp is not None and fp == self.reference(_region_reference, kind, elems):
-                    return max(work, 1) * _rate([inputs[0]])  # the index dtype is not arithmetic
+                    extra = 0 if _init_is_identity(op, known, kind) else _size(op.results[0])
+                    return max(work + extra, 1) * _rate([inputs[0]])  # the index dtype is not arithmetic
         applications = _size(inputs[0])
         return max(applications, 1) * max(self.region_cost(body, known), 1)
 
@@ -1429,7 +1433,9 @@ class _Walk:
         shape, elem = _tensor(inputs[0].type)
         window = _ints(_attr(op, "window_dimensions"))
         axis = _cumulative_axis(op, shape, window)
-        if n == 1 and axis is not None:
+        # The cumulative price holds for the body's identity as init (it pads the windows);
+        # with another init every window element combines (one-element windows included).
+        if n == 1 and axis is not None and _init_is_identity(op, known):
             weight = None
             if _single_op_body(body) in (
                 "stablehlo.add",
@@ -1721,6 +1727,50 @@ def _single_op_body(region: ir.Region) -> str | None:
     if set(op.operands) != set(block.arguments) or len(op.operands) != 2:
         return None
     return op.name
+
+
+def _identity(body: str, elem: str) -> np.generic | None:
+    """The identity of a reduction body ``stablehlo.<body>`` on elements ``elem`` (None if none
+    is known: the init is then priced as a combine)."""
+    dtype = _NP_DTYPES.get(elem)
+    if dtype is None:
+        return None
+    kind = np.dtype(dtype).kind
+    if body in ("stablehlo.add", "stablehlo.or", "stablehlo.xor"):
+        return dtype(0)
+    if body == "stablehlo.multiply":
+        return dtype(1)
+    if body == "stablehlo.and":
+        return dtype(True) if kind == "b" else ~dtype(0)
+    if body in ("stablehlo.maximum", "stablehlo.minimum"):
+        low = body == "stablehlo.maximum"
+        if kind == "f":
+            return dtype(-np.inf if low else np.inf)
+        if kind == "b":
+            return dtype(not low)
+        info = np.iinfo(dtype)
+        return dtype(info.min if low else info.max)
+    return None
+
+
+def _init_is_identity(op: ir.Operation, known: Mapping[ir.Value, np.generic], kind: str | None = None) -> bool:
+    """Whether a reduce or reduce_window's init is a constant equal to its body's identity: for
+    a one-op body its init; for the variadic ``argmax`` / ``argmin`` body (``kind``) the value's
+    (-inf / +inf; the index's init is then never chosen over a real element)."""
+    n = len(op.results)
+    init = list(op.operands)[n]
+    if kind is not None:
+        body = "stablehlo.maximum" if kind == "argmax" else "stablehlo.minimum"
+    elif n == 1:
+        body = _single_op_body(op.regions[0])
+    else:
+        return False
+    value = known.get(init)
+    owner = _owner(init)
+    if value is None and owner is not None and owner.name == "stablehlo.constant":
+        value = _scalar(owner.attributes["value"], _elem(init))
+    identity = None if body is None else _identity(body, _elem(init))
+    return value is not None and identity is not None and bool(value == identity)
 
 
 def _cumulative_axis(op: ir.Operation, shape: tuple[int, ...], window: list[int]) -> int | None:

@@ -452,6 +452,28 @@ def test_a_convert_that_clamps_or_keeps_low_bits_costs_one_per_element():
     assert both(lambda w: words(w).astype(jnp.float32).astype(jnp.float16), w) == (24, 24, 24)
 
 
+def test_a_reduction_whose_init_is_not_its_identity_pays_for_combining_it():
+    """A reduction is priced n - 1 combines per output, which holds when its init is the body's
+    identity (0 for add, -inf for max: what JAX's sums, maxima, argmax and cumsum use). With
+    another init every output also combines it: a ``reduce_window`` of one-element windows
+    over an (N, 1) array computed ``c * x`` or ``max(x, 0)`` for the whole array at 1 FLOP up
+    to 8904572 (found by a red-team pass: an RNN sampler doing its products and ReLUs that way
+    paid 0.40-0.47 of ``sampling``'s FLOPs a sample, same estimates); the padding of a
+    cumulative window is the init too. Such a reduction now costs what it does."""
+    h, c = jnp.linspace(-2, 2, 64, dtype=F32).reshape(16, 4), F32(0.5)
+    one = lambda op, init: lambda h: lax.reduce_window(h[:, :1], init, op, (1, 1), (1, 1), "VALID")  # noqa: E731
+    assert hlo_meter.count_flops(lambda h, c: one(lax.mul, c)(h * c), h, c) == 64 + 16
+    assert hlo_meter.count_flops(one(lax.max, 0.0), h) == 16  # a ReLU of 16 elements
+    assert hlo_meter.count_flops(one(lax.max, -np.inf), h) == 1  # the identity: a copy
+    cumulative = lambda init: lambda h: lax.reduce_window(h, init, lax.add, (1, 4), (1, 1), ((0, 0), (3, 0)))  # noqa: E731
+    assert hlo_meter.count_flops(cumulative(0.0), h) == hlo_meter.count_flops(lambda h: jnp.cumsum(h, axis=1), h) == 48
+    assert hlo_meter.count_flops(cumulative(1.0), h) == 64 * 4  # every output's window of 4, padding included
+    assert hlo_meter.count_flops(lambda h: lax.reduce(h, 0.0, lax.add, (1,)), h) == 48
+    assert hlo_meter.count_flops(lambda h, c: lax.reduce(h, c, lax.add, (1,)), h, c) == 48 + 16
+    assert hlo_meter.count_flops(lambda h: lax.reduce(h[:, :1], 0.0, lax.max, (1,)), h) == 16
+    assert hlo_meter.count_flops(lambda h: jnp.argmax(h, axis=1), h) == 48
+
+
 @pytest.mark.parametrize("length, unroll, looped", [(1, 1, 1), (7, 3, 6), (10, 5, 10), (10, 10, 0), (10, True, 0)])
 def test_a_scan_is_charged_its_slices_per_step_kept_in_the_loop(length, unroll, looped):
     """The lowering reads ``xs`` and writes ``ys`` at the counter's position in the steps it
