@@ -28,10 +28,12 @@ remainder
 dot_general, dot, convolution    ``(2k-1)`` per output element
 reduce                           standard body (one add/mul/max/min/and/or/xor, or the
                                  variadic body ``lax.argmax``/``argmin`` lowers to): ``n-1``
-                                 per output; any other body: its cost x ``n`` per output
+                                 per output, ``n`` if the init is not the body's identity;
+                                 any other body: its cost x ``n`` per output
 reduce_window                    cumulative form (window = the whole axis, padded ``n-1`` on
-                                 one side; body add/mul/max/min, or ``cumlogsumexp``'s at 16):
-                                 ``n-1`` per row; any other: body x window x outputs
+                                 one side; body add/mul/max/min, or ``cumlogsumexp``'s at 16;
+                                 init the body's identity): ``n-1`` per row; any other:
+                                 body x window x outputs
 sort                             comparator identical to ``lax.sort``'s for some ``num_keys``:
                                  ``4*num_keys*size*ceil(log2 n)``; any other comparator:
                                  ``max(body, 4)*size*ceil(log2 n)``
