@@ -1415,8 +1415,8 @@ class _Walk:
         body = op.regions[0]
         # Priced n - 1 combines per output where the init is the body's identity; any other
         # init is one more combine per output (``_init_is_identity``).
-        extra = 0 if _init_is_identity(op, known) else _size(op.results[0])
         if n == 1 and _single_op_body(body) in _SIMPLE_BODIES:
+            extra = 0 if _init_is_identity(op, known) else _size(op.results[0])
             return max(work + extra, 1) * _rate([*op.operands, *op.results])
         if n == 2:
             elems = (_elem(inputs[0]), _elem(inputs[1]))
