@@ -1151,8 +1151,25 @@ class _Walk:
     def total(self) -> int:
         if "main" not in self.funcs or len(self.funcs["main"].regions) != 1:
             raise Refused("the module's main function has no body")
+        for func in self.funcs.values():
+            self.admit(func)
         n_args = len(self.funcs["main"].regions[0].blocks[0].arguments)
         return self.func_cost("main", {}, frozenset(range(n_args)) - self.free_args)
+
+    def admit(self, op: ir.Operation) -> None:
+        """Refuse the module if any op in ``op``'s regions is one the meter does not know, or a
+        custom call it does not admit, whether or not it reads the copy: work on constants or
+        the key is free, not unchecked (an unknown custom call, a host callback, an outfeed on
+        constants ran on the trusted side at 0 FLOPs up to 5d8d14c)."""
+        for region in op.regions:
+            for block in region.blocks:
+                for inner in block.operations:
+                    inner = inner.operation
+                    if inner.name == "stablehlo.custom_call":
+                        self.custom_call_cost(inner, {})  # refuses what it does not admit
+                    elif inner.name not in _KNOWN_OPS:
+                        raise Refused(f"the meter has no cost for {inner.name}; it runs only programs it can price")
+                    self.admit(inner)
 
     # -- functions and blocks --
 
@@ -1685,6 +1702,8 @@ _HANDLERS: dict[str, Callable[..., int]] = {
     "stablehlo.dot": _Walk.dot_cost,
     "stablehlo.convolution": _Walk.convolution_cost,
 }
+# Every op a module may hold, charged or free (:meth:`_Walk.admit`).
+_KNOWN_OPS = frozenset(_FREE | _ELEMENTWISE.keys() | _HANDLERS.keys()) | {"stablehlo.convert", "stablehlo.bitcast_convert"}
 
 
 class _Scope(dict):

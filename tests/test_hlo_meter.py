@@ -562,6 +562,27 @@ def test_unknown_custom_call_target_is_refused_by_name():
         _through_bytes(exported_from_text(text))
 
 
+@pytest.mark.parametrize("name, line", [
+    ("my_fast_estimate", "%c = stablehlo.custom_call @my_fast_estimate(%k) : (tensor<3xf32>) -> tensor<3xf32>"),
+    ("host Python", "%c = stablehlo.custom_call @xla_ffi_python_cpu_callback(%k) {api_version = 4 : i32, "
+                    "backend_config = {index = 0 : ui64}} : (tensor<3xf32>) -> tensor<3xf32>"),
+    (r"stablehlo\.(create_token|outfeed)", '%t = stablehlo.create_token : !stablehlo.token\n    %u = "stablehlo.outfeed"(%k, %t) '
+                          '{outfeed_config = ""} : (tensor<3xf32>, !stablehlo.token) -> !stablehlo.token\n'
+                          "    %c = stablehlo.add %k, %k : tensor<3xf32>"),
+])  # fmt: skip
+def test_an_op_the_meter_does_not_know_is_refused_where_it_reads_no_weights(name, line):
+    """Work that reads no weight is free, but not unchecked: up to 5d8d14c the walk skipped such
+    ops before asking whether it knew them, so an unknown custom call, a host callback (whose
+    first run crashed the trusted process) or an outfeed (which hangs) on constants passed at
+    0 FLOPs. Every op of the module is now checked, free or charged."""
+    text = _module(f"""    %k = stablehlo.constant dense<1.0> : tensor<3xf32>
+    {line}
+    %0 = stablehlo.add %arg0, %c : tensor<3xf32>
+    return %0 : tensor<3xf32>""")
+    with pytest.raises(Refused, match=name):
+        _through_bytes(exported_from_text(text))
+
+
 def test_unknown_op_is_refused_by_name():
     text = _module("""
     %0 = stablehlo.fft %arg0, type = RFFT, length = [3] : (tensor<3xf32>) -> tensor<2xcomplex<f32>>
