@@ -529,9 +529,10 @@ def _convert_flops(source: Any, result: Any) -> int:
     s, r = source.dtype, result.dtype
     if jax.dtypes.issubdtype(s, np.inexact):
         clamps = r == np.bool_ or jax.dtypes.issubdtype(r, np.unsignedinteger)
-    else:
-        clamps = r != s and (r == np.bool_ or (jax.dtypes.issubdtype(r, np.integer)
-                                               and np.dtype(r).itemsize < np.dtype(s).itemsize))
+    elif s == np.bool_:
+        clamps = False
+    else:  # bits, not bytes: int8 to int4 keeps a nibble
+        clamps = r == np.bool_ or (jax.dtypes.issubdtype(r, np.integer) and jax.numpy.iinfo(r).bits < jax.numpy.iinfo(s).bits)
     return result.size if clamps else 0
 
 

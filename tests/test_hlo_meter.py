@@ -449,6 +449,8 @@ def test_a_convert_that_clamps_or_keeps_low_bits_costs_one_per_element():
     words = lambda w: pre(w).astype(jnp.int32)  # noqa: E731
     assert both(lambda w: words(w).astype(jnp.int16), w) == relu
     assert both(lambda w: words(w).astype(jnp.uint32).astype(jnp.int8).astype(jnp.int32), w) == relu
+    nibbles = both(lambda w: words(w).astype(jnp.int8).astype(jnp.int4).astype(jnp.int32), w)
+    assert nibbles == tuple(c + 12 for c in relu)  # bits, not bytes: int8 to int4 is a mask too
     assert both(lambda w: words(w).astype(jnp.float32).astype(jnp.float16), w) == (24, 24, 24)
 
 
