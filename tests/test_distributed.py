@@ -47,7 +47,9 @@ def _start(out: Path, port: int, process_id: int) -> subprocess.Popen:
     args = [sys.executable, "-m", "algzu.cli", *SUITE, "--out", str(out), "--coordinator", f"127.0.0.1:{port}",
             "--num-processes", "2", "--process-id", str(process_id), "--heartbeat-timeout", str(HEARTBEAT_S),
             "--init-timeout", "120"]
-    return subprocess.Popen(args, env=_env(devices=1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    # Its workers' folders in pytest's: a process killed by SIGKILL cannot remove them.
+    env = dict(_env(devices=1), TMPDIR=str(out.parent))
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
 

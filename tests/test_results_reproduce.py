@@ -92,7 +92,9 @@ def test_killed_leaderboard_resumes_without_recomputing_and_matches_an_uninterru
     shutil.copytree(tmp_path / "cache-fresh" / "ground_truth", cache / "ground_truth")
 
     script = KILL_SUITE.format(faulty=str(FAULTY), model=MODEL, tiny=TINY)
-    proc = subprocess.Popen([sys.executable, "-c", script, str(cache)], env={**os.environ, "ALGZU_TEST_CALLS": str(calls)},
+    # TMPDIR: its worker's folder in pytest's, since a process killed by SIGKILL cannot remove it.
+    env = {**os.environ, "ALGZU_TEST_CALLS": str(calls), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(cache)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     blocks: list[Path] = []
     deadline = time.monotonic() + 240
