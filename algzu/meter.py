@@ -23,7 +23,9 @@ elementwise         add sub mul div neg max min abs sign    add, maximum, equal,
                     floor ceil round square sqrt eq ne lt   sqrt, square, ...
                     le gt ge and or not xor shifts ...
 clamp               ``clamp``                               clip                    2
-select              ``select_n``                            where                   4
+select              ``select_n``                            where                   4 (n cases: n - 1
+                                                                                    selects, +1 each for
+                                                                                    an integer ``which``)
 reciprocal sqrt     ``rsqrt``                               ``1 / sqrt``            2
 transcendental      exp exp2 log log1p expm1 tanh           exp, log, tanh, power,  16 (flopscope's
                     logistic sin cos tan (a)sinh ...        mod, ...                transcendental tier)
@@ -430,6 +432,9 @@ def _first_order_flops(eqn: jcore.JaxprEqn) -> tuple[int, int] | None:
     if not eqn.outvars:
         return None
     out = eqn.outvars[0].aval
+    if name == "select_n":  # lowered as a tree: n - 1 selects, each after a compare unless `which` is bool
+        compare = 0 if eqn.invars[0].aval.dtype == np.bool_ else 1
+        return out.size * max(len(eqn.invars) - 2, 1), SELECT + compare
     if name in _ELEMENTWISE:
         weight = _ELEMENTWISE[name]
         if name == "div" and jax.dtypes.issubdtype(out.dtype, np.integer):

@@ -454,6 +454,17 @@ def test_a_convert_that_clamps_or_keeps_low_bits_costs_one_per_element():
     assert both(lambda w: words(w).astype(jnp.float32).astype(jnp.float16), w) == (24, 24, 24)
 
 
+@pytest.mark.parametrize("cases", [2, 3, 8])
+def test_an_n_way_select_costs_what_its_lowering_does_in_both_meters(cases):
+    """``select_n`` with an integer ``which`` is lowered as a tree of ``n - 1`` compares and
+    selects; the jaxpr meter, which plans, charged one select whatever ``n`` (up to d4ae681),
+    so a program using it planned below what sealed scoring charged."""
+    w = jnp.ones((16,), F32)
+    which = lambda w: jnp.clip((w * 3).astype(jnp.int32), 0, cases - 1)  # noqa: E731
+    jaxpr_count, _, hlo = both(lambda w: lax.select_n(which(w), *[w * float(i) for i in range(cases)]), w)
+    assert jaxpr_count == hlo == both(lambda w: which(w), w)[2] + 16 * cases + 16 * (cases - 1) * (meter.SELECT + 1)
+
+
 def test_a_reduction_whose_init_is_not_its_identity_pays_for_combining_it():
     """A reduction is priced n - 1 combines per output, which holds when its init is the body's
     identity (0 for add, -inf for max: what JAX's sums, maxima, argmax and cumsum use). With
