@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 from collections import defaultdict
@@ -34,38 +35,47 @@ MODELS = (("2nd_argmax-d4-n3", "M4,3", 0.05, (10**3, 10**4, 10**5)),
 
 
 def measure(paths: list[Path], out: Path) -> list[dict]:
-    from algzu.cli import ISOLATE, MEMORY_MB, SEALED, TIMEOUT, _block_runner, _secret_seed, use_every_cpu_core
-    from algzu.errors import AlgzuError
+    from algzu.cli import _secret_seed, use_every_cpu_core
 
     use_every_cpu_core()
+    seed, held_out = _secret_seed(os.environ.get("ALGZU_SECRET"), None, default=0)
+    cache = Path(tempfile.mkdtemp(prefix="algzu-redteam-"))  # ground truth shared by every attack
+    records: list[dict] = []
+    try:
+        for path in paths:
+            _measure_one(path, cache, seed, held_out, records, out)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return records
+
+
+def _measure_one(path: Path, cache: Path, seed: int, held_out: bool, records: list[dict], out: Path) -> None:
+    """One attack on every model of :data:`MODELS`. Its file goes to a runner of its own, as
+    ``--include`` does (never imported here): a runner asks every file it was given for its
+    estimators, and one attack's file refuses that (``attack_hide_baselines``), which would
+    stop every other attack's run with it."""
+    from algzu.cli import ISOLATE, MEMORY_MB, SEALED, TIMEOUT, _block_runner
+    from algzu.errors import AlgzuError
     from algzu.run import run_suite
     from algzu.suites import ModelCase, Suite
 
-    seed, held_out = _secret_seed(os.environ.get("ALGZU_SECRET"), None, default=0)
-    cache = Path(tempfile.mkdtemp(prefix="algzu-redteam-"))  # ground truth shared by every attack
-    records = []
-    # Each attack file goes to a runner of its own, as ``--include`` does (never imported here):
-    # a runner asks every file it was given for its estimators, and one attack's file refuses
-    # that (``attack_hide_baselines``), which would stop every other attack's run with it.
-    for path in paths:
-        name = path.stem  # each attack registers the estimator named after its file
-        try:
-            with _block_runner(SEALED.default, ISOLATE.default, TIMEOUT.default, MEMORY_MB.default, [path]) as runner:
-                for model, _, sigma, budgets in MODELS:
-                    suite = Suite(f"redteam-{name}", (ModelCase(model, sigma),), 32, budgets, 1 << 20, seed)
-                    result = run_suite(suite, cache_dir=cache, estimators=[name], held_out=held_out, block_runner=runner)
-                    for row in result.summary.to_dict("records"):
-                        cells = result.cells[result.cells.budget_flops == row["budget_flops"]]
-                        rec = {"attack": name, "model": model, "budget": row["budget_flops"], "sealed": bool(row["sealed"]),
-                               "flops": row["flops"], "efficiency": row["efficiency"],
-                               "prior_efficiency": row["prior_efficiency"], "prior_lo": row["prior_efficiency_lo"],
-                               "prior_hi": row["prior_efficiency_hi"],
-                               "errors": cells.error.fillna("").value_counts().to_dict(), "held_out": held_out}
-                        _record(rec, records, out)
-        except AlgzuError as e:  # the run refused to go on: say so in the table, go on with the next
-            _record({"attack": name, "stopped": str(e)[:160]}, records, out)
-        print(f"{name}: done", file=sys.stderr, flush=True)
-    return records
+    name = path.stem  # each attack registers the estimator named after its file
+    try:
+        with _block_runner(SEALED.default, ISOLATE.default, TIMEOUT.default, MEMORY_MB.default, [path]) as runner:
+            for model, _, sigma, budgets in MODELS:
+                suite = Suite(f"redteam-{name}", (ModelCase(model, sigma),), 32, budgets, 1 << 20, seed)
+                result = run_suite(suite, cache_dir=cache, estimators=[name], held_out=held_out, block_runner=runner)
+                for row in result.summary.to_dict("records"):
+                    cells = result.cells[result.cells.budget_flops == row["budget_flops"]]
+                    rec = {"attack": name, "model": model, "budget": row["budget_flops"], "sealed": bool(row["sealed"]),
+                           "flops": row["flops"], "efficiency": row["efficiency"],
+                           "prior_efficiency": row["prior_efficiency"], "prior_lo": row["prior_efficiency_lo"],
+                           "prior_hi": row["prior_efficiency_hi"],
+                           "errors": cells.error.fillna("").value_counts().to_dict(), "held_out": held_out}
+                    _record(rec, records, out)
+    except AlgzuError as e:  # the run refused to go on: say so in the table, go on with the next
+        _record({"attack": name, "stopped": str(e)[:160]}, records, out)
+    print(f"{name}: done", file=sys.stderr, flush=True)
 
 
 def _record(rec: dict, records: list[dict], out: Path) -> None:
