@@ -1440,7 +1440,8 @@ class _Walk:
             fp = self.fps.closed_region(body)
             for kind in ("argmax", "argmin"):
                 if fp is not None and fp == self.reference(_region_reference, kind, elems):
-                    extra = 0 if _init_is_identity(op, known, kind) else _size(op.results[0])
+                    identity_of = "stablehlo.maximum" if kind == "argmax" else "stablehlo.minimum"
+                    extra = 0 if _init_is_identity(op, known, identity_of) else _size(op.results[0])
                     return max(work + extra, 1) * _rate([inputs[0]])  # the index dtype is not arithmetic
         applications = _size(inputs[0])
         return max(applications, 1) * max(self.region_cost(body, known), 1)
@@ -1452,22 +1453,17 @@ class _Walk:
         shape, elem = _tensor(inputs[0].type)
         window = _ints(_attr(op, "window_dimensions"))
         axis = _cumulative_axis(op, shape, window)
-        # The cumulative price holds for the body's identity as init (it pads the windows);
-        # with another init every window element combines (one-element windows included).
-        if n == 1 and axis is not None and _init_is_identity(op, known):
-            weight = None
-            if _single_op_body(body) in (
-                "stablehlo.add",
-                "stablehlo.multiply",
-                "stablehlo.maximum",
-                "stablehlo.minimum",
-            ):
+        if n == 1 and axis is not None:
+            weight, identity_of = None, _single_op_body(body)
+            if identity_of in ("stablehlo.add", "stablehlo.multiply", "stablehlo.maximum", "stablehlo.minimum"):
                 weight = 1
             elif (fp := self.fps.closed_region(body)) is not None and fp == self.reference(
                 _region_reference, "cumlogsumexp", (elem,)
             ):
-                weight = TRANSCENDENTAL
-            if weight is not None:
+                weight, identity_of = TRANSCENDENTAL, "stablehlo.maximum"  # logaddexp's identity: -inf
+            # The cumulative price holds for the body's identity as init (it pads the windows);
+            # with another init every window element combines (one-element windows included).
+            if weight is not None and _init_is_identity(op, known, identity_of):
                 size = math.prod(shape)
                 rows = size // max(shape[axis], 1)
                 return max(size - rows, 1) * weight * _rate([*op.operands, *op.results])
@@ -1774,18 +1770,15 @@ def _identity(body: str, elem: str) -> np.generic | None:
     return None
 
 
-def _init_is_identity(op: ir.Operation, known: Mapping[ir.Value, np.generic], kind: str | None = None) -> bool:
-    """Whether a reduce or reduce_window's init is a constant equal to its body's identity: for
-    a one-op body its init; for the variadic ``argmax`` / ``argmin`` body (``kind``) the value's
-    (-inf / +inf; the index's init is then never chosen over a real element)."""
+def _init_is_identity(op: ir.Operation, known: Mapping[ir.Value, np.generic], body: str | None = None) -> bool:
+    """Whether a reduce or reduce_window's (first) init is a constant equal to the identity of
+    ``body`` (by default its one-op body): for the variadic ``argmax`` / ``argmin`` body the
+    value's, -inf / +inf (the index's init is then never chosen over a real element); for
+    ``cumlogsumexp``'s, -inf."""
     n = len(op.results)
     init = list(op.operands)[n]
-    if kind is not None:
-        body = "stablehlo.maximum" if kind == "argmax" else "stablehlo.minimum"
-    elif n == 1:
+    if body is None and n == 1:
         body = _single_op_body(op.regions[0])
-    else:
-        return False
     value = known.get(init)
     owner = _owner(init)
     if value is None and owner is not None and owner.name == "stablehlo.constant":

@@ -485,6 +485,9 @@ def test_a_reduction_whose_init_is_not_its_identity_pays_for_combining_it():
     assert hlo_meter.count_flops(lambda h, c: lax.reduce(h, c, lax.add, (1,)), h, c) == 48 + 16
     assert hlo_meter.count_flops(lambda h: lax.reduce(h[:, :1], 0.0, lax.max, (1,)), h) == 16
     assert hlo_meter.count_flops(lambda h: jnp.argmax(h, axis=1), h) == 48
+    # JAX's own cumulative reductions keep their price (cumlogsumexp's identity is -inf too).
+    for cumulative_op, weight in ((lax.cummax, 1), (lax.cumprod, 1), (lax.cumlogsumexp, meter.TRANSCENDENTAL)):
+        assert both(lambda h: cumulative_op(h, axis=1), h) == (48 * weight,) * 3
 
 
 @pytest.mark.parametrize("length, unroll, looped", [(1, 1, 1), (7, 3, 6), (10, 5, 10), (10, 10, 0), (10, True, 0)])
