@@ -1368,6 +1368,8 @@ class _Walk:
             return max(_size(source), _size(result)) * _rate([source, result])
         if name == "stablehlo.convert":
             return _convert_cost(op.operands[0], op.results[0])
+        if name == "stablehlo.compare" and _is_bool_identity(op, known):
+            return 0  # JAX's lowering of a bool-to-bool convert: ``x != false`` is ``x``
         if name in _FREE:
             return 0
         if name in _ELEMENTWISE:
@@ -1746,27 +1748,61 @@ def _single_op_body(region: ir.Region) -> str | None:
     return op.name
 
 
-def _identity(body: str, elem: str) -> np.generic | None:
+def _splat_value(value: ir.Value, known: Mapping[ir.Value, np.generic]) -> Any:
+    """The one value every element of ``value`` holds, if it is a constant scalar or copies of
+    one (broadcast, reshaped); else None. A float type numpy lacks (bf16, f8) gives a float."""
+    if value in known:
+        return known[value]
+    source, owner = value, _owner(value)
+    while owner is not None and owner.name in ("stablehlo.broadcast_in_dim", "stablehlo.reshape"):
+        source, owner = owner.operands[0], _owner(owner.operands[0])
+    if owner is None or owner.name != "stablehlo.constant" or _size(source) != 1:
+        return None
+    attr = owner.attributes["value"]
+    scalar = _scalar(attr, _elem(source))
+    if scalar is None and isinstance(attr, ir.DenseElementsAttr) and attr.is_splat:
+        splat = attr.get_splat_value()
+        scalar = splat.value if isinstance(splat, ir.FloatAttr) else None
+    return scalar
+
+
+def _is_bool_identity(op: ir.Operation, known: Mapping[ir.Value, np.generic]) -> bool:
+    """Whether a compare is JAX's lowering of a bool-to-bool convert: ``x != false`` on booleans
+    (which is ``x``), its only use a convert to the same type. (A ``!=`` the program wrote has
+    no such convert, and is charged as the jaxpr meter charges it.)"""
+    x, y = op.operands
+    if _elem(x) != "i1" or "NE" not in str(op.attributes["comparison_direction"]):
+        return False
+    uses = list(op.results[0].uses)
+    if len(uses) != 1:
+        return False
+    user = uses[0].owner.operation
+    if user.name != "stablehlo.convert" or user.results[0].type != op.results[0].type:
+        return False
+    return any(v is not None and not bool(v) for v in (_splat_value(y, known), _splat_value(x, known)))
+
+
+def _identity(body: str, elem: str) -> Any:
     """The identity of a reduction body ``stablehlo.<body>`` on elements ``elem`` (None if none
     is known: the init is then priced as a combine)."""
-    dtype = _NP_DTYPES.get(elem)
-    if dtype is None:
+    is_float = elem.startswith(("f", "bf"))  # f16/f32/f64, bf16, the f8 types
+    dtype = None if is_float else _NP_DTYPES.get(elem)
+    if not is_float and dtype is None:
         return None
-    kind = np.dtype(dtype).kind
     if body in ("stablehlo.add", "stablehlo.or", "stablehlo.xor"):
-        return dtype(0)
+        return 0
     if body == "stablehlo.multiply":
-        return dtype(1)
+        return 1
     if body == "stablehlo.and":
-        return dtype(True) if kind == "b" else ~dtype(0)
+        return None if is_float else (True if elem == "i1" else ~dtype(0))
     if body in ("stablehlo.maximum", "stablehlo.minimum"):
         low = body == "stablehlo.maximum"
-        if kind == "f":
-            return dtype(-np.inf if low else np.inf)
-        if kind == "b":
-            return dtype(not low)
+        if is_float:
+            return -math.inf if low else math.inf
+        if elem == "i1":
+            return not low
         info = np.iinfo(dtype)
-        return dtype(info.min if low else info.max)
+        return info.min if low else info.max
     return None
 
 
@@ -1779,11 +1815,9 @@ def _init_is_identity(op: ir.Operation, known: Mapping[ir.Value, np.generic], bo
     init = list(op.operands)[n]
     if body is None and n == 1:
         body = _single_op_body(op.regions[0])
-    value = known.get(init)
-    owner = _owner(init)
-    if value is None and owner is not None and owner.name == "stablehlo.constant":
-        value = _scalar(owner.attributes["value"], _elem(init))
-    identity = None if body is None else _identity(body, _elem(init))
+    elem = _elem(init)
+    value = _splat_value(init, known)
+    identity = None if body is None else _identity(body, elem)
     return value is not None and identity is not None and bool(value == identity)
 
 

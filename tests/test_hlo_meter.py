@@ -452,6 +452,8 @@ def test_a_convert_that_clamps_or_keeps_low_bits_costs_one_per_element():
     nibbles = both(lambda w: words(w).astype(jnp.int8).astype(jnp.int4).astype(jnp.int32), w)
     assert nibbles == tuple(c + 12 for c in relu)  # bits, not bytes: int8 to int4 is a mask too
     assert both(lambda w: words(w).astype(jnp.float32).astype(jnp.float16), w) == (24, 24, 24)
+    # A bool's own convert to bool (``jnp.all`` of a mask) lowers to ``x != false``: the identity.
+    assert both(lambda w: jnp.all(pre(w).astype(jnp.bool_), axis=1), w) == tuple(c + 9 for c in relu)
 
 
 @pytest.mark.parametrize("cases", [2, 3, 8])
@@ -488,6 +490,9 @@ def test_a_reduction_whose_init_is_not_its_identity_pays_for_combining_it():
     # JAX's own cumulative reductions keep their price (cumlogsumexp's identity is -inf too).
     for cumulative_op, weight in ((lax.cummax, 1), (lax.cumprod, 1), (lax.cumlogsumexp, meter.TRANSCENDENTAL)):
         assert both(lambda h: cumulative_op(h, axis=1), h) == (48 * weight,) * 3
+    for dtype in (jnp.bfloat16, jnp.int8, jnp.uint8):  # identities of types numpy lacks or that wrap
+        for reduction in (jnp.max, jnp.min, jnp.argmax, jnp.cumsum):
+            assert len(set(both(lambda h: reduction(h.astype(dtype), axis=1), h))) == 1, (dtype, reduction)
 
 
 @pytest.mark.parametrize("length, unroll, looped", [(1, 1, 1), (7, 3, 6), (10, 5, 10), (10, 10, 0), (10, True, 0)])
