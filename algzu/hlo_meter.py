@@ -1700,8 +1700,8 @@ _HANDLERS: dict[str, Callable[..., int]] = {
     "stablehlo.dot": _Walk.dot_cost,
     "stablehlo.convolution": _Walk.convolution_cost,
 }
-# Every op a module may hold, charged or free (:meth:`_Walk.admit`).
-_KNOWN_OPS = frozenset(_FREE | _ELEMENTWISE.keys() | _HANDLERS.keys()) | {"stablehlo.convert", "stablehlo.bitcast_convert"}
+# Every op a module may hold, charged or free (:meth:`_Walk.admit`; ``_FREE`` holds the converts).
+_KNOWN_OPS = frozenset(_FREE | _ELEMENTWISE.keys() | _HANDLERS.keys())
 
 
 class _Scope(dict):

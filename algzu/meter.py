@@ -537,7 +537,8 @@ def _convert_flops(source: Any, result: Any) -> int:
     elif s == np.bool_:
         clamps = False
     else:  # bits, not bytes: int8 to int4 keeps a nibble
-        clamps = r == np.bool_ or (jax.dtypes.issubdtype(r, np.integer) and jax.numpy.iinfo(r).bits < jax.numpy.iinfo(s).bits)
+        narrower = jax.dtypes.issubdtype(r, np.integer) and jax.numpy.iinfo(r).bits < jax.numpy.iinfo(s).bits
+        clamps = r == np.bool_ or narrower
     return result.size if clamps else 0
 
 
