@@ -15,8 +15,9 @@ and metered, so the figures are exact and machine-independent.
 * ``sliced_cones`` (n = 4, 5): one exact 3-D slice at growth factor 1.3, and each rung of its
   quadrature ladder (graded breakpoints, Gauss-Legendre nodes per interval), i.e. slices
   times nodes plus the breakpoints; for RNNs also its arcs (2-D slices): the FLOPs per
-  direction (the slope between two rules), the cheapest rule and the rules 1e6 and 1e9 buy,
-  and at n = 5 the same for arcs on the lattice (directions drawn from the key are free).
+  direction (the slope between two rules), the cheapest rule and the rules 1e6 and 1e9 buy
+  (n = 4), and at n = 5 the same for arcs on Sobol' points (directions drawn from the key are
+  free).
 """
 
 from __future__ import annotations
@@ -65,14 +66,14 @@ def _arc_rows(sc, mid: str, spec) -> None:
                   f"(m_a = {plan.m_a}, m_c = {plan.m_c}, {n_dirs} directions) | {sc._plan_flops(plan):.3g} |")
 
 
-def _lattice_rows(sc, mid: str, spec) -> None:
-    cost = lambda k: sc._plan_flops(sc._LatticePlan(spec, k))  # noqa: E731
-    print(f"| `{mid}` | {spec.d} | {spec.n} | sliced_cones | lattice: one direction | {(cost(8) - cost(4)) / 96:.3g} |")
-    print(f"| `{mid}` | {spec.d} | {spec.n} | sliced_cones | lattice: cheapest (24 directions) | {cost(1):.3g} |")
+def _sobol_rows(sc, mid: str, spec) -> None:
+    cost = lambda k: sc._plan_flops(sc._SobolPlan(spec, k))  # noqa: E731
+    print(f"| `{mid}` | {spec.d} | {spec.n} | sliced_cones | Sobol' points: one direction | {(cost(8) - cost(4)) / 96:.3g} |")
+    print(f"| `{mid}` | {spec.d} | {spec.n} | sliced_cones | Sobol' points: cheapest (24 directions) | {cost(1):.3g} |")
     for budget in (10**6, 10**9):
-        plan = sc.best_lattice(spec, budget)
+        plan = sc.best_sobol(spec, budget)
         if plan is not None:
-            print(f"| `{mid}` | {spec.d} | {spec.n} | sliced_cones | lattice: what {budget:.0e} buys "
+            print(f"| `{mid}` | {spec.d} | {spec.n} | sliced_cones | Sobol' points: what {budget:.0e} buys "
                   f"({24 * plan.per_chamber} directions) | {cost(plan.per_chamber):.3g} |")
 
 
@@ -108,10 +109,10 @@ def main() -> None:
                 m = f"m = {plan.m}" if plan.m_phi == plan.m else f"m = {plan.m} in azimuth, {plan.m_phi} in elevation"
                 rung = f"{lv.grades} grades, {m}, {lv.grid} even{elev}"
                 print(f"| `{mid}` | {d} | {spec.n} | sliced_cones | {rung} | {flops:.3g} |")
-            if spec.arch == "rnn":
+            if spec.arch == "rnn" and spec.n == 4:
                 _arc_rows(sc, mid, spec)
             if spec.arch == "rnn" and spec.n == 5:
-                _lattice_rows(sc, mid, spec)
+                _sobol_rows(sc, mid, spec)
         sys.stdout.flush()
     print(f"\n({time.perf_counter() - start:.0f} s to trace and meter)")
 

@@ -11,8 +11,8 @@ slices' directions, with two kinds of slices:
 * **arcs** (RNNs, every budget but n = 4's largest): half-planes, where the correct set is
   a union of arcs measured in closed form for ~3e3 FLOPs (d = 4), averaged over the
   directions of the first ``n - 1`` inputs with a product rule aligned with the planes where
-  the target changes (section "Arcs" below) or, at n = 5, a randomly shifted lattice
-  (section "The lattice");
+  the target changes (n = 4, section "Arcs" below) or, at n = 5, Owen-scrambled Sobol'
+  points (section "Sobol' points");
 * **3-D slices** (MLPs; RNNs at n = 4 where the budget affords their finest level): the
   ``exact_cones`` machinery on 3-D slices, ~3e5 FLOPs each, and a quadrature over the rest.
 
@@ -29,49 +29,58 @@ passes an ``omega_i``, so between those ``d + n - 1`` breakpoints the logits are
 the argmax gives to the lower index). ``A(omega)`` jumps only where two of the first inputs
 tie; those planes contain the diagonal ``e``, so with ``omega = cos(a) e + sin(a) xi`` (``xi``
 on the sphere of ``sum u = 0``) they bound the ``(n - 1)!`` chambers of the order of ``xi``,
-images of one under permutations of the inputs. The rule (``_arc_rule``): Gauss-Legendre in
-``a`` (weight ``sin(a)^(n-3)``; at n = 5 in intervals cut at 0.3 from the poles, where the
-accuracy falls steeply as the first inputs become equal) times a rule on one chamber mapped
-to all: Gauss-Legendre on its arc of pi / 3 (n = 4), or its spherical triangle cut into
-``m_c^2`` in the gnomonic chart with a 3-point rule of degree 2 on each (n = 5). What the
-rule leaves are kinks inside the chambers (state neurons switching), so the error falls
-like 1 / nodes at n = 4 and nodes^(-2/3) at n = 5. Measured on the beyond-n3 suite's 32
-copies (RMS error against their 2^27-input ground truths, whose variance is subtracted; FVU
-in brackets; float32, which the meter charges half of float64 and which suffices without
-combinatorics): d = 4, n = 4: 4.9e-3 at 1e6 [0.069], 5.9e-4 at 1e7 [0.001], 7.5e-5 at 1e8;
-d = 4, n = 5: 2.3e-2 at 1e6 [2.4], 1.7e-3 at 1e7 [0.013], 3.3e-4 at 1e8, 4.7e-5 at 1e9
-(3-D slices: 1.5e-4); argmedian d = 4, n = 5: 1.8e-2 [0.31], 2.6e-3, 3.6e-4, 5.7e-5 (3-D:
-1.1e-4); d = 8, n = 5: 2.3e-2 at 1e7 [0.75], 5.1e-3 at 1e8, 9.9e-4 at 1e9 (3-D: 2.5e-3);
-argmedian d = 8, n = 5: 1.1e-2 at 1e7 [0.26], 1.1e-3, 3.3e-4 (3-D: 2.1e-3). The ladders
-(``_ARC_LADDER``) were chosen on these copies. At the cheapest rules the error is mostly a
-bias of the rule, different for each model (below 1e6 at n = 5 which rule does better is a
-matter of luck; the ladder keeps one family). An arc costs ~2.1e3 FLOPs at d = 4, n = 4,
-~2.6e3 at d = 4, n = 5, ~4.1e3 at d = 8, n = 5 and ~8.2e3 at d = 16, n = 5, so at d = 8 the
-cheapest rule (288 directions) costs 1.2e6 (``results/bench.md``). The logits are carried
+images of one under permutations of the inputs. At n = 4 the rule (``_arc_rule``) is
+Gauss-Legendre in ``a`` (weight ``sin(a)``) times Gauss-Legendre on one chamber's arc of
+pi / 3, mapped to all. What the rule leaves are kinks inside the chambers (state neurons
+switching), so the error falls like 1 / nodes. Measured on the beyond-n3 suite's 32 copies
+(RMS error against their 2^27-input ground truths, whose variance is subtracted; FVU in
+brackets; float32, which the meter charges half of float64 and which suffices without
+combinatorics): d = 4, n = 4: 4.9e-3 at 1e6 [0.069], 5.9e-4 at 1e7 [0.001], 7.5e-5 at 1e8.
+The ladder (``_ARC_LADDER``) was chosen on these copies. At n = 5 a product rule (Gauss-Legendre
+in ``a`` in intervals cut at 0.3 from the poles, times each chamber's spherical triangle cut
+into ``m_c^2`` in the gnomonic chart with a 3-point rule of degree 2 on each) served until
+a lattice (below) replaced it but at d <= 4 from 5e8, and Sobol' points everywhere: its error fell
+like nodes^(-2/3), a bias of the state's kinks (RMS, same copies: d = 4 4.7e-5 at 1e9,
+argmedian d = 4 5.7e-5, d = 8 9.9e-4, argmedian d = 8 3.3e-4; git history has it). An arc
+costs ~2.1e3 FLOPs at d = 4, n = 4, ~2.6e3 at d = 4, n = 5, ~4.1e3 at d = 8, n = 5 and ~8.2e3
+at d = 16, n = 5 (``results/bench.md``). The logits are carried
 from sector to sector by a running sum over the switches crossed, not a (sector x d) @
 (d x n) product per sector: 26% cheaper at d = 8, 46% at d = 16 (a product cost 2.3e3 /
 2.8e3 / 5.6e3 / 1.5e4), 8% dearer at d = 2. The errors quoted here and below were
 measured at those earlier costs (up to 25e3e6b).
 
-**The lattice (n = 5).** The product rule's error is the state's kinks inside the chambers,
-a bias that grows with d. At n = 5 the estimator draws the directions instead: in each of
-the 24 chambers ``k`` points of a Kronecker lattice ``frac(shift + j alpha)`` in ``[0, 1)^3``
-(Roberts' R_3 steps, a random shift per chamber from the key), mapped onto the chamber by
-its measure (the angle from the diagonal by its quantile, ``xi`` by Arvo's map of the unit
-square onto a spherical triangle), so every direction is uniform on its chamber and the mean
-of the arcs is unbiased, with the chambers as strata and the lattice spreading the points
-evenly within them. It is a conditional Monte Carlo: the two dimensions the arcs integrate
-exactly are gone, and the rest is averaged over well-spread directions, not single inputs.
-The directions depend on the key alone, so the meter charges only the arcs. Measured on the
-beyond-n3 suite's 32 copies (FVU, ground truth's noise subtracted, 2-4 keys each; product
-rule in brackets): d = 8, n = 5: 0.24 at 1e6 [no rule fits], 6.5e-3 at 1e7 [0.75], 5.0e-4
-at 1e8 [0.039], 4.8e-5 at 1e9 [1.4e-3]; argmedian d = 8: 0.31, 0.016, 6.5e-4, 5.9e-5 [-,
-0.26, 0.025, 2.4e-4]; d = 4: 0.27 [2.4], 5.1e-3 [0.013], 2.8e-4 [5e-4], at 1e9 ~5e-5
-extrapolated [1.0e-5]; argmedian d = 4: 0.061 [0.31], 9.6e-4 [6.3e-3], 5.3e-5 [1.2e-4],
-~7e-6 at 1e9 [3.1e-6]. The error falls like ``N^-0.6`` in RMS (steep layers where two
-inputs nearly tie act as jumps); the variance is spread evenly over the angle from the
-diagonal (no allocation there helps). So n = 5 RNNs take the lattice, except at ``d <= 4``
-from 5e8 (``_ARC_RULE_FROM``), where the product rule's smaller bias wins.
+**Sobol' points (n = 5).** The product rule's error is the state's kinks inside the
+chambers, a bias that grows with d. At n = 5 the estimator draws the directions instead: in
+each of the 24 chambers the first ``k`` points of a 3-D Sobol' sequence in ``[0, 1)^3``,
+Owen-scrambled (nested uniform scrambling by Burley's hash, a scramble per chamber from the
+key), mapped onto the chamber by its measure (the angle from the diagonal by its quantile,
+``xi`` by Arvo's map of the unit square onto a spherical triangle), so every direction is
+uniform on its chamber and the mean of the arcs is unbiased, with the chambers as strata and
+the points spread evenly within them. It is a conditional Monte Carlo: the two dimensions the
+arcs integrate exactly are gone, and the rest is averaged over well-spread directions, not
+single inputs. The directions depend on the key alone, so the meter charges only the arcs.
+
+Until 2026-12-02 the points were a randomly shifted Kronecker lattice ``frac(shift + j alpha)``
+(Roberts' R_3 steps). Its error stalled: on the zoo's d = 8, n = 5 model the spread of the
+estimate over 16 keys was 2.5e-4 at k = 2,000 per chamber and 1.3e-4 at 14,000 (like
+``k^-0.3``), below i.i.d. directions' spread by only 2-3x. The arcs' mean is not periodic on the cube
+(on the d = 8 model 36%, 32% and 25% of its variance lie in the top tenth of each coordinate:
+the first four inputs nearly equal, or two of them nearly tied) and varies on scales of 0.01-0.05
+of it, which a shifted lattice's ``k^(1/3)`` rows per axis barely resolve. Owen-scrambled
+Sobol' points need no periodicity. Spread over 16-24 keys, lattice against Sobol', at
+``k`` = 1,000 and 10,000: 2nd argmax d = 8, n = 5 5.2e-4 / 2.6e-4 and 1.8e-4 / 4.9e-5 (4x
+and 14x in variance); argmedian d = 8 4.7e-4 / 3.8e-4 and 1.2e-4 / 8.4e-5; d = 4, n = 5
+3.9e-4 / 3.2e-4 and 1.7e-4 / 5.1e-5; argmedian d = 4 4.3e-4 / 1.6e-4 and 1.5e-4 / 3.2e-5.
+(Importance sampling by coordinate and Neyman allocation over 6^3 boxes of the cube, with
+the base model's own variance map as an oracle, gained 1.6x and 2-4x in variance over the
+lattice.) Measured on the beyond-n3 suite's 32 copies (FVU, ground truth's noise
+subtracted; the lattice's in brackets): d = 8, n = 5: 0.10 at 1e6 [0.18], 4.7e-3 at 1e7 [8.0e-3], 1.2e-4 at 1e8
+[4.1e-4], 6.9e-6 at 1e9 [5.6e-5]; argmedian d = 8: 0.27 [0.14], 0.012 [7.0e-3], 1.8e-4
+[4.7e-4], 1.0e-5 [7.2e-5]; d = 4: 0.21 [0.31], 7.9e-3 [6.1e-3], 1.8e-4 [2.5e-4], 1.3e-5 at
+1e9 [the product rule: 9.9e-6]; argmedian d = 4: 0.025 [0.027], 7.3e-4 [1.0e-3], 2.5e-5
+[4.0e-5], at 1e9 below the ground truth's noise [the product rule: 3.1e-6]. With 10-100
+points a chamber (1e6-1e7 at d = 8) the two point sets are alike; from 1e8 the scrambled
+points' error falls like ``N^-0.6`` in RMS where the lattice's had slowed to ``N^-0.4``.
 
 **3-D slices.** Split ``x = (u, v)`` with ``u`` the first ``n - 2`` inputs and ``v`` the last
 two, and write ``u = rho omega`` with ``rho >= 0``, ``omega`` on the sphere ``S^(n-3)``.
@@ -153,9 +162,8 @@ cheapest level 6.4e8, at the level 1e9 buys 9.9e8; d = 4, n = 5 at ``m = 2`` 7.0
 intervals in elevation) to 1.0e9 (14); the cheapest d = 4, n = 4 level 9.1e6. A slice
 costs ~5.2e5 FLOPs at d = 4, n = 5.
 
-**Budget.** An RNN at n = 5 gets the most lattice points that fit (but at ``d <= 4`` from
-5e8 the product rule); otherwise the finest arc rule that fits (``_ARC_LADDER``), unless
-n = 4 and the budget affords 3-D slices' finest level. One 3-D slice is an ``exact_cones`` program
+**Budget.** An RNN at n = 5 gets the most Sobol' points that fit; at n = 4 the finest arc
+rule that fits (``_ARC_LADDER``), unless the budget affords 3-D slices' finest level. One 3-D slice is an ``exact_cones`` program
 (static shapes, capacities from a model of how many faces each cut splits, scaled by
 ``gamma``); ``lax.scan`` runs it over the nodes. The budget buys the most accurate
 quadrature level (grades, ``m``, even breakpoints) at ``gamma = 1.3``, then a larger
@@ -197,7 +205,6 @@ from algzu.estimators.exact_cones import (
     _take,
 )
 from algzu.model import Model, ModelSpec
-from algzu.estimators.stratified import _kronecker_steps
 from algzu.planning import (
     abstract_key,
     abstract_params,
@@ -650,21 +657,11 @@ class _ArcPlan(NamedTuple):
     m_c: int  # n = 4: Gauss-Legendre nodes on a chamber's arc; n = 5: its triangle cut m_c x m_c
 
 
-# The arc rules, cheapest first (module docstring). n = 4: (3k, k). n = 5: (1.5 k, k), the
-# ratio measured on the beyond-n3 suite's copies (RMS quadrature error, ground truth's noise
-# subtracted): d4-n5 at ~8.5e8 FLOPs 8.6e-5 at (11, 10), 4.7e-5 at (14, 9), 5.8e-5 at (16, 8),
-# 1.4e-4 at (30, 6); at ~1e8, 4.6e-4 at (5, 5), 2.7e-4 at (8, 4), 4.4e-4 at (12, 3); d8-n5 at
-# ~9.4e8, 8.1e-4 at (9, 8), 9.8e-4 at (12, 7), 1.3e-3 at (13, 6) (more state kinks in xi).
+# The n = 4 arc rules, (3k, k), cheapest first (module docstring).
 _ARC_LADDER = {
     4: tuple((3 * k, k) for k in (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112,
                                   128, 160)),
-    5: ((1, 1), *((math.ceil(1.5 * k), k) for k in range(1, 15))),
 }
-# n = 5: the angle from the diagonal in intervals [0, 0.3, pi / 2, pi - 0.3, pi]: the accuracy
-# falls steeply towards the diagonal (first inputs nearly equal), where the weight is small.
-_ARC_ALPHA_BREAKS = (0.3,)
-# A symmetric rule of degree 2 on a triangle: barycentric points, weights summing to 1.
-_TRIANGLE = (np.array([[2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]]), np.full(3, 1 / 3))
 # t = x_(n-1) / rho standing for infinity: beyond it cos(psi)^(n-2) weighs ~1e-12 (float32 exact).
 _ARC_END = 1e6
 # Nodes per step of the scan: memory stays flat at any level.
@@ -691,31 +688,13 @@ def _arc_rule(n: int, m_a: int, m_c: int) -> tuple[np.ndarray, np.ndarray]:
     sphere's area) for the integral over ``omega`` (module docstring)."""
     k = n - 1
     rays = _chamber_rays(k)
-    if k == 3:  # the chamber is an arc of pi / 3 from rays[0] to rays[1]
-        a, wa = _gauss_legendre(np.array([0.0, math.pi]), m_a)
-        A, B = rays
-        ortho = B - (A @ B) * A
-        ortho /= np.linalg.norm(ortho)
-        s, ws = _gauss_legendre(np.array([0.0, math.acos(A @ B)]), m_c)
-        xi, wxi = np.cos(s)[:, None] * A + np.sin(s)[:, None] * ortho, ws
-    else:  # k == 4: the chamber is a spherical triangle, cut into m_c^2 in its gnomonic chart
-        half = np.array([0.0, *_ARC_ALPHA_BREAKS, math.pi / 2])
-        a, wa = _gauss_legendre(np.concatenate([half, math.pi - half[-2::-1]]), m_a)
-        A, B, C = rays
-        pieces = []
-        for i in range(m_c):
-            for j in range(m_c - i):
-                pieces.append([(i, j), (i + 1, j), (i, j + 1)])
-                if i + j < m_c - 1:
-                    pieces.append([(i + 1, j), (i + 1, j + 1), (i, j + 1)])
-        st = np.concatenate([_TRIANGLE[0] @ np.array(p, float) / m_c for p in pieces])  # chart coordinates
-        P = A + st[:, :1] * (B - A) + st[:, 1:] * (C - A)
-        # Area element of the projection P / |P|: |det(A, B - A, C - A)| / |P|^3 per unit chart area.
-        plane = np.linalg.svd(np.stack([A, B, C]))[2][:3]
-        det = abs(np.linalg.det(np.stack([A, B - A, C - A]) @ plane.T))
-        norm = np.linalg.norm(P, axis=1)
-        wst = np.tile(_TRIANGLE[1], len(pieces)) / (2 * m_c * m_c)
-        xi, wxi = P / norm[:, None], wst * det / norm**3
+    assert k == 3, "the product rule is n = 4's; n = 5 takes Sobol' points"
+    a, wa = _gauss_legendre(np.array([0.0, math.pi]), m_a)
+    A, B = rays  # the chamber is an arc of pi / 3 from A to B
+    ortho = B - (A @ B) * A
+    ortho /= np.linalg.norm(ortho)
+    s, ws = _gauss_legendre(np.array([0.0, math.acos(A @ B)]), m_c)
+    xi, wxi = np.cos(s)[:, None] * A + np.sin(s)[:, None] * ortho, ws
     wa = wa * np.sin(a) ** (k - 2)  # the sphere's area element in the angle from the diagonal
     diag = np.full(k, 1 / math.sqrt(k))
     omega = (np.cos(a)[:, None, None] * diag + np.sin(a)[:, None, None] * xi[None]).reshape(-1, k)
@@ -821,12 +800,12 @@ def _arc_program(plan: _ArcPlan):
     return run
 
 
-# --- 2-D slices on a randomly shifted lattice (n = 5) -----------------------------------------
+# --- 2-D slices on Owen-scrambled Sobol' points (n = 5) ---------------------------------------
 
 
-class _LatticePlan(NamedTuple):
+class _SobolPlan(NamedTuple):
     """Exact arcs on ``per_chamber`` directions ``omega`` in each of the 24 chambers of the
-    first four inputs' order, drawn as a randomly shifted lattice (:func:`_lattice_directions`)."""
+    first four inputs' order, Owen-scrambled Sobol' points (:func:`_chamber_directions`)."""
 
     spec: ModelSpec
     per_chamber: int
@@ -844,8 +823,7 @@ def _chamber_frame() -> dict[str, np.ndarray]:
     at_a = angle(A, B, C)
     area = at_a + angle(B, C, A) + angle(C, A, B) - math.pi  # the spherical excess
     return {"A": A, "B": B, "C_perp": unit(C - (C @ A) * A), "basis": basis, "at_a": np.float64(at_a),
-            "area": np.float64(area), "perms": np.array(list(itertools.permutations(range(4))), np.int32),
-            "steps": _kronecker_steps(3)}
+            "area": np.float64(area), "perms": np.array(list(itertools.permutations(range(4))), np.int32)}
 
 
 def _sin2_quantile(u: jax.Array) -> jax.Array:
@@ -859,20 +837,71 @@ def _sin2_quantile(u: jax.Array) -> jax.Array:
     return (lo + hi) / 2
 
 
-def _lattice_directions(key: jax.Array, index: jax.Array, per_chamber: int) -> jax.Array:
+# Sobol' direction numbers of the first three dimensions, 32-bit: the van der Corput
+# sequence, then Joe and Kuo's primitive polynomials x + 1 (m = 1) and x^2 + x + 1 (m = 1, 3)
+# ("Constructing Sobol sequences with better two-dimensional projections", SIAM J. Sci.
+# Comput. 2008; the first rows of new-joe-kuo-6.21201, as in scipy.stats.qmc.Sobol).
+_SOBOL_POLYNOMIALS = ((1, 0, (1,)), (2, 1, (1, 3)))  # degree s, coefficients a, initial m
+
+
+@functools.lru_cache(maxsize=1)
+def _sobol_directions() -> np.ndarray:
+    """Direction numbers ``v[dim, bit]`` (uint32): point ``j`` of dimension ``dim`` is the
+    XOR of ``v[dim, b]`` over the bits ``b`` set in ``j``, over ``2^32``."""
+    v = np.zeros((3, 32), np.uint64)
+    v[0] = [1 << (31 - b) for b in range(32)]
+    for dim, (s, a, m) in enumerate(_SOBOL_POLYNOMIALS, start=1):
+        m = list(m)
+        for i in range(s, 32):  # Bratley and Fox's recurrence on the m_i
+            new = m[i - s] ^ (m[i - s] << s)
+            for k in range(1, s):
+                new ^= ((a >> (s - 1 - k)) & 1) * (m[i - k] << k)
+            m.append(new)
+        v[dim] = [(m[b] << (31 - b)) % 2**32 for b in range(32)]
+    return v.astype(np.uint32)
+
+
+def _reverse_bits(x: jax.Array) -> jax.Array:
+    """The 32 bits of each uint32 in reverse order."""
+    for shift, mask in ((1, 0x55555555), (2, 0x33333333), (4, 0x0F0F0F0F), (8, 0x00FF00FF)):
+        x = ((x >> shift) & jnp.uint32(mask)) | ((x & jnp.uint32(mask)) << shift)
+    return (x >> 16) | (x << 16)
+
+
+def _owen_scramble(x: jax.Array, seed: jax.Array) -> jax.Array:
+    """Nested uniform (Owen) scrambling of 32-bit fractions by Burley's hash ("Practical
+    hash-based Owen scrambling", JCGT 2020): on the reversed bits, an add and xor-multiplies
+    by even constants, so each bit flips as a function of the seed and the bits above it."""
+    x = _reverse_bits(x) + seed
+    for c in (0x6C50B47C, 0xB82F1E52, 0xC7AFE638, 0x8D22F6E6):
+        x = x ^ (x * jnp.uint32(c))
+    return _reverse_bits(x)
+
+
+def _sobol_points(seeds: jax.Array, j: jax.Array, per_chamber: int) -> jax.Array:
+    """Points ``j`` (uint32, < ``per_chamber``) of Owen-scrambled 3-D Sobol' sequences in
+    ``(0, 1)^3`` at 24 bits, one scramble per row of ``seeds`` (N, 3)."""
+    v = jnp.asarray(_sobol_directions())
+    words = jnp.zeros(j.shape + (3,), jnp.uint32)
+    for b in range(max(1, (per_chamber - 1).bit_length())):
+        words = words ^ jnp.where((((j >> b) & 1) == 1)[:, None], v[None, :, b], jnp.uint32(0))
+    words = _owen_scramble(words, seeds)
+    return ((words >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
+
+
+def _chamber_directions(key: jax.Array, index: jax.Array, per_chamber: int) -> jax.Array:
     """Directions ``omega`` (N, 4) of the first four inputs for global numbers ``index``: number
     ``i`` lies in chamber ``i // per_chamber``, at point ``j = i % per_chamber`` of that
-    chamber's randomly shifted Kronecker lattice ``frac(shift + j alpha)`` in ``[0, 1)^3``
-    (Roberts' R_3 steps, 32-bit fixed point as in ``stratified``), mapped onto the chamber by
-    its measure: the angle ``a`` from the diagonal by its quantile, ``xi`` uniform on the
-    chamber's spherical triangle by Arvo's map ("Stratified sampling of spherical triangles",
-    SIGGRAPH 1995), then permuted into the chamber. Each direction is uniform on its chamber,
-    so the mean of any function over them is unbiased; the lattice spreads them evenly."""
+    chamber's Owen-scrambled Sobol' sequence in ``[0, 1)^3`` (:func:`_sobol_points`, a
+    scramble per chamber from the key), mapped onto the chamber by its measure: the angle
+    ``a`` from the diagonal by its quantile, ``xi`` uniform on the chamber's spherical
+    triangle by Arvo's map ("Stratified sampling of spherical triangles", SIGGRAPH 1995),
+    then permuted into the chamber. Each direction is uniform on its chamber, so the mean of
+    any function over them is unbiased; the Sobol' points spread them evenly."""
     f = _chamber_frame()
-    shift = jax.random.bits(key, (len(f["perms"]), 3), jnp.uint32)
+    seeds = jax.random.bits(key, (len(f["perms"]), 3), jnp.uint32)
     chamber, j = index // per_chamber, (index % per_chamber).astype(jnp.uint32)
-    words = j[:, None] * jnp.asarray(f["steps"])[None, :] + shift[chamber]
-    u = ((words >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
+    u = _sobol_points(seeds[chamber], j, per_chamber)
     a = _sin2_quantile(u[:, 0])
     # Arvo: the sub-triangle A, B, C_hat of area u_1 * area, then a point on the arc B C_hat.
     A, B, C_perp = (jnp.asarray(f[v], jnp.float32)[None, :] for v in ("A", "B", "C_perp"))
@@ -890,9 +919,9 @@ def _lattice_directions(key: jax.Array, index: jax.Array, per_chamber: int) -> j
     return jnp.take_along_axis(omega, jnp.asarray(f["perms"])[chamber], axis=1)
 
 
-def _lattice_program(plan: _LatticePlan):
+def _sobol_program(plan: _SobolPlan):
     """The estimate as a function of the weights and a key: the mean of the arcs over
-    :func:`_lattice_directions`, over their value where every direction is right."""
+    :func:`_chamber_directions`, over their value where every direction is right."""
     n, total = plan.spec.n, 24 * plan.per_chamber
     rank = plan.spec.task_obj.target_rank(n)
     full = math.sqrt(math.pi) * math.gamma((n - 1) / 2) / math.gamma(n / 2)
@@ -904,7 +933,7 @@ def _lattice_program(plan: _LatticePlan):
 
         def add(acc, c):
             index = c * size + jnp.arange(size, dtype=I32)
-            omega = _lattice_directions(key, jnp.minimum(index, total - 1), plan.per_chamber)
+            omega = _chamber_directions(key, jnp.minimum(index, total - 1), plan.per_chamber)
             return acc + jnp.sum(jnp.where(index < total, _arcs(p, omega, rank, n), 0.0)), None
 
         acc, _ = lax.scan(add, jnp.zeros((), jnp.float32), jnp.arange(chunks, dtype=I32))
@@ -913,19 +942,19 @@ def _lattice_program(plan: _LatticePlan):
     return run
 
 
-Plan = _Plan | _ArcPlan | _LatticePlan
+Plan = _Plan | _ArcPlan | _SobolPlan
 
 
 def _program_of(plan: Plan):
-    """The plan's program: of the weights, and of a key too for a :class:`_LatticePlan`."""
-    if isinstance(plan, _LatticePlan):
-        return _lattice_program(plan)
+    """The plan's program: of the weights, and of a key too for a :class:`_SobolPlan`."""
+    if isinstance(plan, _SobolPlan):
+        return _sobol_program(plan)
     return _arc_program(plan) if isinstance(plan, _ArcPlan) else _program(plan)
 
 
 @functools.lru_cache(maxsize=256)
 def _plan_flops(plan: Plan) -> int:
-    keyed = (abstract_key(),) if isinstance(plan, _LatticePlan) else ()
+    keyed = (abstract_key(),) if isinstance(plan, _SobolPlan) else ()
     return metered_flops(_program_of(plan), abstract_params(plan.spec), *keyed)
 
 
@@ -961,31 +990,24 @@ def _arc_plans(spec: ModelSpec) -> tuple[_ArcPlan, ...]:
 # RNNs at n = 4 switch to 3-D slices where their finest level fits (RMS error ~4e-6 on the
 # beyond-n3 suite's copies at 1e9, against ~1e-4 for arcs at 1e8).
 _SLICES_FROM = {4: _LADDER[4][-1]}
-# RNNs at n = 5 take arcs on the lattice (unbiased), except at d <= 4 from this budget, where
-# the product rule's bias is the smaller error (measured on the beyond-n3 suite's copies: the
-# module docstring).
-_ARC_RULE_FROM = 5 * 10**8
-
-
 @functools.lru_cache(maxsize=256)
-def best_lattice(spec: ModelSpec, budget_flops: int) -> _LatticePlan | None:
-    """The most directions per chamber whose metered lattice program fits (None if one does not)."""
-    cost = lambda k: _plan_flops(_LatticePlan(spec, k))  # noqa: E731
+def best_sobol(spec: ModelSpec, budget_flops: int) -> _SobolPlan | None:
+    """The most directions per chamber whose metered program fits (None if one does not)."""
+    cost = lambda k: _plan_flops(_SobolPlan(spec, k))  # noqa: E731
     k = largest_count_within(cost, cost(2) - cost(1), budget_flops)
-    return _LatticePlan(spec, k) if k else None
+    return _SobolPlan(spec, k) if k else None
 
 
 @functools.lru_cache(maxsize=256)
 def best_plan(spec: ModelSpec, budget_flops: int, dtype: str = "float64") -> Plan | None:
-    """The program the budget buys: for an RNN at n = 5, exact arcs on the lattice (the most
-    directions that fit) unless ``d <= 4`` and the budget reaches ``_ARC_RULE_FROM``; at n = 4
-    and there, arcs on the product rule (the finest that fits) unless the budget affords 3-D
-    slices' finest level (n = 4); for an MLP, 3-D slices (:func:`best_slices`). None if the
-    cheapest does not fit. ``dtype``: the 3-D slices'."""
+    """The program the budget buys: for an RNN at n = 5, exact arcs on Sobol' points (the most
+    directions that fit); at n = 4, arcs on the product rule (the finest that fits) unless the
+    budget affords 3-D slices' finest level; for an MLP, 3-D slices (:func:`best_slices`).
+    None if the cheapest does not fit. ``dtype``: the 3-D slices'."""
     if spec.arch != "rnn":
         return best_slices(spec, budget_flops, dtype)
-    if spec.n == 5 and (spec.d > 4 or budget_flops < _ARC_RULE_FROM):
-        return best_lattice(spec, budget_flops)
+    if spec.n == 5:
+        return best_sobol(spec, budget_flops)
     top = _SLICES_FROM.get(spec.n)
     if top is not None and _plan_flops(_plan_at(spec, dtype, top)) <= budget_flops:
         return best_slices(spec, budget_flops, dtype)
@@ -996,7 +1018,7 @@ def best_plan(spec: ModelSpec, budget_flops: int, dtype: str = "float64") -> Pla
 def _cheapest_flops(spec: ModelSpec, dtype: str) -> int:
     if spec.arch != "rnn":
         return _plan_flops(_plan_at(spec, dtype, _LADDER[spec.n][0]))
-    return _plan_flops(_LatticePlan(spec, 1) if spec.n == 5 else _arc_plans(spec)[0])
+    return _plan_flops(_SobolPlan(spec, 1) if spec.n == 5 else _arc_plans(spec)[0])
 
 
 @register_estimator
@@ -1007,8 +1029,8 @@ class SlicedCones(Estimator):
 
     Applies to bias-free ReLU RNNs and MLPs with n = 4, 5 on argmax, 2nd argmax and
     argmedian whose cheapest program fits in ``DECLARED_UP_TO`` FLOPs (3-D slices at n = 3
-    work and are exact, but ``exact_cones`` does it for a tenth of the cost). The lattice
-    (RNNs at n = 5) draws directions from the key; the rules are deterministic. No input is
+    work and are exact, but ``exact_cones`` does it for a tenth of the cost). At n = 5 RNNs
+    draw their directions from the key (Sobol' points); the rules are deterministic. No input is
     ever sampled.
 
     Attributes:
@@ -1028,7 +1050,7 @@ class SlicedCones(Estimator):
         # Below its cheapest program it returns the chance rate, worse than a constant
         # (issue 12): declared only where that program fits the largest budget of the
         # shipped suites, not on the zoo's d = 32 MLP (3.9e9); RNNs' cheapest arcs cost
-        # 1.3e5 (n = 4, product rule) and 2.0e5 (n = 5, lattice) at d = 16 (results/bench.md).
+        # 1.3e5 (n = 4, product rule) and 2.0e5 (n = 5, Sobol' points) at d = 16 (results/bench.md).
         return super().supports(spec) and 4 <= spec.n <= 5 and _cheapest_flops(spec, self.dtype) <= DECLARED_UP_TO
 
     def estimate(self, model: Model, budget_flops: int, key: jax.Array) -> jax.Array:
@@ -1038,6 +1060,6 @@ class SlicedCones(Estimator):
         plan = best_plan(spec, int(budget_flops), self.dtype)
         if plan is None:
             return chance_estimate(spec)
-        if isinstance(plan, _LatticePlan):
-            return _lattice_program(plan)(model.params, key)
+        if isinstance(plan, _SobolPlan):
+            return _sobol_program(plan)(model.params, key)
         return _program_of(plan)(model.params)
