@@ -36,15 +36,15 @@ switching), so the error falls like 1 / nodes. Measured on the beyond-n3 suite's
 (RMS error against their 2^27-input ground truths, whose variance is subtracted; FVU in
 brackets; float32, which the meter charges half of float64 and which suffices without
 combinatorics): d = 4, n = 4: 4.9e-3 at 1e6 [0.069], 5.9e-4 at 1e7 [0.001], 7.5e-5 at 1e8.
-The ladder (``_ARC_LADDER``) was chosen on these copies. At n = 5 a product rule (Gauss-Legendre
-in ``a`` in intervals cut at 0.3 from the poles, times each chamber's spherical triangle cut
-into ``m_c^2`` in the gnomonic chart with a 3-point rule of degree 2 on each) served until
-a lattice (below) replaced it but at d <= 4 from 5e8, and Sobol' points everywhere: its error fell
-like nodes^(-2/3), a bias of the state's kinks (RMS, same copies: d = 4 4.7e-5 at 1e9,
-argmedian d = 4 5.7e-5, d = 8 9.9e-4, argmedian d = 8 3.3e-4; git history has it). An arc
-costs ~2.1e3 FLOPs at d = 4, n = 4, ~2.6e3 at d = 4, n = 5, ~4.1e3 at d = 8, n = 5 and ~8.2e3
-at d = 16, n = 5 (``results/bench.md``). The logits are carried
-from sector to sector by a running sum over the switches crossed, not a (sector x d) @
+The ladder (``_ARC_LADDER``) was chosen on these copies. At n = 5 a product rule
+(Gauss-Legendre in ``a`` in intervals cut at 0.3 from the poles, times each chamber's
+spherical triangle cut into ``m_c^2`` in the gnomonic chart with a 3-point rule of degree 2
+on each) served until a lattice (below) replaced it but at d <= 4 from 5e8, and Sobol'
+points everywhere: its error fell like nodes^(-2/3), a bias of the state's kinks (RMS, same
+copies: d = 4 4.7e-5 at 1e9, argmedian d = 4 5.7e-5, d = 8 9.9e-4, argmedian d = 8 3.3e-4;
+git history has it). An arc costs ~2.1e3 FLOPs at d = 4, n = 4, ~2.6e3 at d = 4, n = 5,
+~4.1e3 at d = 8, n = 5 and ~8.2e3 at d = 16, n = 5 (``results/bench.md``). The logits are
+carried from sector to sector by a running sum over the switches crossed, not a (sector x d) @
 (d x n) product per sector: 26% cheaper at d = 8, 46% at d = 16 (a product cost 2.3e3 /
 2.8e3 / 5.6e3 / 1.5e4), 8% dearer at d = 2. The errors quoted here and below were
 measured at those earlier costs (up to 25e3e6b).
@@ -60,27 +60,28 @@ the points spread evenly within them. It is a conditional Monte Carlo: the two d
 arcs integrate exactly are gone, and the rest is averaged over well-spread directions, not
 single inputs. The directions depend on the key alone, so the meter charges only the arcs.
 
-Until 2026-12-02 the points were a randomly shifted Kronecker lattice ``frac(shift + j alpha)``
-(Roberts' R_3 steps). Its error stalled: on the zoo's d = 8, n = 5 model the spread of the
-estimate over 16 keys was 2.5e-4 at k = 2,000 per chamber and 1.3e-4 at 14,000 (like
-``k^-0.3``), below i.i.d. directions' spread by only 2-3x. The arcs' mean is not periodic on the cube
-(on the d = 8 model 36%, 32% and 25% of its variance lie in the top tenth of each coordinate:
-the first four inputs nearly equal, or two of them nearly tied) and varies on scales of 0.01-0.05
-of it, which a shifted lattice's ``k^(1/3)`` rows per axis barely resolve. Owen-scrambled
-Sobol' points need no periodicity. Spread over 16-24 keys, lattice against Sobol', at
-``k`` = 1,000 and 10,000: 2nd argmax d = 8, n = 5 5.2e-4 / 2.6e-4 and 1.8e-4 / 4.9e-5 (4x
-and 14x in variance); argmedian d = 8 4.7e-4 / 3.8e-4 and 1.2e-4 / 8.4e-5; d = 4, n = 5
-3.9e-4 / 3.2e-4 and 1.7e-4 / 5.1e-5; argmedian d = 4 4.3e-4 / 1.6e-4 and 1.5e-4 / 3.2e-5.
-(Importance sampling by coordinate and Neyman allocation over 6^3 boxes of the cube, with
-the base model's own variance map as an oracle, gained 1.6x and 2-4x in variance over the
-lattice.) Measured on the beyond-n3 suite's 32 copies (FVU, ground truth's noise
-subtracted; the lattice's in brackets): d = 8, n = 5: 0.10 at 1e6 [0.18], 4.7e-3 at 1e7 [8.0e-3], 1.2e-4 at 1e8
-[4.1e-4], 6.9e-6 at 1e9 [5.6e-5]; argmedian d = 8: 0.27 [0.14], 0.012 [7.0e-3], 1.8e-4
-[4.7e-4], 1.0e-5 [7.2e-5]; d = 4: 0.21 [0.31], 7.9e-3 [6.1e-3], 1.8e-4 [2.5e-4], 1.3e-5 at
-1e9 [the product rule: 9.9e-6]; argmedian d = 4: 0.025 [0.027], 7.3e-4 [1.0e-3], 2.5e-5
-[4.0e-5], at 1e9 below the ground truth's noise [the product rule: 3.1e-6]. With 10-100
-points a chamber (1e6-1e7 at d = 8) the two point sets are alike; from 1e8 the scrambled
-points' error falls like ``N^-0.6`` in RMS where the lattice's had slowed to ``N^-0.4``.
+Until 2026-12-02 the points were a randomly shifted Kronecker lattice
+``frac(shift + j alpha)`` (Roberts' R_3 steps). Its error stalled: on the zoo's d = 8, n = 5
+model the spread of the estimate over 16 keys was 2.5e-4 at k = 2,000 per chamber and 1.3e-4
+at 14,000 (like ``k^-0.3``), below i.i.d. directions' spread by only 2-3x. The arcs' mean is
+not periodic on the cube (on the d = 8 model 36%, 32% and 25% of its variance lie in the top
+tenth of each coordinate: the first four inputs nearly equal, or two of them nearly tied)
+and varies on scales of 0.01-0.05 of it, which a shifted lattice's ``k^(1/3)`` rows per axis
+barely resolve. Owen-scrambled Sobol' points need no periodicity. Spread over 16-24 keys,
+lattice against Sobol', at ``k`` = 1,000 and 10,000: 2nd argmax d = 8, n = 5 5.2e-4 / 2.6e-4
+and 1.8e-4 / 4.9e-5 (4x and 14x in variance); argmedian d = 8 4.7e-4 / 3.8e-4 and 1.2e-4 /
+8.4e-5; d = 4, n = 5 3.9e-4 / 3.2e-4 and 1.7e-4 / 5.1e-5; argmedian d = 4 4.3e-4 / 1.6e-4
+and 1.5e-4 / 3.2e-5. (Importance sampling by coordinate and Neyman allocation over 6^3 boxes
+of the cube, with the base model's own variance map as an oracle, gained 1.6x and 2-4x in
+variance over the lattice.) Measured on the beyond-n3 suite's 32 copies (FVU, ground truth's
+noise subtracted; the lattice's in brackets): d = 8, n = 5: 0.10 at 1e6 [0.18], 4.7e-3 at
+1e7 [8.0e-3], 1.2e-4 at 1e8 [4.1e-4], 6.9e-6 at 1e9 [5.6e-5]; argmedian d = 8: 0.27 [0.14],
+0.012 [7.0e-3], 1.8e-4 [4.7e-4], 1.0e-5 [7.2e-5]; d = 4: 0.21 [0.31], 7.9e-3 [6.1e-3],
+1.8e-4 [2.5e-4], 1.3e-5 at 1e9 [the product rule: 9.9e-6]; argmedian d = 4: 0.025 [0.027],
+7.3e-4 [1.0e-3], 2.5e-5 [4.0e-5], at 1e9 below the ground truth's noise [the product rule:
+3.1e-6]. With 10-100 points a chamber (1e6-1e7 at d = 8) the two point sets are alike; from
+1e8 the scrambled points' error falls like ``N^-0.6`` in RMS where the lattice's had slowed
+to ``N^-0.4``.
 
 **3-D slices.** Split ``x = (u, v)`` with ``u`` the first ``n - 2`` inputs and ``v`` the last
 two, and write ``u = rho omega`` with ``rho >= 0``, ``omega`` on the sphere ``S^(n-3)``.
@@ -163,15 +164,15 @@ intervals in elevation) to 1.0e9 (14); the cheapest d = 4, n = 4 level 9.1e6. A 
 costs ~5.2e5 FLOPs at d = 4, n = 5.
 
 **Budget.** An RNN at n = 5 gets the most Sobol' points that fit; at n = 4 the finest arc
-rule that fits (``_ARC_LADDER``), unless the budget affords 3-D slices' finest level. One 3-D slice is an ``exact_cones`` program
-(static shapes, capacities from a model of how many faces each cut splits, scaled by
-``gamma``); ``lax.scan`` runs it over the nodes. The budget buys the most accurate
-quadrature level (grades, ``m``, even breakpoints) at ``gamma = 1.3``, then a larger
-``gamma`` at the top level. A node whose slice overflows a capacity (or meets a digit
-pattern no convex face can have) is dropped and the others reweighted, an approximation;
-with no node left, or below the cheapest program, the estimate is the chance rate ``1/n``.
-3-D slices are float64 by default: in float32 1.5% of slices of the d = 4, n = 4 model meet
-impossible digit patterns (none in float64).
+rule that fits (``_ARC_LADDER``), unless the budget affords 3-D slices' finest level. One
+3-D slice is an ``exact_cones`` program (static shapes, capacities from a model of how many
+faces each cut splits, scaled by ``gamma``); ``lax.scan`` runs it over the nodes. The budget
+buys the most accurate quadrature level (grades, ``m``, even breakpoints) at
+``gamma = 1.3``, then a larger ``gamma`` at the top level. A node whose slice overflows a
+capacity (or meets a digit pattern no convex face can have) is dropped and the others
+reweighted, an approximation; with no node left, or below the cheapest program, the estimate
+is the chance rate ``1/n``. 3-D slices are float64 by default: in float32 1.5% of slices of
+the d = 4, n = 4 model meet impossible digit patterns (none in float64).
 """
 
 from __future__ import annotations
