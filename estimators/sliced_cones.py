@@ -654,8 +654,8 @@ class _ArcPlan(NamedTuple):
 
     spec: ModelSpec
     dtype: str
-    m_a: int  # Gauss-Legendre nodes in the angle from the diagonal (n = 5: per interval)
-    m_c: int  # n = 4: Gauss-Legendre nodes on a chamber's arc; n = 5: its triangle cut m_c x m_c
+    m_a: int  # Gauss-Legendre nodes in the angle from the diagonal
+    m_c: int  # Gauss-Legendre nodes on a chamber's arc (n = 4; n = 5 takes Sobol' points)
 
 
 # The n = 4 arc rules, (3k, k), cheapest first (module docstring).

@@ -38,7 +38,6 @@ from algzu.estimators.sliced_cones import (
     _phi_breaks,
     _plan,
     _plan_flops,
-    _program,
     _program_of,
     _slice,
     _sobol_directions,
