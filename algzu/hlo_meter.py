@@ -544,9 +544,18 @@ class _Fingerprints:
 
     def closed_region(self, region: ir.Region) -> int | None:
         """A region's id, or None if it reads non-constant values from outside itself (their
-        values are not part of an id, so such a region is never taken as genuine)."""
+        values are not part of an id, so such a region is never taken as genuine).
+
+        Its values get ids in a map of their own: an enclosing region's block arguments,
+        fingerprinted before, would otherwise keep ids that look like this region's own
+        arguments at the same position (``("arg", level, i, type)``), and a body reading them
+        would pass for one reading its own."""
+        outer, self.ids = self.ids, {}
         self.captured = False
-        fp = self.region(region, 1)
+        try:
+            fp = self.region(region, 1)
+        finally:
+            self.ids = outer
         return None if self.captured else fp
 
     def func(self, name: str) -> int:

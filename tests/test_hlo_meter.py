@@ -1012,3 +1012,50 @@ def test_complex_lapack_calls_cost_eleven_times_real_ones():
     solve = lambda a, b: lax.linalg.triangular_solve(a, b, left_side=True, lower=True)  # noqa: E731
     real = hlo_meter.count_flops(solve, a, b)
     assert hlo_meter.count_flops(solve, a.astype(jnp.complex64), b.astype(jnp.complex64)) >= 11 * 8 * 8 * 3 > real
+
+
+def _nested_argmax(second: str) -> str:
+    """A variadic reduce whose body runs an argmax-shaped reduce over a 1,000-element array;
+    the inner body compares ``%x`` with ``second`` (``%y`` is ``lax.argmax``'s own)."""
+    return f"""module @m {{
+  func.func public @main(%w: tensor<64xf32>, %idx: tensor<64xi32>, %t: tensor<1000xf32>, %ti: tensor<1000xi32>) -> (tensor<f32>, tensor<i32>) {{
+    %cst = stablehlo.constant dense<0xFF800000> : tensor<f32>
+    %c = stablehlo.constant dense<0> : tensor<i32>
+    %r:2 = stablehlo.reduce(%w init: %cst), (%idx init: %c) across dimensions = [0] : (tensor<64xf32>, tensor<64xi32>, tensor<f32>, tensor<i32>) -> (tensor<f32>, tensor<i32>)
+     reducer(%a: tensor<f32>, %b: tensor<f32>) (%ai: tensor<i32>, %bi: tensor<i32>) {{
+      %cst2 = stablehlo.constant dense<0xFF800000> : tensor<f32>
+      %c2 = stablehlo.constant dense<0> : tensor<i32>
+      %in:2 = stablehlo.reduce(%t init: %cst2), (%ti init: %c2) across dimensions = [0] : (tensor<1000xf32>, tensor<1000xi32>, tensor<f32>, tensor<i32>) -> (tensor<f32>, tensor<i32>)
+       reducer(%x: tensor<f32>, %y: tensor<f32>) (%xi: tensor<i32>, %yi: tensor<i32>) {{
+        %2 = stablehlo.compare GT, %x, {second}, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+        %3 = stablehlo.compare NE, %x, %x, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+        %4 = stablehlo.or %2, %3 : tensor<i1>
+        %5 = stablehlo.compare EQ, %x, %y, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+        %6 = stablehlo.compare LT, %xi, %yi, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+        %7 = stablehlo.and %5, %6 : tensor<i1>
+        %8 = stablehlo.or %4, %7 : tensor<i1>
+        %9 = stablehlo.select %4, %x, %y : tensor<i1>, tensor<f32>
+        %10 = stablehlo.select %8, %xi, %yi : tensor<i1>, tensor<i32>
+        stablehlo.return %9, %10 : tensor<f32>, tensor<i32>
+      }}
+      %s = stablehlo.add %in#0, %a : tensor<f32>
+      stablehlo.return %s, %in#1 : tensor<f32>, tensor<i32>
+    }}
+    return %r#0, %r#1 : tensor<f32>, tensor<i32>
+  }}
+}}"""
+
+
+def test_a_body_reading_an_enclosing_regions_argument_is_not_taken_for_a_genuine_one():
+    # Found by a red-team pass: block arguments were identified by (nesting level, position,
+    # type) in one map kept across regions, so an inner body reading the *enclosing* body's
+    # second argument %b looked exactly like lax.argmax's body reading its own %y, and was
+    # priced at one combine per element instead of its ops (XLA refuses such a capture in a
+    # reduce, but the meter must not rely on that).
+    def flops(second):
+        return hlo_meter.module_flops(exported_from_text(_nested_argmax(second)).mlir_module_serialized)
+
+    genuine, captured_b, captured_a = flops("%y"), flops("%b"), flops("%a")
+    assert genuine == 64 * 1000  # argmax's own body: one combine per element, 64 times
+    assert captured_a > 10 * genuine  # not argmax's body: its ops, per combine
+    assert captured_b == captured_a
