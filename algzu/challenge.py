@@ -28,6 +28,7 @@ from algzu.io import atomic_write_text
 from algzu.reports.html import write_html_report
 from algzu.reports.suite import HEADLINE, dumps_json, format_budget, format_value, markdown_table, write_results
 from algzu.run import SuiteResult, run_suite
+from algzu.scoring import BASELINES
 from algzu.suites import Suite, get_suite
 
 CHALLENGES: Mapping[str, str] = types.MappingProxyType({"432": "challenge-432", "m43": "m43"})  # name -> suite
@@ -53,8 +54,8 @@ def copy_statistics(result: SuiteResult) -> dict:
 def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEADLINE) -> str:
     """One paragraph from the summary table alone: does a mechanistic estimator beat the headline
     reference (sampling+prior), where, and what the plain-sampling efficiency would have said.
-    A win must also beat every model-agnostic estimator (``mechanistic`` false, sealed) of the
-    same model and budget, measured: the flag is its author's word. With the summary's
+    A win must also beat the shipped model-agnostic baselines (:data:`algzu.scoring.BASELINES`,
+    sealed) of the same model and budget, measured: the flag is its author's word. With the summary's
     ``not_below`` column (:func:`algzu.scoring.rival_comparison`) the comparison is paired over
     the copies and corrected for the number of claims on the model
     (:func:`algzu.scoring.rival_test`); sampling+prior run on the copies
@@ -63,7 +64,7 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     before that column existed falls back to the unpaired rule its verdicts were written with
     (the MSE interval below the rival's measured MSE), which lets an estimator as good as a
     rival win in 7% of simulated cells (``tests/test_redteam.py``). A shipped baseline
-    (:data:`algzu.run.BASELINES`) that supports the model but was left out of the run
+    (:data:`algzu.scoring.BASELINES`) that supports the model but was left out of the run
     (``baselines_not_run``) is a rival not beaten: a board without ``stratified`` would
     otherwise let a better sampler declared mechanistic win against ``sampling`` alone.
     The headline's lower end is read at the level of the model's claims (the summary's
@@ -79,7 +80,7 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
             reach 1 for a win).
     """
     rows = summary[summary["mechanistic"].astype(bool)]
-    agnostic = summary[~summary["mechanistic"].astype(bool)]
+    agnostic = summary[~summary["mechanistic"].astype(bool) & summary["estimator"].isin(BASELINES)]
     if "sealed" in agnostic.columns:
         agnostic = agnostic[agnostic["sealed"].eq(True)]
     unsealed = ""
@@ -100,8 +101,8 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
     lower = rows[f"{column}_claim_lo" if corrected else f"{column}_lo"]
     claims = f"the model's {int(rows['claims'].max())} claims" if corrected and rows["claims"].notna().any() else ""
     above = rows[lower >= 1.0]
-    # "Mechanistic" is its author's word: a win must also beat, measured, every model-agnostic
-    # estimator on the board at that budget (tests/redteam/attack_relabeled_sampler.py).
+    # "Mechanistic" is its author's word: a win must also beat, measured, every shipped
+    # baseline on the board at that budget (tests/redteam/attack_relabeled_sampler.py).
     rivals = [_agnostic_rivals(r, agnostic) for r in above.itertuples()]
     wins = above[[not names for names in rivals]]
     if wins.empty:
@@ -113,11 +114,11 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
                 head += f" (at the level of {claims})"
             head += ", though some intervals reach 1." if (rows[f"{column}_hi"] >= 1.0).any() else "."
         else:
-            head += " and every model-agnostic estimator on this board."
+            head += " and every model-agnostic baseline on this board."
     else:
         where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)}" for r in wins.itertuples())
         head = (f"A mechanistic estimator beats sampling+prior (efficiency interval >= 1) and every "
-                f"model-agnostic estimator on this board (its MSE measurably below theirs and below sampling+prior "
+                f"model-agnostic baseline on this board (its MSE measurably below theirs and below sampling+prior "
                 f"run on the same copies): {where}.")
     lines = [head]
     tied = [(r, names) for r, names in zip(above.itertuples(), rivals) if names]
@@ -125,7 +126,7 @@ def verdict(summary: pd.DataFrame, *, book: str | None = None, column: str = HEA
         where = ", ".join(f"`{r.estimator}` at {format_budget(r.budget_flops)} ({'; '.join(names)})"
                           for r, names in tied)
         lines.append(f"Not wins, though above sampling+prior: not measured better than every model-agnostic "
-                     f"estimator at the same budget: {where}.")
+                     f"baseline at the same budget: {where}.")
     if corrected:
         uncorrected = rows[(rows[f"{column}_lo"] >= 1.0) & (lower < 1.0)]
         if not uncorrected.empty:
@@ -161,8 +162,10 @@ def _agnostic_rivals(row: Any, agnostic: pd.DataFrame) -> list[str]:
     sealed) of its model and budget, one phrase each ([] if it does): those it is not below,
     as paired over copies in ``row.not_below`` (else, in an older summary, those whose
     measured MSE is at or below the upper end of ``row``'s MSE interval), and the shipped
-    baselines the run left out (``row.baselines_not_run``, :data:`algzu.run.BASELINES`)."""
+    baselines the run left out (``row.baselines_not_run``, :data:`algzu.scoring.BASELINES`) and
+    those that failed on some copy (``row.rivals_failed``)."""
     reasons = [f"`{name}` not run" for name in _names(getattr(row, "baselines_not_run", ""))]
+    reasons += [f"`{name}` failed on some copies" for name in _names(getattr(row, "rivals_failed", ""))]
     if hasattr(row, "not_below"):
         names = _names(row.not_below)
     else:

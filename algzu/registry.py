@@ -13,12 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from algzu.errors import AlgzuError
 
 T = TypeVar("T")
+
+# What a registered name may be: names are printed into markdown tables and verdicts, file
+# names and command lines. A red-team pass registered an estimator whose name closed the
+# verdict's backquotes and appended a forged verdict paragraph to leaderboard.md.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+
+
+def check_name(name: object, what: str) -> str:
+    """``name`` if it is a valid registered name (:data:`NAME_PATTERN`), else AlgzuError."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise AlgzuError(f"{what} name {str(name)[:80]!r} must be 1-64 letters, digits or _.+- "
+                         "(starting with a letter or digit)")
+    return name
 
 
 class Registry(Mapping[str, T], Generic[T]):
@@ -43,10 +57,12 @@ class Registry(Mapping[str, T], Generic[T]):
         Re-registering the same class (a module imported twice) replaces the entry.
 
         Raises:
-            AlgzuError: ``name`` is not a non-empty string, or another class has it.
+            AlgzuError: ``name`` is not a non-empty string or not a valid name
+                (:data:`NAME_PATTERN`), or another class has it.
         """
         if not isinstance(name, str) or not name:
             raise AlgzuError(f"{self.kind} class {cls.__name__} must set a non-empty `name`")
+        check_name(name, f"{self.kind} class {cls.__name__}:")
         origin = (cls.__module__, cls.__qualname__)
         old = self._origins.get(name)
         if old is not None and old != origin:

@@ -36,7 +36,7 @@ from algzu.model import Model, ModelSpec
 from algzu.noise import NoiseSpec, noisy_params
 from algzu.sandbox.runner import CellResult, cell_key, run_block
 from algzu.sandbox.workers import EstimatorCard, EstimatorRef
-from algzu.scoring import headline_claims, rival_comparison, summarize
+from algzu.scoring import BASELINES, headline_claims, rival_comparison, summarize
 from algzu.suites import Suite
 from algzu.zoo import load_model
 
@@ -168,9 +168,6 @@ class SuiteResult:
 BlockRunner = Callable[[Estimator | EstimatorCard, object, dict, int, list, list], list[CellResult]]
 
 
-# The shipped model-agnostic estimators. A verdict's win must beat each one that supports the
-# model (algzu.challenge.verdict), so a run that leaves one out draws no win there.
-BASELINES = ("sampling", "stratified")
 
 
 def _baselines_not_run(ests: Sequence, specs: Sequence[ModelSpec], block_runner: BlockRunner) -> list:
@@ -299,6 +296,11 @@ def as_written(cells: pd.DataFrame) -> pd.DataFrame:
     ``seconds``, which no statistic reads."""
     out = cells.copy()
     for name in out.columns:
+        if name != "seconds" and out[name].dtype == object:
+            # Floats and None (a failed cell's estimate): cells.csv reads them back as floats.
+            values = out[name].dropna()
+            if len(values) and all(isinstance(v, (float, np.floating)) for v in values):
+                out[name] = out[name].astype(float)
         if name != "seconds" and pd.api.types.is_float_dtype(out[name]):
             out[name] = [float(CELLS_FLOAT_FORMAT % v) for v in out[name]]
     return out
@@ -320,7 +322,8 @@ def score_cells(cells: pd.DataFrame, flops_per_sample: dict[str, float],
     summary = summary.merge(rival_comparison(cells, flops_per_sample).drop(columns="claims"), on=keys,
                             how="left")
     summary = summary.merge(headline_claims(cells, flops_per_sample), on=keys, how="left")
-    summary["not_below"] = [v if isinstance(v, str) else "" for v in summary["not_below"]]  # NaN: no rival
+    for column in ("not_below", "rivals_failed"):
+        summary[column] = [v if isinstance(v, str) else "" for v in summary[column]]  # NaN: no rival
     summary["baselines_not_run"] = np.where(summary["mechanistic"].astype(bool),
                                             [baselines_not_run.get(m, "") for m in summary["model"]], "")
     return summary

@@ -55,7 +55,7 @@ a verdict, which wins if any of its claims holds, reads each claim's lower end a
 ``1 - 5% / claims`` (:func:`headline_claims`, :func:`claim_level`), and also asks that the
 claim's MSE be measurably below, paired over the copies, that of sampling+prior run on them
 (``sampling``'s own estimates shrunk towards the copies' mean, :func:`sampling_prior_run`)
-and of every model-agnostic estimator on the board (:func:`rival_comparison`).
+and of the model-agnostic baselines algzu ships (:data:`BASELINES`, :func:`rival_comparison`).
 
 Special values: ``mse <= 0`` (an estimator indistinguishable from exact) has infinite
 efficiency and ``fvu <= 0``; a reference that is undefined (no sample affordable; V with one
@@ -516,13 +516,26 @@ def sampling_prior_run(g: pd.DataFrame, n: float) -> np.ndarray:
 
 
 PRIOR_RIVAL = "sampling+prior"  # the name of sampling_prior_run among a verdict's rivals
+# The shipped model-agnostic estimators: a verdict's rivals (:func:`rival_comparison`), with
+# sampling+prior. A verdict's win must beat each one that supports the model, so a run that
+# leaves one out draws no win there (:func:`algzu.run._baselines_not_run`).
+BASELINES = ("sampling", "stratified")
 
 
 def rival_comparison(cells: pd.DataFrame, flops_per_sample: dict[str, float] | None = None) -> pd.DataFrame:
-    """Every sealed mechanistic estimator against every sealed model-agnostic one (the
-    ``mechanistic`` and ``sealed`` columns of the cells) at the same model and budget, and,
-    given ``flops_per_sample``, against sampling+prior run on the copies
-    (:func:`sampling_prior_run`, named :data:`PRIOR_RIVAL`) wherever ``sampling`` ran sealed.
+    """Every sealed mechanistic estimator against the shipped baselines (:data:`BASELINES`,
+    where they ran sealed) at the same model and budget, and, given ``flops_per_sample``,
+    against sampling+prior run on the copies (:func:`sampling_prior_run`, named
+    :data:`PRIOR_RIVAL`) wherever ``sampling`` ran sealed.
+
+    Only algzu's own baselines are rivals. ``mechanistic = False`` is an author's word as much
+    as ``True`` is: a copy of a winning estimator declared model-agnostic vetoed its win
+    (a red-team pass, up to this change), and an outside sampler can be run as a rival only by
+    whoever would want it to lose. Other model-agnostic rows are scored and shown, not used.
+    A rival that failed on any copy at that budget (its cells scored as the worst trivial
+    estimate) is beaten by anything: it is named in ``rivals_failed`` and the verdict counts
+    no win there. A tracer could kill its rivals' workers with signals, and did, up to this
+    change (sandbox Landlock now scopes signals where the kernel can, ABI >= 6).
 
     A mechanistic estimator is below a rival when :func:`rival_test` says so, paired over the
     copies and corrected for the number of claims on the model (:func:`verdict_claims`): a
@@ -542,24 +555,31 @@ def rival_comparison(cells: pd.DataFrame, flops_per_sample: dict[str, float] | N
         (the largest upper end of MSE - the rival's MSE, and sign-flip p-value, over the
         rivals), ``claims`` (the family size) and ``not_below`` (the rivals it is not below,
         comma-separated); one row per sealed mechanistic estimator, model and budget that has
-        a rival.
+        a rival, and ``rivals_failed`` (the rivals with a failed cell there, comma-separated).
     """
-    columns = ["model", "estimator", "budget_flops", "agnostic_gap_hi", "agnostic_p", "claims", "not_below"]
+    columns = ["model", "estimator", "budget_flops", "agnostic_gap_hi", "agnostic_p", "claims", "not_below",
+               "rivals_failed"]
     rows = []
     family = verdict_claims(cells)
     for model, by_model in cells[cells["sealed"].astype(bool)].groupby("model", sort=True):
         compared = []  # (budget, estimator, rival, q, q_rival): every test of the model, one batch
+        failed: dict[float, list[str]] = {}  # budget -> rivals with a failed cell
         for budget, g in by_model.groupby("budget_flops", sort=True):
             tables = {}
             for name, e in g.groupby("estimator", sort=True):
                 e = e.sort_values("copy")
-                tables[name] = (bool(e["mechanistic"].iloc[0]), _cell_table(e)[0][:, _Q], tuple(e["copy"]))
-            rivals = [(name, q, copies) for name, (mech, q, copies) in tables.items() if not mech]
+                cols, _, bad = _cell_table(e)
+                tables[name] = (bool(e["mechanistic"].iloc[0]), cols[:, _Q], tuple(e["copy"]), bool(bad.any()))
+            rivals = [(name, q, copies) for name, (mech, q, copies, _) in tables.items()
+                      if not mech and name in BASELINES]
+            failed[budget] = [name for name, *_ in rivals if tables[name][3]]
             if flops_per_sample is not None and "sampling" in tables:
                 n = affordable_samples(budget, flops_per_sample[model])
                 sampling = g[g["estimator"] == "sampling"]
                 rivals.append((PRIOR_RIVAL, sampling_prior_run(sampling, n), tables["sampling"][2]))
-            for name, (mech, q, copies) in tables.items():
+                if tables["sampling"][3]:
+                    failed[budget].append(PRIOR_RIVAL)
+            for name, (mech, q, copies, _) in tables.items():
                 for rival, q_rival, rival_copies in rivals if mech else ():
                     if rival_copies != copies:
                         raise AlgzuError(f"{model} at {budget:g}: {name} and {rival} were scored on different copies")
@@ -575,7 +595,8 @@ def rival_comparison(cells: pd.DataFrame, flops_per_sample: dict[str, float] | N
             rows.append({"model": model, "estimator": name, "budget_flops": float(budget),
                          "agnostic_gap_hi": float(hi[idx].max()), "agnostic_p": float(p[idx].max()),
                          "claims": family[model],
-                         "not_below": ",".join(compared[i][2] for i in idx if not below[i])})
+                         "not_below": ",".join(compared[i][2] for i in idx if not below[i]),
+                         "rivals_failed": ",".join(failed[budget])})
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -380,7 +380,7 @@ def test_a_sampler_declared_mechanistic_wins_no_verdict():
     assert "Not wins" in text and "`attack_relabeled_sampler` at 1e+08 (not below `stratified`)" in text, text
     exact = row("exact", True, -1e-9, 2e-9, 400.0)
     text = verdict(pd.DataFrame(rows + [exact]), book="closed-book")
-    assert ("every model-agnostic estimator on this board (its MSE measurably below theirs and below "
+    assert ("every model-agnostic baseline on this board (its MSE measurably below theirs and below "
             "sampling+prior run on the same copies): `exact` at 1e+08.") in text
 
 
@@ -592,6 +592,59 @@ def test_the_verdict_compares_with_rivals_paired_over_copies():
     assert "`relabeled` at 1e+08 (not below `stratified`)" in text
 
 
+def _verdict_rows(compared: pd.DataFrame) -> pd.DataFrame:
+    """Summary rows around ``rival_comparison``'s output: every claim's headline reaches 2."""
+    return compared.reset_index().assign(mechanistic=True, sealed=True, mse=1e-6, mse_hi=2e-6, prior_efficiency=3.0,
+                                         prior_efficiency_lo=2.0, prior_efficiency_hi=4.0, efficiency=3.0,
+                                         efficiency_lo=2.0, fvu=0.01)
+
+
+def test_a_copy_of_a_winner_declared_model_agnostic_does_not_veto_it():
+    """A red-team pass: ``exact_cones`` copied into a file of its own with ``mechanistic =
+    False`` made the verdict say the real one was "not below" it, so a rival's win could be
+    vetoed while one's own stood. "Model-agnostic" is an author's word too: only the shipped
+    baselines (and sampling+prior) are rivals; other agnostic rows are scored, not used."""
+    from algzu.challenge import verdict
+    from algzu.scoring import rival_comparison
+
+    cells = _relabeled_cells(seed=3)
+    exact = cells[cells["estimator"] == "exact"]
+    veto = exact.assign(estimator="veto", mechanistic=False)
+    compared = rival_comparison(pd.concat([cells, veto])).set_index("estimator")
+    assert compared.loc["exact", "not_below"] == "", compared  # "veto" up to this change
+    assert "on the same copies): `exact` at 1e+08." in verdict(_verdict_rows(compared))
+
+
+@pytest.mark.parametrize("failed", ["stratified", "sampling"])
+def test_a_baseline_that_failed_on_a_copy_leaves_no_win(failed):
+    """A red-team pass: a tracer's thread SIGKILLed the other tracers of its run (siblings
+    in its process group), so every ``sampling`` and ``stratified`` cell "crashed" and was
+    scored as the worst trivial estimate, and the attacker, ``stratified`` declared
+    mechanistic, was measured below both: a closed-book win on the smoke suite (64.9 [13.4,
+    inf] at 1e5). Landlock now scopes signals where the kernel can; whatever the kernel, a
+    rival that failed on any copy is named and the verdict draws no win at that budget
+    (sampling+prior, built on ``sampling``'s estimates, fails with it)."""
+    from algzu.challenge import verdict
+    from algzu.scoring import PRIOR_RIVAL, rival_comparison
+
+    cells = pd.concat([_relabeled_cells(seed=3), _relabeled_cells(seed=3).query("estimator == 'stratified'")
+                       .assign(estimator="sampling")])
+    sabotaged = cells.copy()
+    hit = (sabotaged["estimator"] == failed) & (sabotaged["copy"] < 8)
+    sabotaged.loc[hit, "error"] = "crashed"
+    sabotaged.loc[hit, "estimate"] = np.nan
+    fps = {"m": 1e8 / 1e4}
+    clean = rival_comparison(cells, fps).set_index("estimator")
+    assert (clean["rivals_failed"] == "").all() and clean.loc["exact", "not_below"] == ""
+    compared = rival_comparison(sabotaged, fps).set_index("estimator")
+    expected = {"stratified": "stratified", "sampling": f"sampling,{PRIOR_RIVAL}"}[failed]
+    assert compared.loc["exact", "rivals_failed"] == expected
+    assert compared.loc["exact", "not_below"] == ""  # scored as failures, the rival is beaten: hence the column
+    text = verdict(_verdict_rows(compared))
+    assert text.startswith("No mechanistic estimator beats"), text
+    assert f"`exact` at 1e+08 (`{failed}` failed on some copies" in text, text
+
+
 def test_a_verdict_measures_sampling_plus_prior_on_the_copies():
     """Given the FLOPs of a sample, ``rival_comparison`` also pairs every claim with
     sampling+prior run on the copies: ``sampling``'s own estimates (means of n samples)
@@ -650,6 +703,36 @@ def test_a_module_body_cannot_reach_another_estimators_tracing(tmp_path, sampler
         estimates[attacked] = cells.sort_values("copy").estimate.tolist()
     assert estimates[True] == estimates[False]
     assert 0.6 < min(estimates[False]) and max(estimates[False]) < 1.0  # the sampler really sampled
+
+
+FORGED_NAME = ("rtb_const` wins nothing.\n\n**Verdict.** Closed-book: A mechanistic estimator beats "
+               "sampling+prior: `rtb_const` at 1e+05.\n\n<!-- `")
+
+
+def test_a_name_that_carries_markdown_is_refused(tmp_path, sampler_source):
+    """A red-team pass: an estimator named with a backquote, blank lines and a forged verdict
+    paragraph printed that paragraph into ``leaderboard.md`` after the real verdict (names are
+    quoted between backquotes), and its unclosed ``<!--`` hid the rest of the rendered page.
+    Names are now 1-64 letters, digits or ``_.+-``: refused where the class is registered
+    (the worker's registry) and where a worker's catalog answer is read (a module body can
+    answer what it likes)."""
+    import json
+
+    from algzu.errors import AlgzuError
+    from algzu.sandbox.workers import SealedRunner, _decode_catalog
+
+    forged = tmp_path / "forged.py"
+    forged.write_text(sampler_source(name_code=repr(FORGED_NAME)))
+    with registry.ESTIMATORS.restoring(), pytest.raises(AlgzuError, match="must be 1-64 letters"):
+        include(forged)
+    with SealedRunner(includes=[forged]) as runner, pytest.raises(AlgzuError, match="must be 1-64 letters"):
+        runner.catalog(["rtb_const"], [])
+    card = {"name": FORGED_NAME, "module": "m", "qualname": "C", "file": str(forged), "fields": "()",
+            "settings": "C()", "mechanistic": True, "backend": "jax", "supports": []}
+    with pytest.raises(AlgzuError, match="malformed data"):
+        _decode_catalog(json.dumps({"ok": True, "cards": [card]}).encode(), str(forged), [])
+    assert len(_decode_catalog(json.dumps({"ok": True, "cards": [{**card, "name": "rtb_const"}]}).encode(),
+                               str(forged), [])) == 1
 
 
 def test_a_name_two_files_define_is_an_error_naming_both(tmp_path, sampler_source):

@@ -66,6 +66,30 @@ def test_a_rescored_run_is_what_the_run_wrote(tmp_path):
     assert "rescored" in json.loads((folder / "provenance.json").read_text())
 
 
+def test_a_run_with_failed_cells_rescores_too(tmp_path):
+    """A failed cell has no estimate: the column held floats and None, which ``cells.csv`` took
+    at full precision while its reader got them back at 10 digits, so up to this change a
+    board with any failure could not be rescored ("would not be written back unchanged")."""
+    import algzu.estimator as registry
+    from algzu.estimator import include
+    from algzu.reports.suite import write_results
+    from algzu.run import run_suite
+    from algzu.suites import ModelCase, Suite
+
+    suite = Suite("tiny-failures", (ModelCase("2nd_argmax-d4-n3", 0.05),), n_copies=4, budgets=(10**4,),
+                  gt_samples=1 << 12, seed=3)
+    with registry.ESTIMATORS.restoring():
+        include(Path(__file__).with_name("faulty_estimators.py"))
+        result = run_suite(suite, cache_dir=tmp_path / "cache", estimators=["sampling", "faulty_over_budget"])
+    assert set(result.cells["error"].fillna("")) == {"", "over_budget"}
+    folder = tmp_path / "tiny"
+    written = write_results(folder, suite, result)
+    rescore(folder)
+    for path, data in written.items():
+        if path.name not in NOT_COMPARED:
+            assert path.read_bytes() == (data.encode() if isinstance(data, str) else data), path.name
+
+
 def test_cells_that_would_not_come_back_unchanged_are_refused_and_nothing_is_written(tmp_path):
     folder = tmp_path / "m43"
     shutil.copytree(RESULTS / "challenge-m43", folder)

@@ -117,6 +117,31 @@ def test_an_entry_point_estimator_is_listed_and_traced_sealed(tmp_path, monkeypa
     assert "demo_algzu_plugin" not in sys.modules
 
 
+def test_an_entry_point_cannot_claim_another_sources_file(tmp_path, monkeypatch, small, sampler_source):
+    """A red-team pass: an installed plug-in whose module set ``__file__`` to the shipped
+    ``estimators/sampling.py`` had its card name that file, and the runner adopted the
+    plug-in's tracer as the tracer of ``sampling.py``: the baselines were later listed by the
+    attacker's code (as supporting no model), so a board without them drew a win. An entry
+    point's estimators must live outside every other estimator source and algzu's folders."""
+    import algzu.estimators.sampling as shipped
+    from algzu.errors import AlgzuError
+
+    spec, _ = small
+    claimed = str(Path(shipped.__file__).resolve())
+    (tmp_path / "claim_algzu_plugin.py").write_text(
+        sampler_source("claim_plugin_sampling", registered=False) + f"\n__file__ = {claimed!r}\n")
+    dist = tmp_path / "claim_algzu_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: claim-algzu-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[algzu.estimators]\nclaim = claim_algzu_plugin:Sampler\n")
+    with registry.ESTIMATORS.restoring():
+        monkeypatch.syspath_prepend(str(tmp_path))
+        with SealedRunner(sandbox=False) as runner:
+            with pytest.raises(AlgzuError, match="another estimator source"):
+                runner.catalog(["claim_plugin_sampling"], [spec])
+            assert claimed not in runner.tracer_pids  # not adopted
+
+
 def test_tracer_cannot_read_its_parent_the_secret_or_the_results(sealed, small):
     spec, stacked = small
     [result] = sealed(get_estimator("tracer_snoops"), spec, stacked, 10**4, keys(0), [0])
@@ -209,3 +234,70 @@ def test_a_confined_worker_still_reads_its_own_proc_entry_after_the_dentry_cache
     drop.write_text("2\n")
     out, _ = proc.communicate("\n", timeout=60)
     assert proc.returncode == 0 and out.strip().isdigit(), out
+
+
+_SIGNAL_CONFINED = """
+import importlib.util, os, socket, sys
+spec = importlib.util.spec_from_file_location("algzu_landlock", sys.argv[1])
+landlock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(landlock)
+print("confined" if landlock.confine([sys.prefix, sys.base_prefix], []) else "unconfined", flush=True)
+def attempt(action):
+    try:
+        action()
+        return "allowed"
+    except PermissionError:
+        return "denied"
+    except OSError as e:
+        return f"error {e.errno}"
+print(attempt(lambda: os.kill(int(sys.argv[2]), 0)), flush=True)
+print(attempt(lambda: socket.socket(socket.AF_UNIX).connect(b"\\0" + sys.argv[3].encode())), flush=True)
+print(attempt(lambda: socket.socket(socket.AF_INET).connect(("127.0.0.1", int(sys.argv[4])))), flush=True)
+"""
+
+
+def test_a_confined_worker_cannot_signal_or_connect_outside_itself():
+    """A red-team pass: a tracer's thread found its run's other workers (same user, same process
+    group) and SIGKILLed them, so the baselines' cells crashed; any process it could signal
+    was a target. Landlock ABI 6 scopes signals and abstract unix sockets to the domain, and
+    every worker confines itself: a sibling (here a sleeping process) and an abstract socket
+    (here the test's own) are outside it. From ABI 4 no TCP either (a distributed run's
+    key-value store listens on TCP; here the test's own port)."""
+    import socket
+    import subprocess
+    import sys
+
+    import algzu.sandbox
+
+    boot = Path(algzu.sandbox.__file__).with_name("landlock.py")
+    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    listener = socket.socket(socket.AF_UNIX)
+    name = f"algzu-test-{os.getpid()}"
+    listener.bind(b"\0" + name.encode())
+    listener.listen(1)
+    tcp = socket.create_server(("127.0.0.1", 0))
+    try:
+        out = subprocess.run([sys.executable, "-c", _SIGNAL_CONFINED, str(boot), str(sibling.pid), name,
+                              str(tcp.getsockname()[1])], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        state, signal, connect, tcp_connect = out.stdout.split("\n")[:4]
+        abi = _landlock_abi()
+        if state != "confined" or abi < 4:
+            pytest.skip("Landlock ABI 4 (Linux >= 6.7) is not available on this kernel")
+        assert tcp_connect == "denied"
+        if abi >= 6:
+            assert (signal, connect) == ("denied", "denied")
+            assert sibling.poll() is None
+    finally:
+        sibling.kill()
+        listener.close()
+        tcp.close()
+
+
+def _landlock_abi() -> int:
+    import ctypes
+    import sys
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc.syscall(444, None, 0, 1) if sys.platform == "linux" else -1

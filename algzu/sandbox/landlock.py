@@ -13,7 +13,10 @@ nothing from algzu and nothing that starts threads. :func:`boot` is the worker's
 3. hand over to :func:`algzu.sandbox.serve.worker_main`.
 
 Landlock (Linux >= 5.13) also stops a confined process from ptrace-ing (or reading the
-memory of) processes outside its domain, the parent included. Where the kernel has no
+memory of) processes outside its domain, the parent included; from ABI 4 (Linux >= 6.7)
+from binding or connecting TCP sockets; from ABI 6 (Linux >= 6.12) from signalling processes
+outside its domain or connecting to their abstract unix sockets: each worker confines
+itself, so each is a domain of its own, and a tracer cannot kill its run's other workers. Where the kernel has no
 Landlock, :func:`confine` returns False and the worker reports that it is not sandboxed.
 """
 
@@ -29,6 +32,9 @@ import sys
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446  # same numbers on x86_64 and arm64
 _EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1, 2, 4, 8
 _RULE_PATH_BENEATH = 1
+_NET_TCP = 1 | 2  # ABI 4: LANDLOCK_ACCESS_NET_BIND_TCP | CONNECT_TCP
+# ABI 6 scopes: no connecting to abstract unix sockets, no signals, outside the domain.
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1, 2
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
 # /proc files libraries read at start (CPU count, memory size); nothing of other processes.
 _PROC_FILES = ("/proc/cpuinfo", "/proc/meminfo", "/proc/stat")
@@ -55,7 +61,19 @@ def confine(readable_dirs: list[str], readable_files: list[str]) -> bool:
     handled = (1 << 13) - 1  # ABI 1: execute ... make_sym
     handled |= (1 << 13) if abi >= 2 else 0  # refer
     handled |= (1 << 14) if abi >= 3 else 0  # truncate
-    attr = ctypes.create_string_buffer(struct.pack("=Q", handled))
+    # handled_access_fs; from ABI 4 handled_access_net (TCP bind and connect, with no rule
+    # allowing any: a worker talks to its parent over a socketpair only, and a distributed
+    # run's key-value store listens on TCP); from ABI 6 scoped. Without the signal scope a
+    # tracer could SIGKILL its run's other workers (siblings, same user): their cells failed
+    # and, up to this change, counted as a rival beaten (tests/test_redteam.py). On older
+    # kernels the verdict's own check (a failed rival leaves no win) stands alone.
+    if abi >= 6:
+        fields = struct.pack("=QQQ", handled, _NET_TCP, _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL)
+    elif abi >= 4:
+        fields = struct.pack("=QQ", handled, _NET_TCP)
+    else:
+        fields = struct.pack("=Q", handled)
+    attr = ctypes.create_string_buffer(fields)
     ruleset = libc.syscall(_CREATE_RULESET, attr, ctypes.sizeof(attr) - 1, 0)
     if ruleset < 0:
         return False

@@ -94,7 +94,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,7 @@ import numpy as np
 from algzu.errors import AlgzuError
 from algzu.estimator import INCLUDED_PREFIX, Estimator, include_path, included_files
 from algzu.model import ModelSpec
+from algzu.registry import NAME_PATTERN
 from algzu.sandbox.runner import ERROR_CODES, CellResult
 
 # Error codes after which the worker is gone or unusable: they count towards give_up_after.
@@ -259,12 +260,26 @@ def _decode_catalog(reply: bytes | None, source: str, specs: list[ModelSpec]) ->
                 and isinstance(supports, list) and len(supports) == len(specs)
                 and all(isinstance(x, bool) for x in supports)):
             raise bad(f"card {str(c.get('name'))[:40]!r}")
+        if not NAME_PATTERN.fullmatch(name):  # the worker's registry checks too, but it answers what it likes
+            raise bad(f"estimator name {name[:40]!r}")
         if file is None or not (source.startswith(ENTRY_POINT) or Path(file).resolve() == Path(source)):
             raise bad(f"{name}: its class is not in {source}")
         ref = EstimatorRef(name, module, qualname, file, fields)
         cards.append(EstimatorCard(name, mechanistic, backend, ref, settings, frozenset(specs),
                                    frozenset(s for s, ok in zip(specs, supports) if ok)))
     return cards
+
+
+def _check_entry_point_file(source: str, card: EstimatorCard, sources: Mapping[str, str | None]) -> None:
+    """An entry point's card names the file its class is in, as its own worker says: it must
+    not be another source's file or lie in algzu's folders, or the runner would make this
+    worker the tracer of that file (a red-team pass listed the shipped baselines that way,
+    as supporting no model)."""
+    key = _source_key(card.ref.file)
+    algzu_dirs = [Path(d).resolve() for d in _algzu_dirs()]
+    if key in sources or any(Path(key).is_relative_to(d) for d in algzu_dirs):
+        raise AlgzuError(f"cannot load the estimators: {source} says {card.name!r} is in {card.ref.file}, "
+                         "another estimator source or algzu's own folder")
 
 
 def _outside_folders(files: set[str | None]) -> set[str]:
@@ -506,9 +521,14 @@ def _python_dirs() -> set[str]:
 def _readable_dirs() -> set[str]:
     """The folders every confined worker may read: the Python installation, algzu and its
     plug-in folders."""
+    return _python_dirs() | _algzu_dirs()
+
+
+def _algzu_dirs() -> set[str]:
+    """algzu's package folder and its plug-in folders."""
     import algzu
 
-    return _python_dirs() | set(algzu.__path__) | _package_dirs()
+    return set(algzu.__path__) | _package_dirs()
 
 
 def _package_dirs(names: tuple[str, ...] = ("algzu.estimators", "algzu.tasks")) -> set[str]:
@@ -651,6 +671,8 @@ class _Runner:
         for source, worker, reply in replies:
             found = _decode_catalog(reply, source, specs)
             for card in found:  # an entry point's estimators are traced where they were listed
+                if source.startswith(ENTRY_POINT):
+                    _check_entry_point_file(source, card, sources)
                 self._adopt(card.ref.file, worker)
             cards += found
         return cards
