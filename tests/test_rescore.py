@@ -49,34 +49,17 @@ def test_committed_results_are_their_cells_scored_by_this_checkout(name, tmp_pat
 
 def test_a_rescored_run_is_what_the_run_wrote(tmp_path):
     """A run summarizes its cells as ``cells.csv`` holds them (10 significant digits), so
-    rescoring a folder just written changes nothing but provenance's ``rescored``."""
-    from algzu.reports.suite import write_results
-    from algzu.run import run_suite
-    from algzu.suites import ModelCase, Suite
-
-    suite = Suite("tiny-rescore", (ModelCase("2nd_argmax-d4-n3", 0.05),), n_copies=8, budgets=(10**4,),
-                  gt_samples=1 << 12, seed=3)
-    result = run_suite(suite, cache_dir=tmp_path / "cache", estimators=["sampling"])
-    folder = tmp_path / "tiny"
-    written = write_results(folder, suite, result)
-    rescore(folder)
-    for path, data in written.items():
-        if path.name not in NOT_COMPARED:
-            assert path.read_bytes() == (data.encode() if isinstance(data, str) else data), path.name
-    assert "rescored" in json.loads((folder / "provenance.json").read_text())
-
-
-def test_a_run_with_failed_cells_rescores_too(tmp_path):
-    """A failed cell has no estimate: the column held floats and None, which ``cells.csv`` took
-    at full precision while its reader got them back at 10 digits, so up to this change a
-    board with any failure could not be rescored ("would not be written back unchanged")."""
+    rescoring a folder just written changes nothing but provenance's ``rescored``. Failed
+    cells too: a failed cell has no estimate, and the column of floats and None was written
+    at full precision and read back at 10 digits, so up to 04efc28 a board with any failure
+    could not be rescored ("would not be written back unchanged")."""
     import algzu.estimator as registry
     from algzu.estimator import include
     from algzu.reports.suite import write_results
     from algzu.run import run_suite
     from algzu.suites import ModelCase, Suite
 
-    suite = Suite("tiny-failures", (ModelCase("2nd_argmax-d4-n3", 0.05),), n_copies=4, budgets=(10**4,),
+    suite = Suite("tiny-rescore", (ModelCase("2nd_argmax-d4-n3", 0.05),), n_copies=8, budgets=(10**4,),
                   gt_samples=1 << 12, seed=3)
     with registry.ESTIMATORS.restoring():
         include(Path(__file__).with_name("faulty_estimators.py"))
@@ -88,6 +71,7 @@ def test_a_run_with_failed_cells_rescores_too(tmp_path):
     for path, data in written.items():
         if path.name not in NOT_COMPARED:
             assert path.read_bytes() == (data.encode() if isinstance(data, str) else data), path.name
+    assert "rescored" in json.loads((folder / "provenance.json").read_text())
 
 
 def test_cells_that_would_not_come_back_unchanged_are_refused_and_nothing_is_written(tmp_path):
