@@ -28,7 +28,7 @@ from algzu.io import atomic_write_text
 from algzu.reports.html import write_html_report
 from algzu.reports.suite import HEADLINE, dumps_json, format_budget, format_value, markdown_table, write_results
 from algzu.run import SuiteResult, run_suite
-from algzu.scoring import BASELINES
+from algzu.scoring import BASELINES, PRIOR_RIVAL
 from algzu.suites import Suite, get_suite
 
 CHALLENGES: Mapping[str, str] = types.MappingProxyType({"432": "challenge-432", "m43": "m43"})  # name -> suite
@@ -165,9 +165,19 @@ def _agnostic_rivals(row: Any, agnostic: pd.DataFrame) -> list[str]:
     baselines the run left out (``row.baselines_not_run``, :data:`algzu.scoring.BASELINES`) and
     those that failed on some copy (``row.rivals_failed``)."""
     reasons = [f"`{name}` not run" for name in _names(getattr(row, "baselines_not_run", ""))]
-    reasons += [f"`{name}` failed on some copies" for name in _names(getattr(row, "rivals_failed", ""))]
+    if hasattr(row, "rivals_failed"):
+        failed = _names(row.rivals_failed)
+    elif "failures" not in agnostic.columns:
+        failed = []
+    else:  # a summary from before that column: the baselines' own failure counts
+        same = agnostic[(agnostic["budget_flops"] == row.budget_flops) & (agnostic["failures"] > 0)]
+        if "model" in agnostic.columns:
+            same = same[same["model"] == row.model]
+        failed = sorted(set(same["estimator"]) | ({PRIOR_RIVAL} if "sampling" in set(same["estimator"]) else set()))
+    reasons += [f"`{name}` failed on some copies" for name in failed]
     if hasattr(row, "not_below"):
-        names = _names(row.not_below)
+        # Only the shipped baselines are rivals (a summary from before that rule may name others).
+        names = [n for n in _names(row.not_below) if n in BASELINES or n == PRIOR_RIVAL]
     else:
         names = _unpaired_rivals(row, agnostic)
     if names:

@@ -25,13 +25,19 @@ T = TypeVar("T")
 # names and command lines. A red-team pass registered an estimator whose name closed the
 # verdict's backquotes and appended a forged verdict paragraph to leaderboard.md.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+# The references every table prints beside the estimators (any case): no estimator may
+# pass for one of them.
+RESERVED_NAMES = frozenset({"sampling+prior", "constant"})
 
 
 def check_name(name: object, what: str) -> str:
-    """``name`` if it is a valid registered name (:data:`NAME_PATTERN`), else AlgzuError."""
+    """``name`` if it is a valid registered name (:data:`NAME_PATTERN`, not one of
+    :data:`RESERVED_NAMES`), else AlgzuError."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise AlgzuError(f"{what} name {str(name)[:80]!r} must be 1-64 letters, digits or _.+- "
                          "(starting with a letter or digit)")
+    if name.casefold() in RESERVED_NAMES:
+        raise AlgzuError(f"{what} name {name!r} is a reference's ({', '.join(sorted(RESERVED_NAMES))})")
     return name
 
 

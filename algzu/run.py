@@ -168,8 +168,6 @@ class SuiteResult:
 BlockRunner = Callable[[Estimator | EstimatorCard, object, dict, int, list, list], list[CellResult]]
 
 
-
-
 def _baselines_not_run(ests: Sequence, specs: Sequence[ModelSpec], block_runner: BlockRunner) -> list:
     """The :data:`BASELINES` a run of ``ests`` with a mechanistic estimator leaves out, as the
     runner sees them (their ``supports`` says where each would have been a rival). A sealed
@@ -299,7 +297,9 @@ def as_written(cells: pd.DataFrame) -> pd.DataFrame:
         if name != "seconds" and out[name].dtype == object:
             # Floats and None (a failed cell's estimate): cells.csv reads them back as floats.
             values = out[name].dropna()
-            if len(values) and all(isinstance(v, (float, np.floating)) for v in values):
+            numbers = [isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                       for v in values]
+            if len(values) and all(numbers) and any(isinstance(v, (float, np.floating)) for v in values):
                 out[name] = out[name].astype(float)
         if name != "seconds" and pd.api.types.is_float_dtype(out[name]):
             out[name] = [float(CELLS_FLOAT_FORMAT % v) for v in out[name]]

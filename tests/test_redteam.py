@@ -643,6 +643,12 @@ def test_a_baseline_that_failed_on_a_copy_leaves_no_win(failed):
     text = verdict(_verdict_rows(compared))
     assert text.startswith("No mechanistic estimator beats"), text
     assert f"`exact` at 1e+08 (`{failed}` failed on some copies" in text, text
+    # A summary from before the column: the baselines' own failure counts say the same.
+    rival = dict(model="m", estimator=failed, mechanistic=False, sealed=True, budget_flops=1e8, failures=8,
+                 mse=1e-3, mse_hi=2e-3, prior_efficiency=0.1, prior_efficiency_lo=0.05, prior_efficiency_hi=0.2,
+                 efficiency=0.1, efficiency_lo=0.05, fvu=1.0)
+    old = pd.concat([_verdict_rows(compared).drop(columns="rivals_failed"), pd.DataFrame([rival])])
+    assert f"`exact` at 1e+08 (`{failed}` failed on some copies" in verdict(old), verdict(old)
 
 
 def test_a_verdict_measures_sampling_plus_prior_on_the_copies():
@@ -733,6 +739,14 @@ def test_a_name_that_carries_markdown_is_refused(tmp_path, sampler_source):
         _decode_catalog(json.dumps({"ok": True, "cards": [card]}).encode(), str(forged), [])
     assert len(_decode_catalog(json.dumps({"ok": True, "cards": [{**card, "name": "rtb_const"}]}).encode(),
                                str(forged), [])) == 1
+    # Nor the name of a reference every table prints (a review of that pass).
+    with pytest.raises(AlgzuError, match="malformed data"):
+        _decode_catalog(json.dumps({"ok": True, "cards": [{**card, "name": "Sampling+Prior"}]}).encode(),
+                        str(forged), [])
+    reserved = tmp_path / "reserved.py"
+    reserved.write_text(sampler_source("sampling+prior"))
+    with registry.ESTIMATORS.restoring(), pytest.raises(AlgzuError, match="is a reference's"):
+        include(reserved)
 
 
 def test_a_name_two_files_define_is_an_error_naming_both(tmp_path, sampler_source):

@@ -51,7 +51,7 @@ def test_a_rescored_run_is_what_the_run_wrote(tmp_path):
     """A run summarizes its cells as ``cells.csv`` holds them (10 significant digits), so
     rescoring a folder just written changes nothing but provenance's ``rescored``. Failed
     cells too: a failed cell has no estimate, and the column of floats and None was written
-    at full precision and read back at 10 digits, so up to 04efc28 a board with any failure
+    at full precision and read back at 10 digits, so before 04efc28 a board with any failure
     could not be rescored ("would not be written back unchanged")."""
     import algzu.estimator as registry
     from algzu.estimator import include

@@ -102,6 +102,7 @@ def test_an_entry_point_estimator_is_listed_and_traced_sealed(tmp_path, monkeypa
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-algzu-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[algzu.estimators]\ndemo = demo_algzu_plugin:Sampler\n")
+    (dist / "RECORD").write_text("demo_algzu_plugin.py,,\n")
     with registry.ESTIMATORS.restoring():  # discovery has run: it will not load the plug-in here
         monkeypatch.syspath_prepend(str(tmp_path))
         with SealedRunner(sandbox=False) as runner:
@@ -117,27 +118,40 @@ def test_an_entry_point_estimator_is_listed_and_traced_sealed(tmp_path, monkeypa
     assert "demo_algzu_plugin" not in sys.modules
 
 
-def test_an_entry_point_cannot_claim_another_sources_file(tmp_path, monkeypatch, small, sampler_source):
+def _plugin(site: Path, module: str, entry: str, text: str) -> None:
+    """An installed package ``module`` whose entry point ``entry`` is its class ``Sampler``."""
+    (site / f"{module}.py").write_text(text)
+    dist = site / f"{module}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[algzu.estimators]\n{entry} = {module}:Sampler\n")
+    (dist / "RECORD").write_text(f"{module}.py,,\n")
+
+
+@pytest.mark.parametrize("victim", ["shipped", "plugin"])
+def test_an_entry_point_cannot_claim_another_sources_file(victim, tmp_path, monkeypatch, small, sampler_source):
     """A red-team pass: an installed plug-in whose module set ``__file__`` to the shipped
     ``estimators/sampling.py`` had its card name that file, and the runner adopted the
     plug-in's tracer as the tracer of ``sampling.py``: the baselines were later listed by the
-    attacker's code (as supporting no model), so a board without them drew a win. An entry
-    point's estimators must live outside every other estimator source and algzu's folders."""
+    attacker's code (as supporting no model), so a board without them drew a win. A review
+    then found one plug-in could claim another's file the same way (entry points are listed
+    in name order: ``aaa`` before ``demo``), and trace its estimators. An entry point's
+    estimators must be in a file its own package installed."""
     import algzu.estimators.sampling as shipped
     from algzu.errors import AlgzuError
 
     spec, _ = small
-    claimed = str(Path(shipped.__file__).resolve())
-    (tmp_path / "claim_algzu_plugin.py").write_text(
-        sampler_source("claim_plugin_sampling", registered=False) + f"\n__file__ = {claimed!r}\n")
-    dist = tmp_path / "claim_algzu_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: claim-algzu-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[algzu.estimators]\nclaim = claim_algzu_plugin:Sampler\n")
+    if victim == "shipped":
+        claimed = str(Path(shipped.__file__).resolve())
+    else:
+        _plugin(tmp_path, "demo_algzu_plugin", "demo", sampler_source("demo_plugin_sampling", registered=False))
+        claimed = str((tmp_path / "demo_algzu_plugin.py").resolve())
+    _plugin(tmp_path, "claim_algzu_plugin", "aaa_claim",
+            sampler_source("claim_plugin_sampling", registered=False) + f"\n__file__ = {claimed!r}\n")
     with registry.ESTIMATORS.restoring():
         monkeypatch.syspath_prepend(str(tmp_path))
         with SealedRunner(sandbox=False) as runner:
-            with pytest.raises(AlgzuError, match="another estimator source"):
+            with pytest.raises(AlgzuError, match="not a file of its own package"):
                 runner.catalog(["claim_plugin_sampling"], [spec])
             assert claimed not in runner.tracer_pids  # not adopted
 
@@ -253,6 +267,13 @@ def attempt(action):
 print(attempt(lambda: os.kill(int(sys.argv[2]), 0)), flush=True)
 print(attempt(lambda: socket.socket(socket.AF_UNIX).connect(b"\\0" + sys.argv[3].encode())), flush=True)
 print(attempt(lambda: socket.socket(socket.AF_INET).connect(("127.0.0.1", int(sys.argv[4])))), flush=True)
+fast_open = lambda: socket.socket(socket.AF_INET).sendto(b"x", socket.MSG_FASTOPEN, ("127.0.0.1", int(sys.argv[4])))
+print(attempt(fast_open), attempt(lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)),
+      attempt(lambda: socket.socket(socket.AF_UNIX)), flush=True)
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)  # struct io_uring_params
+print(libc.syscall(425, 1, params), ctypes.get_errno(), flush=True)  # io_uring_setup
 """
 
 
@@ -261,8 +282,8 @@ def test_a_confined_worker_cannot_signal_or_connect_outside_itself():
     group) and SIGKILLed them, so the baselines' cells crashed; any process it could signal
     was a target. Landlock ABI 6 scopes signals and abstract unix sockets to the domain, and
     every worker confines itself: a sibling (here a sleeping process) and an abstract socket
-    (here the test's own) are outside it. From ABI 4 no TCP either (a distributed run's
-    key-value store listens on TCP; here the test's own port)."""
+    (here the test's own) are outside it. And no internet socket, on any kernel (a seccomp
+    filter: a distributed run's key-value store listens on TCP; here the test's own port)."""
     import socket
     import subprocess
     import sys
@@ -280,14 +301,16 @@ def test_a_confined_worker_cannot_signal_or_connect_outside_itself():
         out = subprocess.run([sys.executable, "-c", _SIGNAL_CONFINED, str(boot), str(sibling.pid), name,
                               str(tcp.getsockname()[1])], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
-        state, signal, connect, tcp_connect = out.stdout.split("\n")[:4]
-        abi = _landlock_abi()
-        if state != "confined" or abi < 4:
-            pytest.skip("Landlock ABI 4 (Linux >= 6.7) is not available on this kernel")
-        assert tcp_connect == "denied"
-        if abi >= 6:
-            assert (signal, connect) == ("denied", "denied")
-            assert sibling.poll() is None
+        state, signal, connect, tcp_connect, others, uring = out.stdout.split("\n")[:6]
+        if state != "confined":
+            pytest.skip("Landlock is not available on this kernel")
+        # No internet socket at all (seccomp): a TCP connect, a TCP Fast Open connect (which
+        # Landlock's TCP rules do not see), UDP, io_uring (EACCES, 13); unix sockets stay.
+        assert (tcp_connect, others, uring) == ("denied", "denied denied allowed", "-1 13")
+        if _landlock_abi() < 6:
+            pytest.skip("Landlock ABI 6 (Linux >= 6.12) is not available on this kernel")
+        assert (signal, connect) == ("denied", "denied")
+        assert sibling.poll() is None
     finally:
         sibling.kill()
         listener.close()

@@ -310,8 +310,9 @@ def write_results(out_dir: str | Path, suite: Suite, result: SuiteResult, *, hel
                        "interval": "union of bootstrap-t on the log ratio and percentile, paired over copies",
                        "verdict_level": "each claim at 1 - (1 - level) / claims, claims: the model's sealed "
                                         "mechanistic estimators x budgets",
-                       "verdict_rivals": "every sealed model-agnostic estimator on the board and sampling+prior "
-                                         "run on the copies (sampling's estimates shrunk towards their mean), "
+                       "verdict_rivals": "the shipped model-agnostic baselines (sampling, stratified; one that "
+                                         "failed on any copy leaves no win) and sampling+prior run on the "
+                                         "copies (sampling's estimates shrunk towards their mean), "
                                          "paired over copies: the bootstrap interval of the MSE gap and a "
                                          "sign-flip test, both at the claim's level",
                        "bootstrap_resamples": scoring.N_BOOTSTRAP, "bootstrap_seed": scoring.BOOTSTRAP_SEED}

@@ -10,6 +10,7 @@ nothing from algzu and nothing that starts threads. :func:`boot` is the worker's
    algzu's packages, the estimator files it was given and the system folders libraries
    read, and in ``/proc`` only its own entry (not its parent's command line or
    environment, where a held-out secret may be); it may write only its working folder;
+   it may open no internet socket (a seccomp filter, :func:`_no_internet_sockets`);
 3. hand over to :func:`algzu.sandbox.serve.worker_main`.
 
 Landlock (Linux >= 5.13) also stops a confined process from ptrace-ing (or reading the
@@ -102,11 +103,57 @@ def confine(readable_dirs: list[str], readable_files: list[str]) -> bool:
                     _PINNED.append(fd)
                 else:
                     os.close(fd)
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or not _no_internet_sockets(libc):
             return False
         return libc.syscall(_RESTRICT_SELF, ruleset, 0) == 0
     finally:
         os.close(ruleset)
+
+
+# seccomp: (audit arch, socket's syscall number, whether x32 numbers exist) per machine.
+_SECCOMP_ARCHES = {"x86_64": (0xC000003E, 41, True), "aarch64": (0xC00000B7, 198, False)}
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_AF_INET, _AF_INET6, _EACCES = 2, 10, 13
+_NR_IO_URING_SETUP = 425  # the same number on x86_64 and arm64
+
+
+def _no_internet_sockets(libc: ctypes.CDLL) -> bool:
+    """Refuse ``socket(AF_INET | AF_INET6, ...)`` and ``io_uring_setup`` (whose rings open
+    sockets without ``socket``) with EACCES for the rest of this process's life (a seccomp
+    filter; NO_NEW_PRIVS must be set). A worker talks to its parent over the socketpair it
+    inherited, never over the network. Landlock's TCP rules alone do not see
+    a TCP Fast Open connect (``sendto`` with ``MSG_FASTOPEN``), a ``listen`` that binds
+    implicitly, or UDP (a review of the sixth red-team pass): a distributed run's
+    coordinator and key-value store listen on TCP. Returns False if the filter could not be
+    installed; True on machines this filter does not know (nothing filtered). Calls of
+    another ABI than the machine's (i386's ``int 0x80`` on x86_64) are refused whole."""
+    import platform
+
+    arch = _SECCOMP_ARCHES.get(platform.machine())
+    if arch is None:
+        return True
+    audit_arch, nr_socket, x32 = arch
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, deny = 0x7FFF0000, 0x00050000 | _EACCES  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO
+    # (code, jump if true, jump if false, k); jumps count instructions skipped.
+    prog = [
+        (ld, 0, 0, 4),  # seccomp_data.arch
+        (jeq, 1, 0, audit_arch),
+        (ret, 0, 0, deny),  # another ABI (i386's int 0x80 on x86_64, socketcall): refused
+        (ld, 0, 0, 0),  # seccomp_data.nr
+        (jge, 6, 0, 0x40000000) if x32 else (jeq, 0, 0, 0),  # x32 calls: refused
+        (jeq, 5, 0, _NR_IO_URING_SETUP),
+        (jeq, 0, 3, nr_socket),
+        (ld, 0, 0, 16),  # args[0], the domain (low word)
+        (jeq, 2, 0, _AF_INET),
+        (jeq, 1, 0, _AF_INET6),
+        (ret, 0, 0, allow),
+        (ret, 0, 0, deny),
+    ]
+    filters = b"".join(struct.pack("=HBBI", *op) for op in prog)
+    buffer = ctypes.create_string_buffer(filters)
+    fprog = struct.pack("@HP", len(prog), ctypes.addressof(buffer))  # struct sock_fprog
+    return libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.create_string_buffer(fprog), 0, 0) == 0
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -104,7 +104,7 @@ import numpy as np
 from algzu.errors import AlgzuError
 from algzu.estimator import INCLUDED_PREFIX, Estimator, include_path, included_files
 from algzu.model import ModelSpec
-from algzu.registry import NAME_PATTERN
+from algzu.registry import NAME_PATTERN, RESERVED_NAMES
 from algzu.sandbox.runner import ERROR_CODES, CellResult
 
 # Error codes after which the worker is gone or unusable: they count towards give_up_after.
@@ -260,8 +260,8 @@ def _decode_catalog(reply: bytes | None, source: str, specs: list[ModelSpec]) ->
                 and isinstance(supports, list) and len(supports) == len(specs)
                 and all(isinstance(x, bool) for x in supports)):
             raise bad(f"card {str(c.get('name'))[:40]!r}")
-        if not NAME_PATTERN.fullmatch(name):  # the worker's registry checks too, but it answers what it likes
-            raise bad(f"estimator name {name[:40]!r}")
+        if not NAME_PATTERN.fullmatch(name) or name.casefold() in RESERVED_NAMES:
+            raise bad(f"estimator name {name[:40]!r}")  # the worker's registry checks too, but it answers what it likes
         if file is None or not (source.startswith(ENTRY_POINT) or Path(file).resolve() == Path(source)):
             raise bad(f"{name}: its class is not in {source}")
         ref = EstimatorRef(name, module, qualname, file, fields)
@@ -271,15 +271,22 @@ def _decode_catalog(reply: bytes | None, source: str, specs: list[ModelSpec]) ->
 
 
 def _check_entry_point_file(source: str, card: EstimatorCard, sources: Mapping[str, str | None]) -> None:
-    """An entry point's card names the file its class is in, as its own worker says: it must
-    not be another source's file or lie in algzu's folders, or the runner would make this
-    worker the tracer of that file (a red-team pass listed the shipped baselines that way,
-    as supporting no model)."""
+    """An entry point's card names the file its class is in, as its own worker says, and the
+    runner makes that worker the tracer of that file. So the file must be one its package
+    installed (its distribution's ``RECORD``), and not another source's or in algzu's
+    folders: a red-team pass had a plug-in claim ``estimators/sampling.py`` and list the
+    shipped baselines as supporting no model, and a review found that one plug-in could
+    claim another's file the same way (and trace, so sabotage, its estimators)."""
+    from importlib import metadata
+
     key = _source_key(card.ref.file)
+    entries = metadata.entry_points(group="algzu.estimators", name=source.removeprefix(ENTRY_POINT))
+    installed = {str(Path(f.locate()).resolve()) for e in entries if e.dist is not None for f in e.dist.files or ()}
     algzu_dirs = [Path(d).resolve() for d in _algzu_dirs()]
-    if key in sources or any(Path(key).is_relative_to(d) for d in algzu_dirs):
-        raise AlgzuError(f"cannot load the estimators: {source} says {card.name!r} is in {card.ref.file}, "
-                         "another estimator source or algzu's own folder")
+    if (not card.ref.file or key not in installed or key in sources
+            or any(Path(key).is_relative_to(d) for d in algzu_dirs)):
+        raise AlgzuError(f"cannot load the estimators: {source} says {card.name!r} is in {card.ref.file!r}, "
+                         "which is not a file of its own package")
 
 
 def _outside_folders(files: set[str | None]) -> set[str]:
