@@ -15,10 +15,11 @@ nothing from algzu and nothing that starts threads. :func:`boot` is the worker's
 
 Landlock (Linux >= 5.13) also stops a confined process from ptrace-ing (or reading the
 memory of) processes outside its domain, the parent included; from ABI 4 (Linux >= 6.7)
-from binding or connecting TCP sockets; from ABI 6 (Linux >= 6.12) from signalling processes
-outside its domain or connecting to their abstract unix sockets: each worker confines
-itself, so each is a domain of its own, and a tracer cannot kill its run's other workers. Where the kernel has no
-Landlock, :func:`confine` returns False and the worker reports that it is not sandboxed.
+from binding or connecting TCP sockets; from ABI 6 (Linux >= 6.12) from signalling
+processes outside its domain or connecting to their abstract unix sockets: each worker
+confines itself, so each is a domain of its own, and a tracer cannot kill its run's other
+workers. Where the kernel has no Landlock, :func:`confine` returns False and the worker
+reports that it is not sandboxed.
 """
 
 from __future__ import annotations
@@ -121,12 +122,12 @@ def _no_internet_sockets(libc: ctypes.CDLL) -> bool:
     """Refuse ``socket(AF_INET | AF_INET6, ...)`` and ``io_uring_setup`` (whose rings open
     sockets without ``socket``) with EACCES for the rest of this process's life (a seccomp
     filter; NO_NEW_PRIVS must be set). A worker talks to its parent over the socketpair it
-    inherited, never over the network. Landlock's TCP rules alone do not see
-    a TCP Fast Open connect (``sendto`` with ``MSG_FASTOPEN``), a ``listen`` that binds
-    implicitly, or UDP (a review of the sixth red-team pass): a distributed run's
-    coordinator and key-value store listen on TCP. Returns False if the filter could not be
-    installed; True on machines this filter does not know (nothing filtered). Calls of
-    another ABI than the machine's (i386's ``int 0x80`` on x86_64) are refused whole."""
+    inherited, never over the network. Landlock's TCP rules alone do not see a TCP Fast
+    Open connect (``sendto`` with ``MSG_FASTOPEN``), a ``listen`` that binds implicitly, or
+    UDP (a review of the sixth red-team pass), and a distributed run's coordinator and
+    key-value store listen on TCP. Calls through another ABI than the machine's (i386's
+    ``int 0x80`` on x86_64) are refused whole. Returns False if the filter could not be
+    installed; True on machines this filter does not know (nothing filtered)."""
     import platform
 
     arch = _SECCOMP_ARCHES.get(platform.machine())

@@ -104,7 +104,7 @@ import numpy as np
 from algzu.errors import AlgzuError
 from algzu.estimator import INCLUDED_PREFIX, Estimator, include_path, included_files
 from algzu.model import ModelSpec
-from algzu.registry import NAME_PATTERN, RESERVED_NAMES
+from algzu.registry import check_name
 from algzu.sandbox.runner import ERROR_CODES, CellResult
 
 # Error codes after which the worker is gone or unusable: they count towards give_up_after.
@@ -260,8 +260,10 @@ def _decode_catalog(reply: bytes | None, source: str, specs: list[ModelSpec]) ->
                 and isinstance(supports, list) and len(supports) == len(specs)
                 and all(isinstance(x, bool) for x in supports)):
             raise bad(f"card {str(c.get('name'))[:40]!r}")
-        if not NAME_PATTERN.fullmatch(name) or name.casefold() in RESERVED_NAMES:
-            raise bad(f"estimator name {name[:40]!r}")  # the worker's registry checks too, but it answers what it likes
+        try:  # the worker's registry checked it too, but a worker answers what it likes
+            check_name(name, "estimator")
+        except AlgzuError:
+            raise bad(f"estimator name {name[:40]!r}") from None
         if file is None or not (source.startswith(ENTRY_POINT) or Path(file).resolve() == Path(source)):
             raise bad(f"{name}: its class is not in {source}")
         ref = EstimatorRef(name, module, qualname, file, fields)
